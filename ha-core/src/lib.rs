@@ -18,4 +18,8 @@
 #![warn(missing_docs)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+#[cfg(feature = "test-util")]
+pub mod conformance;
+pub mod queue;
+pub mod store;
 pub mod wire;

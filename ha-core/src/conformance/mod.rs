@@ -1,0 +1,92 @@
+//! Conformance suites: one per trait, written once, run against every
+//! backend (feature `test-util`).
+//!
+//! A backend's test file instantiates a suite with a fixture constructor:
+//!
+//! ```text
+//! async fn fixture(partitions: u32) -> MyFixture { ... }
+//! ha_core::queue_conformance!(fixture);
+//! ha_core::store_conformance!(store_fixture);
+//! ```
+//!
+//! Each check is also a public async function, for suites that want to pick.
+
+pub mod queue;
+pub mod store;
+
+/// Fixture readings: `device`, `seq`, at `ts_secs` seconds after the epoch,
+/// with `metrics`.
+pub fn reading(
+    device: &str,
+    seq: u64,
+    ts_secs: i64,
+    metrics: &[(&str, f64)],
+) -> crate::wire::Reading {
+    crate::wire::Reading {
+        device_id: device.to_owned(),
+        seq,
+        ts: crate::wire::Timestamp::from_unix_micros(ts_secs * 1_000_000),
+        metrics: metrics
+            .iter()
+            .map(|(n, v)| crate::wire::Metric::new(*n, *v))
+            .collect(),
+    }
+}
+
+/// Instantiates the [`queue`] conformance suite as `#[tokio::test]`s.
+/// `$fixture` is an `async fn(partitions: u32) -> impl QueueFixture`.
+#[macro_export]
+macro_rules! queue_conformance {
+    ($fixture:path) => {
+        $crate::queue_conformance!(@tests $fixture;
+            confirmed_messages_arrive_in_order,
+            unacked_deliveries_are_redelivered_when_the_consumer_goes,
+            nack_requeues_or_dead_letters,
+            delivery_limit_dead_letters_a_poison_message,
+            prefetch_bounds_unacked_deliveries,
+            single_active_consumer_fails_over,
+            ack_up_to_settles_earlier_deliveries,
+            partitions_are_independent,
+            invalid_partition_is_an_error,
+            depth_counts_ready_messages,
+        );
+    };
+    (@tests $fixture:path; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let fixture = $fixture($crate::conformance::queue::PARTITIONS).await;
+                $crate::conformance::queue::$name(&fixture).await;
+            }
+        )*
+    };
+}
+
+/// Instantiates the [`store`] conformance suite as `#[tokio::test]`s.
+/// `$fixture` is an `async fn() -> Arc<dyn Store>` giving an empty store.
+#[macro_export]
+macro_rules! store_conformance {
+    ($fixture:path) => {
+        $crate::store_conformance!(@tests $fixture;
+            writes_are_idempotent_and_conflicts_counted,
+            anomalies_are_idempotent,
+            recent_values_are_the_newest_in_seq_order,
+            anomalies_page_stably_under_concurrent_inserts,
+            anomaly_filters_apply,
+            readings_in_a_time_range,
+            device_status_and_seq_gaps,
+            retention_deletes_in_bounded_batches,
+            concurrent_writers_store_one_row_per_key,
+            empty_write_is_fine,
+        );
+    };
+    (@tests $fixture:path; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let store = $fixture().await;
+                $crate::conformance::store::$name(store).await;
+            }
+        )*
+    };
+}

@@ -1,0 +1,239 @@
+//! In-memory [`Store`] with the same semantics as the database backends.
+//! Nothing survives the process.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Bound;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+
+use super::{
+    Anomaly, AnomalyQuery, DeviceStatus, Page, ReadingQuery, SeqGap, Store, StoreError,
+    StoredValue, WriteOutcome,
+};
+use crate::wire::{Reading, Timestamp};
+
+type Key = (String, u64, String);
+
+/// In-memory store: see the [module docs](self). Cheap to clone; clones
+/// share the data.
+#[derive(Clone, Default)]
+pub struct MemoryStore {
+    inner: Arc<Mutex<Tables>>,
+}
+
+#[derive(Default)]
+struct Tables {
+    readings: BTreeMap<Key, (Timestamp, f64)>,
+    anomalies: HashMap<Key, Anomaly>,
+    /// `(ts, device_id, seq, metric)`: the anomalies listing order.
+    anomaly_order: BTreeSet<(Timestamp, String, u64, String)>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn tables(&self) -> MutexGuard<'_, Tables> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Number of stored metric rows.
+    pub fn reading_rows(&self) -> usize {
+        self.tables().readings.len()
+    }
+
+    /// Number of stored anomalies.
+    pub fn anomaly_rows(&self) -> usize {
+        self.tables().anomalies.len()
+    }
+}
+
+fn device_range(device_id: &str) -> (Bound<Key>, Bound<Key>) {
+    (
+        Bound::Included((device_id.to_owned(), 0, String::new())),
+        Bound::Included((device_id.to_owned(), u64::MAX, "\u{10ffff}".to_owned())),
+    )
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn write(
+        &self,
+        readings: &[Reading],
+        anomalies: &[Anomaly],
+    ) -> Result<WriteOutcome, StoreError> {
+        for r in readings {
+            if r.seq > crate::wire::MAX_SEQ {
+                return Err(StoreError::Invalid(format!("seq {} out of range", r.seq)));
+            }
+        }
+        let mut t = self.tables();
+        let mut out = WriteOutcome::default();
+        for r in readings {
+            for m in &r.metrics {
+                let key = (r.device_id.clone(), r.seq, m.name.clone());
+                match t.readings.get(&key) {
+                    None => {
+                        t.readings.insert(key, (r.ts, m.value));
+                        out.inserted += 1;
+                    }
+                    Some(&(ts, v)) if ts == r.ts && v.to_bits() == m.value.to_bits() => {
+                        out.duplicates += 1
+                    }
+                    Some(_) => out.conflicts += 1,
+                }
+            }
+        }
+        for a in anomalies {
+            let key = (a.device_id.clone(), a.seq, a.metric.clone());
+            if !t.anomalies.contains_key(&key) {
+                t.anomaly_order
+                    .insert((a.ts, a.device_id.clone(), a.seq, a.metric.clone()));
+                t.anomalies.insert(key, a.clone());
+                out.anomalies_inserted += 1;
+            }
+        }
+        Ok(out)
+    }
+
+    async fn recent_values(
+        &self,
+        device_id: &str,
+        metric: &str,
+        before_seq: u64,
+        limit: u32,
+    ) -> Result<Vec<(u64, f64)>, StoreError> {
+        let t = self.tables();
+        let (lo, _) = device_range(device_id);
+        let hi = Bound::Excluded((device_id.to_owned(), before_seq, String::new()));
+        let mut out: Vec<(u64, f64)> = t
+            .readings
+            .range((lo, hi))
+            .rev()
+            .filter(|((_, _, m), _)| m == metric)
+            .take(limit as usize)
+            .map(|((_, seq, _), (_, v))| (*seq, *v))
+            .collect();
+        out.reverse();
+        Ok(out)
+    }
+
+    async fn anomalies(&self, query: &AnomalyQuery) -> Result<Page<Anomaly>, StoreError> {
+        let t = self.tables();
+        let limit = query.effective_limit() as usize;
+        let upper = match &query.after {
+            Some(c) => Bound::Excluded((c.ts, c.device_id.clone(), c.seq, c.metric.clone())),
+            None => Bound::Unbounded,
+        };
+        let mut items = Vec::new();
+        let mut more = false;
+        for (_, device_id, seq, metric) in t.anomaly_order.range((Bound::Unbounded, upper)).rev() {
+            let Some(a) = t.anomalies.get(&(device_id.clone(), *seq, metric.clone())) else {
+                continue;
+            };
+            if !query.matches(a) {
+                continue;
+            }
+            if items.len() == limit {
+                more = true;
+                break;
+            }
+            items.push(a.clone());
+        }
+        let next = if more {
+            items.last().map(Anomaly::cursor)
+        } else {
+            None
+        };
+        Ok(Page { items, next })
+    }
+
+    async fn readings(&self, query: &ReadingQuery) -> Result<Vec<StoredValue>, StoreError> {
+        let t = self.tables();
+        let mut out: Vec<StoredValue> = t
+            .readings
+            .range(device_range(&query.device_id))
+            .filter(|((_, _, m), (ts, _))| {
+                *ts >= query.from
+                    && *ts < query.to
+                    && query.metric.as_ref().is_none_or(|want| want == m)
+            })
+            .map(|((_, seq, metric), (ts, value))| StoredValue {
+                seq: *seq,
+                ts: *ts,
+                metric: metric.clone(),
+                value: *value,
+            })
+            .collect();
+        out.sort_by(|a, b| (a.ts, a.seq, &a.metric).cmp(&(b.ts, b.seq, &b.metric)));
+        out.truncate(query.limit as usize);
+        Ok(out)
+    }
+
+    async fn device_status(&self, device_id: &str) -> Result<Option<DeviceStatus>, StoreError> {
+        let t = self.tables();
+        let mut status: Option<DeviceStatus> = None;
+        for ((_, seq, _), (ts, _)) in t.readings.range(device_range(device_id)) {
+            let s = status.get_or_insert_with(|| DeviceStatus {
+                device_id: device_id.to_owned(),
+                last_seen: *ts,
+                last_seq: *seq,
+            });
+            s.last_seen = s.last_seen.max(*ts);
+            s.last_seq = s.last_seq.max(*seq);
+        }
+        Ok(status)
+    }
+
+    async fn seq_gaps(
+        &self,
+        device_id: &str,
+        from_seq: u64,
+        to_seq: u64,
+        limit: u32,
+    ) -> Result<Vec<SeqGap>, StoreError> {
+        let t = self.tables();
+        let mut gaps = Vec::new();
+        let mut prev: Option<u64> = None;
+        for ((_, seq, _), _) in t.readings.range(device_range(device_id)) {
+            if *seq < from_seq || *seq > to_seq || prev == Some(*seq) {
+                continue;
+            }
+            if let Some(p) = prev
+                && *seq > p + 1
+            {
+                if gaps.len() == limit as usize {
+                    break;
+                }
+                gaps.push(SeqGap {
+                    from: p + 1,
+                    to: seq - 1,
+                });
+            }
+            prev = Some(*seq);
+        }
+        Ok(gaps)
+    }
+
+    async fn delete_readings_before(
+        &self,
+        cutoff: Timestamp,
+        batch: u32,
+    ) -> Result<u64, StoreError> {
+        let mut t = self.tables();
+        let doomed: Vec<Key> = t
+            .readings
+            .iter()
+            .filter(|(_, (ts, _))| *ts < cutoff)
+            .take(batch as usize)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in &doomed {
+            t.readings.remove(k);
+        }
+        Ok(doomed.len() as u64)
+    }
+}

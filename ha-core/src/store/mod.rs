@@ -1,0 +1,94 @@
+//! Durable storage of readings and anomalies: the [`Store`] contract and its
+//! backends.
+//!
+//! Every metric of a reading is a row keyed `(device_id, seq, metric)`. The
+//! first write of a key wins; a later copy with the same values is a
+//! *duplicate* (a device resend or a broker redelivery), one with different
+//! values a *conflict*, counted and never applied. Anomalies are keyed the
+//! same way and written in the same transaction as their readings, so an
+//! analyzer that crashes mid-batch and sees the batch again creates no
+//! duplicate rows.
+//!
+//! | backend | for |
+//! |---|---|
+//! | [`MemoryStore`] | the embedded demo and fast tests; same semantics |
+//! | `PostgresStore` (feature `postgres`) | PostgreSQL 15+ and CockroachDB |
+
+mod error;
+mod memory;
+mod types;
+
+use async_trait::async_trait;
+
+use crate::wire::{Reading, Timestamp};
+
+pub use error::StoreError;
+pub use memory::MemoryStore;
+pub use types::{
+    Anomaly, AnomalyCursor, AnomalyQuery, DeviceStatus, Page, ReadingQuery, SeqGap, StoredValue,
+    WriteOutcome,
+};
+
+/// Durable, idempotent storage: see the [module docs](self).
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Writes `readings` and `anomalies` atomically and idempotently.
+    ///
+    /// `Ok` means every row is durable (committed); the counts say how many
+    /// metric rows were new, duplicates or conflicts, and how many anomalies
+    /// were new. Either everything is written or nothing is.
+    ///
+    /// Errors: [`StoreError::Unavailable`] (connection lost, database
+    /// restarting; transient), [`StoreError::Invalid`] for values the store
+    /// cannot hold (the batch can never succeed).
+    async fn write(
+        &self,
+        readings: &[Reading],
+        anomalies: &[Anomaly],
+    ) -> Result<WriteOutcome, StoreError>;
+
+    /// The newest `limit` values of the series `(device_id, metric)` with a
+    /// `seq` below `before_seq`, in ascending `seq` order: the history an
+    /// analyzer rebuilds a detector window from.
+    async fn recent_values(
+        &self,
+        device_id: &str,
+        metric: &str,
+        before_seq: u64,
+        limit: u32,
+    ) -> Result<Vec<(u64, f64)>, StoreError>;
+
+    /// One page of anomalies matching `query`, newest first (by `ts`, then
+    /// device, seq, metric, all descending). Pagination is keyset-based:
+    /// following [`Page::next`] never repeats or skips an anomaly, even while
+    /// new ones are inserted.
+    ///
+    /// Errors: [`StoreError::InvalidQuery`] for a malformed cursor.
+    async fn anomalies(&self, query: &AnomalyQuery) -> Result<Page<Anomaly>, StoreError>;
+
+    /// A device's stored values with `from <= ts < to`, ordered by `ts`,
+    /// `seq`, metric; at most `query.limit` rows.
+    async fn readings(&self, query: &ReadingQuery) -> Result<Vec<StoredValue>, StoreError>;
+
+    /// When a device was last heard from, or `None` if it has no readings.
+    async fn device_status(&self, device_id: &str) -> Result<Option<DeviceStatus>, StoreError>;
+
+    /// Missing `seq` ranges of a device between its stored readings with
+    /// `from_seq <= seq <= to_seq`, in ascending order, at most `limit`.
+    async fn seq_gaps(
+        &self,
+        device_id: &str,
+        from_seq: u64,
+        to_seq: u64,
+        limit: u32,
+    ) -> Result<Vec<SeqGap>, StoreError>;
+
+    /// Deletes at most `batch` readings rows with `ts < cutoff` and returns
+    /// how many it deleted; call again until it returns less than `batch`.
+    /// Bounded batches keep transactions short on a large table.
+    async fn delete_readings_before(
+        &self,
+        cutoff: Timestamp,
+        batch: u32,
+    ) -> Result<u64, StoreError>;
+}
