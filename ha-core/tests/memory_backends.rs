@@ -29,16 +29,16 @@ impl QueueFixture for MemoryFixture {
     }
 }
 
-async fn queue_fixture(partitions: u32) -> MemoryFixture {
-    MemoryFixture(MemoryQueue::new(MemoryQueueConfig {
+async fn queue_fixture(partitions: u32) -> Option<MemoryFixture> {
+    Some(MemoryFixture(MemoryQueue::new(MemoryQueueConfig {
         partitions,
         delivery_limit: 20,
         ..MemoryQueueConfig::default()
-    }))
+    })))
 }
 
-async fn store_fixture() -> Arc<dyn Store> {
-    Arc::new(MemoryStore::new())
+async fn store_fixture() -> Option<Arc<dyn Store>> {
+    Some(Arc::new(MemoryStore::new()))
 }
 
 mod queue {

@@ -14,6 +14,43 @@
 pub mod queue;
 pub mod store;
 
+/// The URL of a real server for tests, from the environment variable `var`
+/// (set by `scripts/test`).
+///
+/// When it is missing: panics if `CI` is set (a missing server in CI is a
+/// failure, never a silent skip); otherwise prints that the test is skipped
+/// and returns `None`.
+pub fn server_url(var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var_os("CI").is_some() => {
+            panic!("{var} is not set but CI is: run the tests through scripts/test")
+        }
+        _ => {
+            eprintln!(
+                "SKIPPED: {var} is not set; run scripts/test to test against the real server"
+            );
+            None
+        }
+    }
+}
+
+/// A name no other test run uses, for queues and schemas: `prefix` plus
+/// the process id, a clock reading and a counter.
+pub fn unique_name(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "{prefix}{}x{nanos:x}x{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
 /// Fixture readings: `device`, `seq`, at `ts_secs` seconds after the epoch,
 /// with `metrics`.
 pub fn reading(
@@ -34,7 +71,8 @@ pub fn reading(
 }
 
 /// Instantiates the [`queue`] conformance suite as `#[tokio::test]`s.
-/// `$fixture` is an `async fn(partitions: u32) -> impl QueueFixture`.
+/// `$fixture` is an `async fn(partitions: u32) -> Option<impl QueueFixture>`;
+/// `None` skips the test (see [`server_url`]).
 #[macro_export]
 macro_rules! queue_conformance {
     ($fixture:path) => {
@@ -55,7 +93,9 @@ macro_rules! queue_conformance {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
-                let fixture = $fixture($crate::conformance::queue::PARTITIONS).await;
+                let Some(fixture) = $fixture($crate::conformance::queue::PARTITIONS).await else {
+                    return;
+                };
                 $crate::conformance::queue::$name(&fixture).await;
             }
         )*
@@ -63,7 +103,8 @@ macro_rules! queue_conformance {
 }
 
 /// Instantiates the [`store`] conformance suite as `#[tokio::test]`s.
-/// `$fixture` is an `async fn() -> Arc<dyn Store>` giving an empty store.
+/// `$fixture` is an `async fn() -> Option<Arc<dyn Store>>` giving an empty
+/// store; `None` skips the test (see [`server_url`]).
 #[macro_export]
 macro_rules! store_conformance {
     ($fixture:path) => {
@@ -84,7 +125,9 @@ macro_rules! store_conformance {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
-                let store = $fixture().await;
+                let Some(store) = $fixture().await else {
+                    return;
+                };
                 $crate::conformance::store::$name(store).await;
             }
         )*

@@ -99,7 +99,11 @@ pub async fn unacked_deliveries_are_redelivered_when_the_consumer_goes(f: &impl 
     for i in 1..5 {
         let d = next(&mut again).await;
         assert_eq!(text(&d), format!("r{i}"));
-        assert_eq!(d.redelivered, i < 4, "r{i}");
+        // r4 may be flagged too: a broker pushes up to `prefetch` messages
+        // to the consumer before it asks for them.
+        if i < 4 {
+            assert!(d.redelivered, "r{i} was delivered before");
+        }
         d.ack().await.unwrap();
     }
     nothing_more(&mut again).await;
@@ -112,12 +116,15 @@ pub async fn nack_requeues_or_dead_letters(f: &impl QueueFixture) {
     let a = next(&mut sub).await;
     assert_eq!(text(&a), "a");
     a.nack(true).await.unwrap();
-    let again = next(&mut sub).await;
-    assert_eq!(text(&again), "a", "a requeued message comes back first");
+    // The requeued message comes back; "b" may overtake it, since a broker
+    // may have pushed it to the consumer already.
+    let mut got = vec![next(&mut sub).await, next(&mut sub).await];
+    got.sort_by_key(text);
+    let b = got.pop().unwrap();
+    let again = got.pop().unwrap();
+    assert_eq!((text(&again), text(&b)), ("a".to_owned(), "b".to_owned()));
     assert!(again.redelivered);
     again.nack(false).await.unwrap();
-    let b = next(&mut sub).await;
-    assert_eq!(text(&b), "b");
     b.ack().await.unwrap();
     nothing_more(&mut sub).await;
     let dead = eventually_dead(f, 1).await;
@@ -201,7 +208,9 @@ pub async fn single_active_consumer_fails_over(f: &impl QueueFixture) {
     for i in 1..4 {
         let d = next(&mut second).await;
         assert_eq!(text(&d), format!("s{i}"));
-        assert_eq!(d.redelivered, i == 1);
+        if i == 1 {
+            assert!(d.redelivered, "s1 was delivered to the first consumer");
+        }
         d.ack().await.unwrap();
     }
 }

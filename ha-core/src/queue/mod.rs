@@ -16,6 +16,9 @@ mod error;
 mod memory;
 mod partition;
 
+#[cfg(feature = "rabbitmq")]
+pub mod amqp;
+
 use std::fmt;
 use std::sync::Arc;
 
