@@ -107,7 +107,7 @@ start_postgres() {
     chown postgres "$dir"
     run=(runuser -u postgres --)
   fi
-  "${run[@]}" "$bin/initdb" -D "$dir/data" --auth=trust --no-sync -U postgres -E UTF8 >"$dir/initdb.out" 2>&1 \
+  "${run[@]}" "$bin/initdb" -D "$dir/data" --auth=trust --no-sync -U postgres -E UTF8 --no-locale >"$dir/initdb.out" 2>&1 \
     || { servers_log "initdb failed:"; cat "$dir/initdb.out" >&2; return 1; }
   # fsync off: test data need not survive a machine crash, and it spares
   # the shared disk. Never do this in production.

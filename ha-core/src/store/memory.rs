@@ -80,9 +80,7 @@ impl Store for MemoryStore {
                         t.readings.insert(key, (r.ts, m.value));
                         out.inserted += 1;
                     }
-                    Some(&(ts, v)) if ts == r.ts && v.to_bits() == m.value.to_bits() => {
-                        out.duplicates += 1
-                    }
+                    Some(&(ts, v)) if ts == r.ts && v == m.value => out.duplicates += 1,
                     Some(_) => out.conflicts += 1,
                 }
             }

@@ -18,6 +18,9 @@ mod error;
 mod memory;
 mod types;
 
+#[cfg(feature = "postgres")]
+pub mod postgres;
+
 use async_trait::async_trait;
 
 use crate::wire::{Reading, Timestamp};

@@ -1,0 +1,105 @@
+//! The SQL of the store. Valid for PostgreSQL and CockroachDB: no
+//! `LISTEN/NOTIFY`, temporary tables, advisory locks or `SERIAL` semantics
+//! (a test scans this file for them).
+
+/// Writes a batch of readings and their anomalies in one statement, hence
+/// one round trip and one implicit transaction. The outer `SELECT` sees the
+/// table as it was before the statement, so joining the input against it
+/// finds the keys that were already stored, and which of them differ.
+pub(super) const WRITE: &str = "
+WITH r_in AS (
+    SELECT * FROM unnest($1::TEXT[], $2::INT8[], $3::TEXT[], $4::TIMESTAMPTZ[], $5::FLOAT8[])
+        AS t(device_id, seq, metric, ts, value)
+), r_ins AS (
+    INSERT INTO readings (device_id, seq, metric, ts, value)
+    SELECT device_id, seq, metric, ts, value FROM r_in
+    ON CONFLICT (device_id, seq, metric) DO NOTHING
+    RETURNING 1
+), a_in AS (
+    SELECT * FROM unnest($6::TEXT[], $7::INT8[], $8::TEXT[], $9::TIMESTAMPTZ[], $10::FLOAT8[],
+                         $11::FLOAT8[], $12::FLOAT8[], $13::TEXT[])
+        AS t(device_id, seq, metric, ts, value, score, anomaly_score, detector)
+), a_ins AS (
+    INSERT INTO anomalies (device_id, seq, metric, ts, value, score, anomaly_score, detector)
+    SELECT device_id, seq, metric, ts, value, score, anomaly_score, detector FROM a_in
+    ON CONFLICT (device_id, seq, metric) DO NOTHING
+    RETURNING 1
+)
+SELECT
+    (SELECT count(*) FROM r_ins),
+    (SELECT count(*) FROM r_in JOIN readings r
+        ON r.device_id = r_in.device_id AND r.seq = r_in.seq AND r.metric = r_in.metric
+        WHERE r.ts <> r_in.ts OR r.value <> r_in.value),
+    (SELECT count(*) FROM a_ins)";
+
+/// The newest `$4` values of a series with `seq <= $3`, oldest first.
+pub(super) const RECENT_VALUES: &str = "
+SELECT seq, value FROM (
+    SELECT seq, value FROM readings
+    WHERE device_id = $1 AND metric = $2 AND seq <= $3
+    ORDER BY seq DESC LIMIT $4
+) t ORDER BY seq";
+
+pub(super) const DEVICE_STATUS: &str =
+    "SELECT max(ts), max(seq) FROM readings WHERE device_id = $1";
+
+pub(super) const SEQ_GAPS: &str = "
+SELECT prev + 1, seq - 1 FROM (
+    SELECT seq, lag(seq) OVER (ORDER BY seq) AS prev
+    FROM (SELECT DISTINCT seq FROM readings WHERE device_id = $1 AND seq >= $2 AND seq <= $3) s
+) t
+WHERE seq > prev + 1 ORDER BY seq LIMIT $4";
+
+pub(super) const DELETE_BEFORE: &str = "
+DELETE FROM readings WHERE (device_id, seq, metric) IN (
+    SELECT device_id, seq, metric FROM readings WHERE ts < $1 LIMIT $2
+)";
+
+pub(super) const ANOMALY_COLUMNS: &str =
+    "device_id, seq, metric, ts, value, score, anomaly_score, detector";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every statement the store sends, including each shape of the
+    /// dynamically built queries.
+    fn all_statements() -> Vec<String> {
+        let mut all: Vec<String> = [WRITE, RECENT_VALUES, DEVICE_STATUS, SEQ_GAPS, DELETE_BEFORE]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        all.extend(
+            super::super::migrate::MIGRATIONS
+                .iter()
+                .map(|m| m.sql.to_string()),
+        );
+        all.extend(super::super::all_query_shapes());
+        all
+    }
+
+    #[test]
+    fn uses_nothing_cockroachdb_lacks() {
+        let banned = [
+            "LISTEN",
+            "NOTIFY",
+            "TEMPORARY",
+            "TEMP ",
+            "ADVISORY",
+            "SERIAL",
+            "COPY",
+            "RETURNING *",
+        ];
+        for sql in all_statements() {
+            let code: String = sql
+                .lines()
+                .filter(|l| !l.trim_start().starts_with("--"))
+                .collect::<Vec<_>>()
+                .join("\n")
+                .to_uppercase();
+            for b in banned {
+                assert!(!code.contains(b), "`{b}` in: {sql}");
+            }
+        }
+    }
+}
