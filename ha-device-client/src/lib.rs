@@ -11,7 +11,7 @@ mod event;
 mod retry;
 pub mod state;
 
-pub use buffer::{Buffer, BufferLimits, EncodedReading, MemoryBuffer, OverflowPolicy};
+pub use buffer::{Buffer, BufferLimits, EncodedReading, FileBuffer, MemoryBuffer, OverflowPolicy};
 pub use error::{Error, ServerError};
 pub use event::{Counters, Event, RetryCause};
 pub use retry::{MAX_RETRY_AFTER, RetryPolicy};

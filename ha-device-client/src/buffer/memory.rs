@@ -79,8 +79,9 @@ impl MemoryBuffer {
         }
     }
 
-    pub(crate) fn contains(&self, seq: u64) -> bool {
-        self.readings.contains_key(&seq)
+    /// Size of the buffered reading `seq`, if it is buffered.
+    pub(crate) fn size_of(&self, seq: u64) -> Option<usize> {
+        self.readings.get(&seq).map(Vec::len)
     }
 
     /// Every reading, in `seq` order.

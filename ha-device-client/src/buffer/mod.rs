@@ -2,12 +2,14 @@
 //! 2xx covers them.
 //!
 //! [`Buffer`] is small so that firmware can back it with its own flash
-//! layout; [`MemoryBuffer`] and the crash-safe append-only `FileBuffer`
+//! layout; [`MemoryBuffer`] and the crash-safe append-only [`FileBuffer`]
 //! ship with the crate. Both are bounded by a reading count and a byte
 //! count ([`BufferLimits`]), with an explicit [`OverflowPolicy`].
 
+mod file;
 mod memory;
 
+pub use file::{FileBuffer, Recovery};
 pub use memory::MemoryBuffer;
 
 use ha_core::wire::Reading;
