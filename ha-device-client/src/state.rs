@@ -24,6 +24,9 @@ pub enum Outcome {
     TooLarge,
     /// 401/403: credentials refused.
     Unauthorized,
+    /// Another 4xx (404, 415, ...) or an unexpected status: the request
+    /// itself is wrong for this server (configuration, version skew).
+    Refused,
     /// 400/422 and other 4xx: the request was refused for its content;
     /// `index` names the offending reading when the server said which.
     Invalid {
@@ -65,7 +68,8 @@ pub enum Action {
         /// Positions in the batch.
         positions: Range<usize>,
     },
-    /// Stop: credentials refused. The readings stay buffered.
+    /// Stop: credentials refused, or a request this server will never
+    /// take. The readings stay buffered.
     Hold,
 }
 
@@ -142,7 +146,7 @@ impl Delivery {
                 self.retries = 0;
                 self.split_or_reject(batch_len)
             }
-            Outcome::Unauthorized => {
+            Outcome::Unauthorized | Outcome::Refused => {
                 self.retries = 0;
                 Action::Hold
             }
