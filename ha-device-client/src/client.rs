@@ -67,8 +67,10 @@ impl<B: Buffer> Client<B> {
         let seed = config
             .jitter_seed
             .unwrap_or_else(|| default_seed(&config.device_id));
-        let mut counters = Counters::default();
-        counters.buffered = buffer.len() as u64;
+        let counters = Counters {
+            buffered: buffer.len() as u64,
+            ..Counters::default()
+        };
         Ok(Client {
             delivery: Delivery::new(config.retry, config.max_batch, seed),
             device_id: config.device_id,

@@ -355,7 +355,7 @@ async fn read_response<S: AsyncRead + Unpin>(s: &mut S) -> Result<(Response, boo
         } else if head.status == 204 || head.status == 304 {
             Vec::new()
         } else {
-            r.to_eof().await?
+            r.read_to_eof().await?
         };
         // Bytes past the answer mean we lost track of the framing.
         let close = head.close || !head.framed() || r.pos != r.buf.len();
@@ -504,7 +504,7 @@ impl<S: AsyncRead + Unpin> Reader<'_, S> {
         }
     }
 
-    async fn to_eof(&mut self) -> Result<Vec<u8>, Failure> {
+    async fn read_to_eof(&mut self) -> Result<Vec<u8>, Failure> {
         loop {
             let mut chunk = [0u8; 4096];
             match self.stream.read(&mut chunk).await {

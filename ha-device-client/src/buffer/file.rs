@@ -380,7 +380,7 @@ fn parse_record(bytes: &[u8], pos: usize) -> Option<(u8, &[u8], usize)> {
     c.update(payload);
     let well_formed = match kind {
         KIND_READING => len > 8,
-        KIND_REMOVED => len > 0 && len % 8 == 0,
+        KIND_REMOVED => len > 0 && len.is_multiple_of(8),
         _ => false,
     };
     (c.finish() == crc && well_formed).then_some((kind, payload, pos + HEADER + len))

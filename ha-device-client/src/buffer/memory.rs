@@ -134,6 +134,6 @@ mod tests {
 
     #[test]
     fn conformance() {
-        suite::run_all(|limits| MemoryBuffer::new(limits));
+        suite::run_all(MemoryBuffer::new);
     }
 }

@@ -299,7 +299,7 @@ fn killed_writer_loses_nothing_it_reported() {
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let stop_after = 50 + 37 * round;
         let mut seen = 0;
-        while let Some(line) = lines.next() {
+        for line in lines.by_ref() {
             let line = line.unwrap();
             if let Some(seq) = line.strip_prefix("stored ") {
                 reported.push(seq.parse::<u64>().unwrap());
