@@ -401,3 +401,77 @@ async fn an_unknown_ca_is_a_tls_error_and_retried() {
     );
     server.seen(|s| assert!(s.requests.is_empty()));
 }
+
+#[tokio::test]
+async fn mutual_tls_presents_the_client_certificate() {
+    let server = FakeServer::start_with(true, |_, _| Reply::Accept).await;
+    let quick = RetryPolicy::linear(MS, MS, 1).unwrap();
+    let events = Events::default();
+    // Without a client certificate the server refuses the handshake.
+    let mut client =
+        Client::new(server.config(&events).with_retry_policy(quick), memory()).unwrap();
+    let err = client.send(reading(1)).await.unwrap_err();
+    assert!(err.is_gave_up(), "{err}");
+    // With one, the same reading goes through.
+    let (chain, key) = server.client_cert.clone();
+    let config = server.config(&events).with_client_cert_pem(chain, key);
+    let mut client = Client::new(config, client.into_buffer()).unwrap();
+    client.flush().await.unwrap();
+    server.seen(|s| assert_eq!(s.accepted, [1]));
+}
+
+#[tokio::test]
+async fn batches_respect_the_byte_budget() {
+    let server = FakeServer::start(|_, _| Reply::Accept).await;
+    let config = server.config(&Events::default()).with_batch(1000, 1024);
+    let mut client = Client::new(config, memory()).unwrap();
+    for s in 0..100 {
+        client.push(reading(s)).unwrap();
+    }
+    client.flush().await.unwrap();
+    server.seen(|s| {
+        assert!(s.requests.len() > 5);
+        assert!(
+            s.body_sizes.iter().all(|&n| n <= 1024),
+            "{:?}",
+            s.body_sizes
+        );
+        assert_eq!(s.accepted, (0..100).collect::<Vec<_>>());
+    });
+}
+
+#[tokio::test]
+async fn other_client_errors_keep_the_readings() {
+    let server = FakeServer::start(|_, _| Reply::status(404, "not_found")).await;
+    let events = Events::default();
+    let mut client = Client::new(server.config(&events), memory()).unwrap();
+    let err = client.send(reading(1)).await.unwrap_err();
+    assert_eq!(err.server_error().unwrap().status, 404);
+    assert!(!err.is_transient());
+    assert_eq!(client.buffer().len(), 1);
+    assert!(events.retries().is_empty());
+}
+
+#[tokio::test]
+async fn an_abandoned_flush_loses_nothing() {
+    let server = FakeServer::start(|n, _| match n {
+        0 => Reply::Stall(Duration::from_secs(2)),
+        _ => Reply::Accept,
+    })
+    .await;
+    let mut client = Client::new(server.config(&Events::default()), memory()).unwrap();
+    client.push(reading(1)).unwrap();
+    // The caller gives up on the flush halfway through the request.
+    let abandoned = tokio::time::timeout(Duration::from_millis(100), client.flush()).await;
+    assert!(abandoned.is_err());
+    assert_eq!(client.buffer().len(), 1);
+    client.push(reading(2)).unwrap();
+    client.flush().await.unwrap();
+    server.seen(|s| {
+        assert_eq!(s.accepted, [1, 2]);
+        assert!(
+            s.connections >= 2,
+            "the half-used connection was not reused"
+        );
+    });
+}

@@ -63,11 +63,15 @@ pub struct Seen {
     pub connections: usize,
     /// `Authorization` header values.
     pub auth: Vec<String>,
+    /// Body size of each request, in bytes.
+    pub body_sizes: Vec<usize>,
 }
 
 pub struct FakeServer {
     pub addr: SocketAddr,
     pub ca_pem: Vec<u8>,
+    /// A client certificate chain and key (PEM) signed by the CA.
+    pub client_cert: (Vec<u8>, Vec<u8>),
     seen: Arc<Mutex<Seen>>,
     script: Arc<Mutex<Script>>,
 }
@@ -78,7 +82,16 @@ impl FakeServer {
     pub async fn start(
         script: impl FnMut(usize, &[Reading]) -> Reply + Send + 'static,
     ) -> FakeServer {
-        let (ca_pem, acceptor) = tls();
+        Self::start_with(false, script).await
+    }
+
+    /// Like `start`; with `mtls`, the server demands a client certificate
+    /// signed by its CA.
+    pub async fn start_with(
+        mtls: bool,
+        script: impl FnMut(usize, &[Reading]) -> Reply + Send + 'static,
+    ) -> FakeServer {
+        let (ca_pem, client_cert, acceptor) = tls(mtls);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Seen::default()));
@@ -105,6 +118,7 @@ impl FakeServer {
         FakeServer {
             addr,
             ca_pem,
+            client_cert,
             seen,
             script,
         }
@@ -199,6 +213,7 @@ async fn handle(
         let n = seen.requests.len();
         seen.requests.push(seqs.clone());
         seen.auth.push(auth);
+        seen.body_sizes.push(body.len());
         let again: Vec<u64> = seqs
             .iter()
             .copied()
@@ -245,9 +260,11 @@ fn json(status: u16, body: &str, retry_after: Option<u64>) -> Response<Full<Byte
     r.body(Full::new(Bytes::from(body.to_owned()))).unwrap()
 }
 
-/// A CA and a server certificate for `localhost` and 127.0.0.1 signed by
-/// it: returns the CA's PEM and an acceptor presenting the server's.
-fn tls() -> (Vec<u8>, TlsAcceptor) {
+/// A CA, a server certificate for `localhost` and 127.0.0.1 and a client
+/// certificate, both signed by it: returns the CA's PEM, the client's chain
+/// and key PEM, and an acceptor presenting the server's certificate (and
+/// demanding the client's with `mtls`).
+fn tls(mtls: bool) -> (Vec<u8>, (Vec<u8>, Vec<u8>), TlsAcceptor) {
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -257,16 +274,38 @@ fn tls() -> (Vec<u8>, TlsAcceptor) {
         rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
             .unwrap();
     let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(
-        vec![CertificateDer::from(cert.der().to_vec())],
-        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+    let client_key = rcgen::KeyPair::generate().unwrap();
+    let client = rcgen::CertificateParams::new(vec!["dev-1".to_string()])
+        .unwrap()
+        .signed_by(&client_key, &ca, &ca_key)
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap();
+    let builder = if mtls {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(CertificateDer::from(ca.der().to_vec())).unwrap();
+        let verifier =
+            rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .unwrap();
+        builder.with_client_cert_verifier(verifier)
+    } else {
+        builder.with_no_client_auth()
+    };
+    let config = builder
+        .with_single_cert(
+            vec![CertificateDer::from(cert.der().to_vec())],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        )
+        .unwrap();
+    (
+        ca.pem().into_bytes(),
+        (
+            client.pem().into_bytes(),
+            client_key.serialize_pem().into_bytes(),
+        ),
+        TlsAcceptor::from(Arc::new(config)),
     )
-    .unwrap();
-    (ca.pem().into_bytes(), TlsAcceptor::from(Arc::new(config)))
 }
