@@ -31,7 +31,9 @@
 //! task and spawns nothing: [`Client::push`] stores a reading,
 //! [`Client::flush`] does the network work while you await it. With the
 //! `blocking` feature, [`blocking::BlockingClient`] wraps it for firmware
-//! without an async runtime.
+//! without an async runtime. (A host name in the URL is resolved with
+//! tokio's `lookup_host`, which runs the system resolver on tokio's
+//! blocking pool; an IP literal needs no resolution.)
 //!
 //! ## Example
 //!

@@ -144,7 +144,7 @@ impl FileBuffer {
             },
             index,
         };
-        buffer.maybe_compact()?;
+        buffer.maybe_compact();
         Ok(buffer)
     }
 
@@ -174,7 +174,9 @@ impl FileBuffer {
         self.file_len
     }
 
-    /// Rewrites the log with only the buffered readings.
+    /// Rewrites the log with only the buffered readings: written to
+    /// `<path>.tmp`, synced, then renamed over the log. A failure before
+    /// the rename leaves the old log in use, untouched.
     pub fn compact(&mut self) -> Result<(), Error> {
         let tmp = with_suffix(&self.path, ".tmp");
         let mut out = Vec::with_capacity(MAGIC.len() + live_bytes(&self.index) as usize);
@@ -183,27 +185,42 @@ impl FileBuffer {
             encode_reading(&mut out, seq, json);
         }
         let write = || -> io::Result<File> {
-            let mut f = File::create(&tmp)?;
+            let _ = fs::remove_file(&tmp);
+            // The handle follows the file through the rename, so appends
+            // go to the new log without reopening it.
+            let mut f = OpenOptions::new()
+                .read(true)
+                .append(true)
+                .create_new(true)
+                .open(&tmp)?;
             f.write_all(&out)?;
             f.sync_all()?;
             fs::rename(&tmp, &self.path)?;
-            if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                File::open(dir)?.sync_all()?;
-            }
-            OpenOptions::new().read(true).append(true).open(&self.path)
+            Ok(f)
         };
         self.file = write().map_err(Error::Storage)?;
         self.file_len = out.len() as u64;
         self.dead_bytes = 0;
+        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            // Makes the rename durable; until then a crash brings back the
+            // old log, which holds the same readings plus dead records.
+            if let Err(e) = File::open(dir).and_then(|d| d.sync_all()) {
+                tracing::warn!(error = %e, "Could not sync the buffer directory after compaction.");
+            }
+        }
         Ok(())
     }
 
-    fn maybe_compact(&mut self) -> Result<(), Error> {
+    /// Compacts when dead records outweigh live ones. A failed compaction
+    /// is logged and tried again later: the log itself is intact.
+    fn maybe_compact(&mut self) {
         let live = self.file_len - MAGIC.len() as u64 - self.dead_bytes;
-        if self.dead_bytes >= COMPACT_MIN_DEAD && self.dead_bytes > live {
-            self.compact()?;
+        if self.dead_bytes >= COMPACT_MIN_DEAD
+            && self.dead_bytes > live
+            && let Err(e) = self.compact()
+        {
+            tracing::warn!(path = %self.path.display(), error = %e, "Buffer compaction failed.");
         }
-        Ok(())
     }
 
     /// Appends `record`; on failure, cuts the file back to its last good
@@ -256,7 +273,8 @@ impl FileBuffer {
         self.append(&record)?;
         self.index.remove(seqs);
         self.dead_bytes += freed + record.len() as u64;
-        self.maybe_compact()
+        self.maybe_compact();
+        Ok(())
     }
 }
 
@@ -276,7 +294,7 @@ impl Buffer for FileBuffer {
             self.dead_bytes += freed + removal.len() as u64;
         }
         self.index.apply_push(reading, &dropped);
-        self.maybe_compact()?;
+        self.maybe_compact();
         Ok(Pushed { dropped })
     }
 
