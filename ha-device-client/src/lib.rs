@@ -1,0 +1,116 @@
+//! # ha-device-client
+//!
+//! The device side of ha-pipeline: sends a device's readings to the ingest
+//! API (`POST /v1/readings`) over HTTPS, never loses a reading while it has
+//! room to keep it, and never floods a recovering server.
+//!
+//! - **Transport**: HTTP/1.1 keep-alive on one reused connection, rustls
+//!   with the *ring* provider (no OpenSSL, no aws-lc), custom CA bundle,
+//!   optional client certificate (mTLS), optional local source address,
+//!   connect timeout 2 s and request timeout 5 s by default, plain HTTP
+//!   only when asked. HTTP Basic authentication with the device id and its
+//!   token.
+//! - **Retries**: [`RetryPolicy`], by default the seed's linear backoff —
+//!   1, 2, …, 10 s, then the send gives up (the readings stay buffered) —
+//!   with optional jitter and `Retry-After` honoured. Retried: connection
+//!   errors, timeouts, 408, 429, 5xx. 413 splits the batch; 401/403 keep
+//!   the readings and return [`Error::Unauthorized`]; 400/422 move the
+//!   refused readings to the rejected-readings sink ([`Event::Rejected`],
+//!   and a file with the [`FileBuffer`]).
+//! - **Store-and-forward**: readings wait in a bounded [`Buffer`]
+//!   ([`MemoryBuffer`], or the crash-safe append-only [`FileBuffer`], or
+//!   your own on flash) until a 2xx covers them, and are flushed in `seq`
+//!   order, many per request, with a pause between requests.
+//! - **Observability**: an [`Event`] callback (connect, disconnect, retry
+//!   with attempt, delay and cause, give-up, overflow, …), [`Counters`],
+//!   and `tracing` events. The crate installs no subscriber.
+//!
+//! ## Runtime
+//!
+//! Async on tokio; works on a current-thread runtime. The client owns no
+//! task and spawns nothing: [`Client::push`] stores a reading,
+//! [`Client::flush`] does the network work while you await it. With the
+//! `blocking` feature, [`blocking::BlockingClient`] wraps it for firmware
+//! without an async runtime. (A host name in the URL is resolved with
+//! tokio's `lookup_host`, which runs the system resolver on tokio's
+//! blocking pool; an IP literal needs no resolution.)
+//!
+//! ## Example
+//!
+//! ```no_run
+//! use ha_core::wire::{Metric, Reading, Timestamp};
+//! use ha_device_client::{BufferLimits, Client, ClientConfig, Event, FileBuffer};
+//!
+//! # async fn run() -> Result<(), ha_device_client::Error> {
+//! let config = ClientConfig::new("https://ingest.example:8443", "dev-00001", "9f86d0818")
+//!     .with_ca_file("/etc/ha/ca.pem")
+//!     .with_event_callback(|e| {
+//!         if let Event::Retry { attempt, delay, cause } = e {
+//!             eprintln!("retry {attempt} in {delay:?} ({cause})");
+//!         }
+//!     });
+//! let buffer = FileBuffer::open("/var/lib/ha/readings.log", BufferLimits::default())?;
+//! let mut client = Client::new(config, buffer)?;
+//! for seq in 0.. {
+//!     client.push(Reading {
+//!         device_id: "dev-00001".into(),
+//!         seq,
+//!         ts: Timestamp::now(),
+//!         metrics: vec![Metric::new("pulse", 72.0)],
+//!     })?;
+//!     if let Err(e) = client.flush().await {
+//!         // The readings stay buffered; the next flush tries again.
+//!         eprintln!("send failed: {e}");
+//!     }
+//!     tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! ## Features
+//!
+//! | feature | adds |
+//! |---|---|
+//! | *(none)* | everything above |
+//! | `blocking` | [`blocking::BlockingClient`]: the client on its own current-thread runtime |
+//!
+//! ## Why no hyper
+//!
+//! The client speaks one exchange (a `POST` with a `Content-Length` body,
+//! a small answer), which is a few hundred lines over [`httparse`] in
+//! `transport.rs`. hyper's client would need its connection future driven
+//! by a spawned task (or `hyper-util`'s pool, which spawns), plus `http`,
+//! `http-body` and friends: more code on the device for features it never
+//! uses, and a task behind the caller's back. The tests check this client
+//! against hyper's server.
+//!
+//! ## Layout
+//!
+//! [`retry`](RetryPolicy) (the policy), [`state`] (the pure send/retry/
+//! give-up state machine), [`buffer`] (trait, memory, file), `transport`
+//! (HTTP/1.1 over TLS), [`Client`], [`Event`]s and [`Error`].
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
+#[cfg(feature = "blocking")]
+pub mod blocking;
+pub mod buffer;
+mod client;
+mod config;
+mod error;
+mod event;
+mod retry;
+pub mod state;
+mod transport;
+
+pub use buffer::{
+    Buffer, BufferLimits, EncodedReading, FileBuffer, MemoryBuffer, OverflowPolicy, Pushed,
+    Recovery,
+};
+pub use client::{Client, FlushReport};
+pub use config::{ClientConfig, EventCallback, READINGS_PATH};
+pub use error::{Error, ServerError};
+pub use event::{Counters, Event, RetryCause};
+pub use retry::{MAX_RETRY_AFTER, RetryPolicy};
