@@ -9,6 +9,8 @@
 //! | crate | what it is |
 //! |---|---|
 //! | [`core`] (`ha-core`) | wire model, `Queue` and `Store` traits with in-memory, RabbitMQ and PostgreSQL backends |
+//! | [`device_client`] (`ha-device-client`) | the device side: HTTPS client with the seed's linear backoff and a store-and-forward buffer |
 #![forbid(unsafe_code)]
 
 pub use ha_core as core;
+pub use ha_device_client as device_client;

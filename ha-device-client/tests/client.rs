@@ -475,17 +475,3 @@ async fn an_abandoned_flush_loses_nothing() {
         );
     });
 }
-
-/// Not a check: serves the fake API for manual runs of the example, e.g.
-/// `HA_DC_SERVE_CA=/tmp/ca.pem HA_DC_SERVE_SECS=60 cargo test -p ha-device-client --test client -- --ignored --nocapture serve_for_manual_runs`.
-#[tokio::test]
-#[ignore = "manual: serves until HA_DC_SERVE_SECS elapse"]
-async fn serve_for_manual_runs() {
-    let server = FakeServer::start(|_, _| Reply::Accept).await;
-    let ca = std::env::var("HA_DC_SERVE_CA").unwrap_or_else(|_| "/tmp/ha-dc-ca.pem".into());
-    std::fs::write(&ca, &server.ca_pem).unwrap();
-    println!("serving {} (CA in {ca})", server.url());
-    let secs = std::env::var("HA_DC_SERVE_SECS").map_or(60, |s| s.parse().unwrap());
-    tokio::time::sleep(Duration::from_secs(secs)).await;
-    server.seen(|s| println!("accepted {} readings", s.accepted.len()));
-}
