@@ -31,7 +31,7 @@ use std::time::Duration;
 
 pub use envelope::{Envelope, EnvelopeError, FORMAT_VERSION, SUPPORTED_FORMATS};
 pub use error::{ParseError, Rule, ValidationError};
-pub use reading::{IngestBody, Metric, Reading, is_valid_device_id};
+pub use reading::{IngestBody, Metric, Reading, UncheckedBody, is_valid_device_id};
 pub use timestamp::{Timestamp, TimestampError};
 
 /// Largest accepted ingest body, in bytes.

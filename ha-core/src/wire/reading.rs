@@ -181,15 +181,19 @@ pub struct IngestBody {
     pub readings: Vec<Reading>,
 }
 
-/// The shape of the body before validation: `ts` is kept as text so that a
-/// malformed timestamp is a rule violation (422), not a shape error (400).
-#[derive(Deserialize)]
+/// An ingest body of the right shape, not yet checked against the rules.
+///
+/// Ingest checks ownership (every reading belongs to the authenticated
+/// device, 403) between the shape (400) and the rules (422); this type is
+/// that middle step. `ts` is still text, so that a malformed timestamp is a
+/// rule violation (422), not a shape error (400).
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawBody {
+pub struct UncheckedBody {
     readings: Vec<RawReading>,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawReading {
     device_id: String,
@@ -199,15 +203,10 @@ struct RawReading {
     metrics: Vec<Metric>,
 }
 
-impl IngestBody {
-    /// Parses and validates an ingest body against every wire rule, with
-    /// `now` as the server clock for the future-timestamp bound.
-    ///
-    /// Never panics, whatever the input. Errors:
-    /// [`ParseError::TooLarge`] over 1 MiB, [`ParseError::Malformed`] for
-    /// JSON of the wrong shape (with the JSON path when known),
-    /// [`ParseError::Invalid`] for the first reading that breaks a rule.
-    pub fn parse(body: &[u8], now: Timestamp) -> Result<IngestBody, ParseError> {
+impl UncheckedBody {
+    /// Parses the shape of a body. Errors: [`ParseError::TooLarge`],
+    /// [`ParseError::Malformed`].
+    pub fn parse(body: &[u8]) -> Result<UncheckedBody, ParseError> {
         if body.len() > MAX_BODY_BYTES {
             return Err(ParseError::TooLarge {
                 size: body.len(),
@@ -215,20 +214,35 @@ impl IngestBody {
             });
         }
         let mut de = serde_json::Deserializer::from_slice(body);
-        let raw: RawBody = serde_path_to_error::deserialize(&mut de).map_err(malformed)?;
+        let raw: UncheckedBody = serde_path_to_error::deserialize(&mut de).map_err(malformed)?;
         de.end().map_err(|e| ParseError::Malformed {
             message: e.to_string(),
             field: None,
             index: None,
         })?;
-        if raw.readings.is_empty() {
-            return Err(ValidationError::new(None, "readings", Rule::NoReadings).into());
+        Ok(raw)
+    }
+
+    /// The device id of each reading, in body order.
+    pub fn device_ids(&self) -> impl Iterator<Item = &str> {
+        self.readings.iter().map(|r| r.device_id.as_str())
+    }
+
+    /// Checks every rule, with `now` as the server clock for the
+    /// future-timestamp bound; the error names the first offending reading.
+    pub fn validate(self, now: Timestamp) -> Result<IngestBody, ValidationError> {
+        if self.readings.is_empty() {
+            return Err(ValidationError::new(None, "readings", Rule::NoReadings));
         }
-        if raw.readings.len() > MAX_READINGS {
-            return Err(ValidationError::new(None, "readings", Rule::TooManyReadings).into());
+        if self.readings.len() > MAX_READINGS {
+            return Err(ValidationError::new(
+                None,
+                "readings",
+                Rule::TooManyReadings,
+            ));
         }
-        let mut readings = Vec::with_capacity(raw.readings.len());
-        for (i, r) in raw.readings.into_iter().enumerate() {
+        let mut readings = Vec::with_capacity(self.readings.len());
+        for (i, r) in self.readings.into_iter().enumerate() {
             let ts = Timestamp::parse(&r.ts).map_err(|e| {
                 let rule = match e {
                     TimestampError::NotUtc => Rule::TsNotUtc,
@@ -249,6 +263,19 @@ impl IngestBody {
             readings.push(reading);
         }
         Ok(IngestBody { readings })
+    }
+}
+
+impl IngestBody {
+    /// Parses and validates an ingest body against every wire rule, with
+    /// `now` as the server clock for the future-timestamp bound.
+    ///
+    /// Never panics, whatever the input. Errors:
+    /// [`ParseError::TooLarge`] over 1 MiB, [`ParseError::Malformed`] for
+    /// JSON of the wrong shape (with the JSON path when known),
+    /// [`ParseError::Invalid`] for the first reading that breaks a rule.
+    pub fn parse(body: &[u8], now: Timestamp) -> Result<IngestBody, ParseError> {
+        Ok(UncheckedBody::parse(body)?.validate(now)?)
     }
 }
 
