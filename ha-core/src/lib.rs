@@ -9,6 +9,7 @@
 //! | *(none)* | [`wire`] model, `Queue`/`Store` traits, in-memory backends |
 //! | `rabbitmq` | `AmqpQueue`: RabbitMQ quorum queues via lapin, publisher confirms |
 //! | `postgres` | `PostgresStore`: PostgreSQL / CockroachDB via tokio-postgres |
+//! | `server` | HTTP services: [`ingest`](crate::ingest) (and the shared `http` plumbing) |
 //! | `test-util` | the conformance suites, to run against your own backend |
 //!
 //! With default features off, `ha-core` is only the wire model plus small
@@ -20,6 +21,10 @@
 
 #[cfg(feature = "test-util")]
 pub mod conformance;
+#[cfg(feature = "server")]
+pub mod http;
+#[cfg(feature = "server")]
+pub mod ingest;
 pub mod queue;
 pub mod store;
 pub mod wire;

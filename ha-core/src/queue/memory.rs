@@ -130,7 +130,8 @@ impl MemoryQueue {
     }
 
     /// Simulates losing (`false`) or regaining the broker: while
-    /// unavailable, publishes fail with [`QueueError::Unavailable`].
+    /// unavailable, publishes and depth queries fail with
+    /// [`QueueError::Unavailable`] (deliveries already subscribed continue).
     pub fn set_available(&self, available: bool) {
         self.inner.available.store(available, Ordering::SeqCst);
     }
@@ -241,6 +242,9 @@ impl Queue for MemoryQueue {
     }
 
     async fn depth(&self, partition: u32) -> Result<u64, QueueError> {
+        if !self.inner.available.load(Ordering::SeqCst) {
+            return Err(QueueError::Unavailable("in-memory broker is down".into()));
+        }
         Ok(lock(&self.partition(partition)?.state).ready.len() as u64)
     }
 }

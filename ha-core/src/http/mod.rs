@@ -1,0 +1,8 @@
+//! HTTP plumbing shared by the services (feature `server`): serving a router
+//! over TLS or plain TCP with graceful drain, and the JSON error body.
+
+mod error;
+mod serve;
+
+pub use error::ApiError;
+pub use serve::{ServeError, load_tls, serve};

@@ -1,0 +1,250 @@
+//! Per-device authentication: HTTP Basic with `device_id:token`, where the
+//! token is `hex(HMAC-SHA256(key, device_id))`.
+//!
+//! Verification needs no database and happens before the body is read. Several
+//! keys may be loaded at once (key rotation): a token from any of them is
+//! valid. Comparison is constant-time.
+
+use std::path::Path;
+
+use base64::Engine;
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// The device keys of an ingest replica.
+#[derive(Clone)]
+pub struct DeviceKeys {
+    keys: Vec<Vec<u8>>,
+}
+
+impl std::fmt::Debug for DeviceKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print key material.
+        write!(f, "DeviceKeys({} keys)", self.keys.len())
+    }
+}
+
+/// Why a request's credentials were refused (HTTP 401).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthError {
+    /// No `Authorization` header.
+    #[error("missing Authorization header (HTTP Basic: device id and token)")]
+    Missing,
+    /// Not `Basic base64(user:password)`.
+    #[error("malformed Authorization header (expected HTTP Basic)")]
+    Malformed,
+    /// The token does not match the device id under any loaded key.
+    #[error("wrong token for this device")]
+    WrongToken,
+}
+
+/// Why a key file could not be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// The file could not be read.
+    #[error("cannot read device key file {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file holds only whitespace.
+    #[error("device key file {0} is empty")]
+    Empty(String),
+    /// No key was given.
+    #[error("no device key given")]
+    None,
+}
+
+impl DeviceKeys {
+    /// Keys given as raw bytes (surrounding whitespace is *not* trimmed here).
+    pub fn from_keys(keys: Vec<Vec<u8>>) -> Result<Self, KeyError> {
+        if keys.is_empty() {
+            return Err(KeyError::None);
+        }
+        if keys.iter().any(Vec::is_empty) {
+            return Err(KeyError::Empty("(inline)".into()));
+        }
+        Ok(DeviceKeys { keys })
+    }
+
+    /// Loads one key per file: the file's content with surrounding
+    /// whitespace trimmed, used as raw bytes (not hex-decoded).
+    pub fn from_files<P: AsRef<Path>>(paths: &[P]) -> Result<Self, KeyError> {
+        let mut keys = Vec::with_capacity(paths.len());
+        for p in paths {
+            let path = p.as_ref().display().to_string();
+            let raw = std::fs::read(p).map_err(|source| KeyError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            let key = raw.trim_ascii();
+            if key.is_empty() {
+                return Err(KeyError::Empty(path));
+            }
+            keys.push(key.to_vec());
+        }
+        Self::from_keys(keys)
+    }
+
+    /// The token of `device_id` under the first key, lowercase hex: what
+    /// `ha-admin token` prints and a device is provisioned with.
+    pub fn token(&self, device_id: &str) -> String {
+        token_for(&self.keys[0], device_id)
+    }
+
+    /// Checks an `Authorization` header value and returns the device id.
+    pub fn verify(&self, header: Option<&[u8]>) -> Result<String, AuthError> {
+        let header = header.ok_or(AuthError::Missing)?;
+        let (device_id, token) = parse_basic(header)?;
+        let token = decode_hex(token.as_bytes()).ok_or(AuthError::WrongToken)?;
+        for key in &self.keys {
+            let mut mac = mac(key);
+            mac.update(device_id.as_bytes());
+            if mac.verify_slice(&token).is_ok() {
+                return Ok(device_id);
+            }
+        }
+        Err(AuthError::WrongToken)
+    }
+}
+
+fn mac(key: &[u8]) -> HmacSha256 {
+    // HMAC takes keys of any length; this never fails.
+    match <HmacSha256 as KeyInit>::new_from_slice(key) {
+        Ok(m) => m,
+        Err(_) => unreachable!("HMAC accepts keys of any length"),
+    }
+}
+
+/// `hex(HMAC-SHA256(key, device_id))`, lowercase.
+pub fn token_for(key: &[u8], device_id: &str) -> String {
+    let mut m = mac(key);
+    m.update(device_id.as_bytes());
+    let tag = m.finalize().into_bytes();
+    let mut out = String::with_capacity(tag.len() * 2);
+    for b in tag.iter() {
+        out.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
+        out.push(char::from(b"0123456789abcdef"[usize::from(b & 15)]));
+    }
+    out
+}
+
+/// `(user, password)` of a `Basic` header.
+fn parse_basic(header: &[u8]) -> Result<(String, String), AuthError> {
+    let rest = header
+        .strip_prefix(b"Basic ")
+        .or_else(|| header.strip_prefix(b"basic "))
+        .ok_or(AuthError::Malformed)?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(rest.trim_ascii())
+        .map_err(|_| AuthError::Malformed)?;
+    let text = String::from_utf8(decoded).map_err(|_| AuthError::Malformed)?;
+    let (user, password) = text.split_once(':').ok_or(AuthError::Malformed)?;
+    if user.is_empty() {
+        return Err(AuthError::Malformed);
+    }
+    Ok((user.to_owned(), password.to_owned()))
+}
+
+/// Hex (either case) to bytes; `None` unless exactly 32 bytes.
+fn decode_hex(s: &[u8]) -> Option<Vec<u8>> {
+    if s.len() != 64 {
+        return None;
+    }
+    let nibble = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    };
+    s.chunks(2)
+        .map(|p| Some(nibble(p[0])? << 4 | nibble(p[1])?))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn basic(user: &str, pass: &str) -> Vec<u8> {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
+        format!("Basic {b64}").into_bytes()
+    }
+
+    const VECTOR: &str = "c37c7d255fd51dc2cfb9ebdce6295157ad0cbcda9ecfa4f383dd5ba011c326c9";
+
+    #[test]
+    fn matches_the_published_test_vector() {
+        let dir = std::env::temp_dir().join(format!("ha-key-{}", std::process::id()));
+        std::fs::write(&dir, "test-key\n").unwrap();
+        let keys = DeviceKeys::from_files(&[&dir]).unwrap();
+        std::fs::remove_file(&dir).unwrap();
+        assert_eq!(keys.token("dev-00001"), VECTOR);
+        assert_eq!(
+            keys.verify(Some(&basic("dev-00001", VECTOR))),
+            Ok("dev-00001".into())
+        );
+        let upper = VECTOR.to_uppercase();
+        assert_eq!(
+            keys.verify(Some(&basic("dev-00001", &upper))),
+            Ok("dev-00001".into())
+        );
+    }
+
+    #[test]
+    fn refuses_wrong_missing_and_malformed_credentials() {
+        let keys = DeviceKeys::from_keys(vec![b"test-key".to_vec()]).unwrap();
+        assert_eq!(keys.verify(None), Err(AuthError::Missing));
+        assert_eq!(keys.verify(Some(b"Bearer x")), Err(AuthError::Malformed));
+        assert_eq!(keys.verify(Some(b"Basic !!!")), Err(AuthError::Malformed));
+        assert_eq!(
+            keys.verify(Some(&basic("", VECTOR))),
+            Err(AuthError::Malformed)
+        );
+        let no_colon = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode("dev")
+        );
+        assert_eq!(
+            keys.verify(Some(no_colon.as_bytes())),
+            Err(AuthError::Malformed)
+        );
+        // The token of another device, a truncated token, garbage.
+        assert_eq!(
+            keys.verify(Some(&basic("dev-00002", VECTOR))),
+            Err(AuthError::WrongToken)
+        );
+        assert_eq!(
+            keys.verify(Some(&basic("dev-00001", &VECTOR[..62]))),
+            Err(AuthError::WrongToken)
+        );
+        assert_eq!(
+            keys.verify(Some(&basic("dev-00001", &"zz".repeat(32)))),
+            Err(AuthError::WrongToken)
+        );
+    }
+
+    #[test]
+    fn any_loaded_key_is_accepted_during_rotation() {
+        let old = DeviceKeys::from_keys(vec![b"old".to_vec()]).unwrap();
+        let both = DeviceKeys::from_keys(vec![b"new".to_vec(), b"old".to_vec()]).unwrap();
+        let token = old.token("dev-1");
+        assert_eq!(
+            both.verify(Some(&basic("dev-1", &token))),
+            Ok("dev-1".into())
+        );
+        assert_ne!(
+            both.token("dev-1"),
+            token,
+            "new tokens come from the first key"
+        );
+        assert!(DeviceKeys::from_keys(vec![]).is_err());
+        assert_eq!(format!("{both:?}"), "DeviceKeys(2 keys)");
+    }
+}

@@ -1,0 +1,286 @@
+//! The ingest routes.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::body::Body;
+use axum::extract::State as AxumState;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http_body_util::BodyExt;
+
+use super::State;
+use super::metrics::Outcome;
+use crate::http::ApiError;
+use crate::queue::{OutgoingMessage, partition_for};
+use crate::wire::{Envelope, MAX_BODY_BYTES, ParseError, Reading, Timestamp, UncheckedBody};
+
+type S = AxumState<Arc<State>>;
+
+fn count(state: &State, status: StatusCode, code: &str) {
+    state
+        .metrics
+        .requests
+        .get_or_create(&Outcome {
+            status: status.as_u16(),
+            code: code.to_owned(),
+        })
+        .inc();
+}
+
+/// `POST /v1/readings`.
+pub(super) async fn post_readings(AxumState(state): S, headers: HeaderMap, body: Body) -> Response {
+    match accept(&state, &headers, body).await {
+        Ok(n) => {
+            count(&state, StatusCode::ACCEPTED, "accepted");
+            (
+                StatusCode::ACCEPTED,
+                [(header::CONTENT_TYPE, "application/json")],
+                format!("{{\"accepted\":{n}}}"),
+            )
+                .into_response()
+        }
+        Err(e) => {
+            count(&state, e.status, &e.error);
+            e.into_response()
+        }
+    }
+}
+
+fn unavailable(state: &State, code: &str, message: &str) -> ApiError {
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
+        .retry_after(state.config.retry_after_secs)
+}
+
+async fn accept(state: &State, headers: &HeaderMap, body: Body) -> Result<usize, ApiError> {
+    if state.draining.load(Ordering::SeqCst) {
+        return Err(unavailable(
+            state,
+            "draining",
+            "this replica is shutting down; retry",
+        ));
+    }
+    // 401: credentials, from the headers alone, before any body byte is read.
+    let device = match &state.config.keys {
+        Some(keys) => Some(
+            keys.verify(headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()))
+                .map_err(|e| {
+                    ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string())
+                })?,
+        ),
+        None => None,
+    };
+    // 415: the content type.
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if !json {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "Content-Type must be application/json",
+        ));
+    }
+    // 413: the size, from Content-Length when given, else while reading.
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the body may be at most {MAX_BODY_BYTES} bytes"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return Err(too_large());
+    }
+    let bytes = read_limited(body).await.map_err(|e| match e {
+        ReadError::TooLarge => too_large(),
+        ReadError::Io(msg) => ApiError::new(StatusCode::BAD_REQUEST, "body_unreadable", msg),
+    })?;
+    // 400: the shape.
+    let unchecked = UncheckedBody::parse(&bytes).map_err(|e| match e {
+        ParseError::TooLarge { .. } => too_large(),
+        ParseError::Malformed {
+            message,
+            field,
+            index,
+        } => ApiError::new(StatusCode::BAD_REQUEST, "malformed", message).at(field, index),
+        other => ApiError::new(StatusCode::BAD_REQUEST, "malformed", other.to_string()),
+    })?;
+    // 403: every reading belongs to the authenticated device.
+    if let Some(device) = &device
+        && let Some(i) = unchecked.device_ids().position(|d| d != device)
+    {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "wrong_device",
+            format!("reading {i} belongs to another device than the authenticated `{device}`"),
+        )
+        .at(Some(format!("readings[{i}].device_id")), Some(i)));
+    }
+    // 422: the rules.
+    let body = unchecked.validate(Timestamp::now()).map_err(|e| {
+        let field = match e.index {
+            Some(i) => format!("readings[{i}].{}", e.field),
+            None => e.field.clone(),
+        };
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            e.rule.code(),
+            e.rule.describe(),
+        )
+        .at(Some(field), e.index)
+    })?;
+    let readings = body.readings;
+    // 429: the device's rate.
+    if let Some(limiter) = &state.limiter {
+        let device = device.as_deref().unwrap_or(readings[0].device_id.as_str());
+        limiter.take(device, readings.len()).map_err(|secs| {
+            ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many readings from this device; slow down",
+            )
+            .retry_after(secs)
+        })?;
+    }
+    // 503: bounded in-flight publishes, never an unbounded in-memory queue.
+    let Ok(_permit) = state.in_flight.try_acquire() else {
+        return Err(unavailable(
+            state,
+            "overloaded",
+            "too many requests in flight; retry",
+        ));
+    };
+    let n = readings.len();
+    publish(state, readings).await?;
+    state.metrics.readings_accepted.inc_by(n as u64);
+    state.metrics.batch_readings.observe(n as f64);
+    Ok(n)
+}
+
+/// One message per partition touched, all published at once; resolves
+/// after the broker confirmed every one.
+async fn publish(state: &State, readings: Vec<Reading>) -> Result<(), ApiError> {
+    let partitions = state.queue.partitions();
+    let mut by_partition: BTreeMap<u32, Vec<Reading>> = BTreeMap::new();
+    for r in readings {
+        by_partition
+            .entry(partition_for(&r.device_id, partitions))
+            .or_default()
+            .push(r);
+    }
+    let messages = by_partition
+        .into_iter()
+        .map(|(partition, rs)| OutgoingMessage {
+            partition,
+            payload: Bytes::from(Envelope::encode(&rs)),
+        })
+        .collect();
+    state.metrics.in_flight.inc();
+    let started = tokio::time::Instant::now();
+    let result = state.queue.publish(messages).await;
+    state.metrics.in_flight.dec();
+    match result {
+        Ok(()) => {
+            state
+                .metrics
+                .confirm_latency
+                .observe(started.elapsed().as_secs_f64());
+            state.broker_ok();
+            Ok(())
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "Publish failed; answering 503.");
+            Err(unavailable(
+                state,
+                "broker_unavailable",
+                "the queue did not confirm the readings; retry",
+            ))
+        }
+    }
+}
+
+enum ReadError {
+    TooLarge,
+    Io(String),
+}
+
+async fn read_limited(body: Body) -> Result<Bytes, ReadError> {
+    let limited = http_body_util::Limited::new(body, MAX_BODY_BYTES);
+    match limited.collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ReadError::TooLarge),
+        Err(e) => Err(ReadError::Io(format!("reading the body failed: {e}"))),
+    }
+}
+
+/// `GET /healthz`: the process is alive.
+pub(super) async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// `GET /readyz`: the broker answers and the service is not draining.
+pub(super) async fn readyz(AxumState(state): S) -> Response {
+    if state.draining.load(Ordering::SeqCst) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response();
+    }
+    let fresh = state
+        .now_ms()
+        .saturating_sub(state.last_broker_ok.load(Ordering::Relaxed))
+        < state.config.ready_cache.as_millis() as i64;
+    if fresh {
+        return (StatusCode::OK, "ready\n").into_response();
+    }
+    let probe = tokio::time::timeout(std::time::Duration::from_secs(2), state.queue.depth(0)).await;
+    match probe {
+        Ok(Ok(_)) => {
+            state.broker_ok();
+            (StatusCode::OK, "ready\n").into_response()
+        }
+        Ok(Err(e)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("broker unavailable: {e}\n"),
+        )
+            .into_response(),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "broker did not answer\n").into_response(),
+    }
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub(super) async fn metrics(AxumState(state): S) -> Response {
+    let mut out = String::new();
+    if prometheus_client::encoding::text::encode(&mut out, &state.registry).is_err() {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        out,
+    )
+        .into_response()
+}
+
+/// `GET /openapi.json`.
+pub(super) async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        include_str!("openapi.json"),
+    )
+        .into_response()
+}
+
+/// `POST /kill`: ends the process at once, without draining (failover drills).
+pub(super) async fn kill() -> Response {
+    tracing::warn!("POST /kill: exiting at once.");
+    std::process::exit(137)
+}

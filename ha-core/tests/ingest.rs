@@ -1,0 +1,724 @@
+//! The ingest service through `Router::oneshot`: the bad-input table (each
+//! request gets its documented status, nothing is enqueued, the service
+//! stays healthy), the check order, backpressure and draining.
+#![cfg(feature = "server")]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use base64::Engine;
+use ha_core::ingest::{DeviceKeys, IngestConfig, IngestService, RateLimit, token_for};
+use ha_core::queue::{MemoryQueue, OutgoingMessage, Queue, QueueError, Subscription};
+use ha_core::wire::{Envelope, Timestamp};
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+
+const KEY: &[u8] = b"test-key";
+const PARTITIONS: u32 = 4;
+
+fn service(queue: Arc<dyn Queue>, config: IngestConfig) -> Router {
+    IngestService::new(
+        queue,
+        IngestConfig {
+            keys: Some(DeviceKeys::from_keys(vec![KEY.to_vec()]).unwrap()),
+            ..config
+        },
+    )
+    .router()
+}
+
+fn auth(device: &str) -> String {
+    basic(device, &token_for(KEY, device))
+}
+
+fn basic(user: &str, password: &str) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    format!("Basic {b64}")
+}
+
+fn now_ts() -> String {
+    Timestamp::now().to_string()
+}
+
+fn reading(device: &str, seq: &str, ts: &str, metrics: &str) -> String {
+    format!(r#"{{"device_id":"{device}","seq":{seq},"ts":"{ts}","metrics":{metrics}}}"#)
+}
+
+fn body_of(readings: &[String]) -> String {
+    format!(r#"{{"readings":[{}]}}"#, readings.join(","))
+}
+
+fn ok_body(device: &str) -> String {
+    body_of(&[reading(device, "1", &now_ts(), r#"{"pulse":72.5}"#)])
+}
+
+struct Case {
+    name: &'static str,
+    auth: Option<String>,
+    content_type: Option<&'static str>,
+    body: Vec<u8>,
+    status: StatusCode,
+    code: &'static str,
+}
+
+fn case(
+    name: &'static str,
+    body: impl Into<Vec<u8>>,
+    status: StatusCode,
+    code: &'static str,
+) -> Case {
+    Case {
+        name,
+        auth: Some(auth("dev-1")),
+        content_type: Some("application/json"),
+        body: body.into(),
+        status,
+        code,
+    }
+}
+
+async fn send(
+    app: &Router,
+    auth: Option<&str>,
+    content_type: Option<&str>,
+    body: Vec<u8>,
+) -> (StatusCode, serde_json::Value, Option<String>) {
+    let mut req = Request::post("/v1/readings");
+    if let Some(a) = auth {
+        req = req.header(header::AUTHORIZATION, a);
+    }
+    if let Some(ct) = content_type {
+        req = req.header(header::CONTENT_TYPE, ct);
+    }
+    let resp = app
+        .clone()
+        .oneshot(req.body(Body::from(body)).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status();
+    let retry_after = resp
+        .headers()
+        .get(header::RETRY_AFTER)
+        .map(|v| v.to_str().unwrap().to_owned());
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+    (status, json, retry_after)
+}
+
+async fn total_depth(q: &MemoryQueue) -> u64 {
+    let mut n = 0;
+    for p in 0..PARTITIONS {
+        n += q.depth(p).await.unwrap();
+    }
+    n
+}
+
+#[tokio::test]
+async fn every_bad_input_gets_its_status_and_nothing_is_enqueued() {
+    use StatusCode as S;
+    let ts = now_ts();
+    let r = |seq: &str, metrics: &str| reading("dev-1", seq, &ts, metrics);
+    let many_metrics = format!(
+        "{{{}}}",
+        (0..33)
+            .map(|i| format!(r#""m{i}":1"#))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let future = Timestamp::now()
+        .saturating_add(Duration::from_secs(600))
+        .to_string();
+    let long_id = "d".repeat(65);
+    let mut cases = vec![
+        Case {
+            auth: None,
+            ..case(
+                "missing auth",
+                ok_body("dev-1"),
+                S::UNAUTHORIZED,
+                "unauthorized",
+            )
+        },
+        Case {
+            auth: Some(basic("dev-1", &"0".repeat(64))),
+            ..case(
+                "wrong token",
+                ok_body("dev-1"),
+                S::UNAUTHORIZED,
+                "unauthorized",
+            )
+        },
+        Case {
+            auth: Some(basic("dev-1", &token_for(KEY, "dev-2"))),
+            ..case(
+                "another device's token",
+                ok_body("dev-1"),
+                S::UNAUTHORIZED,
+                "unauthorized",
+            )
+        },
+        Case {
+            auth: Some("Bearer abc".into()),
+            ..case(
+                "bearer instead of basic",
+                ok_body("dev-1"),
+                S::UNAUTHORIZED,
+                "unauthorized",
+            )
+        },
+        Case {
+            auth: Some(basic("dev-1", &token_for(b"other-key", "dev-1"))),
+            ..case(
+                "token from another key",
+                ok_body("dev-1"),
+                S::UNAUTHORIZED,
+                "unauthorized",
+            )
+        },
+        Case {
+            auth: None,
+            content_type: Some("text/plain"),
+            ..case(
+                "no auth and wrong type: 401 first",
+                ok_body("dev-1"),
+                S::UNAUTHORIZED,
+                "unauthorized",
+            )
+        },
+        Case {
+            content_type: Some("text/plain"),
+            ..case(
+                "wrong content type",
+                ok_body("dev-1"),
+                S::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+            )
+        },
+        Case {
+            content_type: None,
+            ..case(
+                "no content type",
+                ok_body("dev-1"),
+                S::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+            )
+        },
+        Case {
+            content_type: Some("text/plain"),
+            ..case(
+                "wrong type and too large: 415 first",
+                vec![b' '; 2 << 20],
+                S::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+            )
+        },
+        case(
+            "2 MB body",
+            vec![b' '; 2 << 20],
+            S::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+        ),
+        case(
+            "truncated JSON",
+            &ok_body("dev-1")[..30],
+            S::BAD_REQUEST,
+            "malformed",
+        ),
+        case("empty body", "", S::BAD_REQUEST, "malformed"),
+        case(
+            "not UTF-8",
+            b"{\"readings\":[\xff]}".to_vec(),
+            S::BAD_REQUEST,
+            "malformed",
+        ),
+        case("array at the top", "[]", S::BAD_REQUEST, "malformed"),
+        case(
+            "seq as a string",
+            body_of(&[r(r#""7""#, r#"{"a":1}"#)]),
+            S::BAD_REQUEST,
+            "malformed",
+        ),
+        case(
+            "negative seq",
+            body_of(&[r("-1", r#"{"a":1}"#)]),
+            S::BAD_REQUEST,
+            "malformed",
+        ),
+        case(
+            "fractional seq",
+            body_of(&[r("1.5", r#"{"a":1}"#)]),
+            S::BAD_REQUEST,
+            "malformed",
+        ),
+        case(
+            "\"NaN\" value",
+            body_of(&[r("1", r#"{"a":"NaN"}"#)]),
+            S::BAD_REQUEST,
+            "malformed",
+        ),
+        case(
+            "number out of f64 range",
+            body_of(&[r("1", r#"{"a":1e999}"#)]),
+            S::BAD_REQUEST,
+            "malformed",
+        ),
+        case(
+            "repeated metric key",
+            body_of(&[r("1", r#"{"a":1,"a":2}"#)]),
+            S::BAD_REQUEST,
+            "malformed",
+        ),
+        case(
+            "unknown field",
+            body_of(&[r("1", r#"{"a":1},"extra":true"#)]),
+            S::BAD_REQUEST,
+            "malformed",
+        ),
+        case(
+            "missing ts",
+            r#"{"readings":[{"device_id":"dev-1","seq":1,"metrics":{"a":1}}]}"#,
+            S::BAD_REQUEST,
+            "malformed",
+        ),
+        case(
+            "another device's reading",
+            body_of(&[
+                r("1", r#"{"a":1}"#),
+                reading("dev-2", "1", &ts, r#"{"a":1}"#),
+            ]),
+            S::FORBIDDEN,
+            "wrong_device",
+        ),
+        case(
+            "other device with bad seq: 403 before 422",
+            body_of(&[reading("dev-2", "9223372036854775808", &ts, r#"{"a":1}"#)]),
+            S::FORBIDDEN,
+            "wrong_device",
+        ),
+        case(
+            "seq 2^63",
+            body_of(&[r("9223372036854775808", r#"{"a":1}"#)]),
+            S::UNPROCESSABLE_ENTITY,
+            "seq_out_of_range",
+        ),
+        case(
+            "ts 10 minutes ahead",
+            body_of(&[reading("dev-1", "1", &future, r#"{"a":1}"#)]),
+            S::UNPROCESSABLE_ENTITY,
+            "ts_in_future",
+        ),
+        case(
+            "ts not UTC",
+            body_of(&[reading(
+                "dev-1",
+                "1",
+                "2026-11-26T12:00:00+02:00",
+                r#"{"a":1}"#,
+            )]),
+            S::UNPROCESSABLE_ENTITY,
+            "ts_not_utc",
+        ),
+        case(
+            "ts not RFC 3339",
+            body_of(&[reading("dev-1", "1", "26/11/2026", r#"{"a":1}"#)]),
+            S::UNPROCESSABLE_ENTITY,
+            "ts_format",
+        ),
+        case(
+            "no metrics",
+            body_of(&[r("1", "{}")]),
+            S::UNPROCESSABLE_ENTITY,
+            "no_metrics",
+        ),
+        case(
+            "33 metrics",
+            body_of(&[r("1", &many_metrics)]),
+            S::UNPROCESSABLE_ENTITY,
+            "too_many_metrics",
+        ),
+        case(
+            "bad metric name",
+            body_of(&[r("1", r#"{"heart rate":1}"#)]),
+            S::UNPROCESSABLE_ENTITY,
+            "metric_name",
+        ),
+        case(
+            "no readings",
+            r#"{"readings":[]}"#,
+            S::UNPROCESSABLE_ENTITY,
+            "no_readings",
+        ),
+        case(
+            "1001 readings",
+            body_of(&vec![r("1", r#"{"a":1}"#); 1001]),
+            S::UNPROCESSABLE_ENTITY,
+            "too_many_readings",
+        ),
+        Case {
+            auth: Some(auth("dév-1")),
+            ..case(
+                "unicode device id",
+                body_of(&[reading("dév-1", "1", &ts, r#"{"a":1}"#)]),
+                S::UNPROCESSABLE_ENTITY,
+                "device_id_charset",
+            )
+        },
+        Case {
+            auth: Some(auth(&long_id)),
+            ..case(
+                "65-character device id",
+                body_of(&[reading(&long_id, "1", &ts, r#"{"a":1}"#)]),
+                S::UNPROCESSABLE_ENTITY,
+                "device_id_length",
+            )
+        },
+    ];
+    assert!(cases.len() >= 25);
+    let queue = MemoryQueue::with_partitions(PARTITIONS);
+    let app = service(Arc::new(queue.clone()), IngestConfig::default());
+    for c in cases.drain(..) {
+        let (status, json, _) = send(&app, c.auth.as_deref(), c.content_type, c.body).await;
+        assert_eq!(status, c.status, "{}: {json}", c.name);
+        assert_eq!(json["error"], c.code, "{}: {json}", c.name);
+        assert!(
+            json["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{}",
+            c.name
+        );
+    }
+    assert_eq!(
+        total_depth(&queue).await,
+        0,
+        "bad input never reaches the queue"
+    );
+
+    // The error names the reading and the field.
+    let (_, json, _) = send(
+        &app,
+        Some(&auth("dev-1")),
+        Some("application/json"),
+        body_of(&[r("1", r#"{"a":1}"#), r("2", "{}")]).into(),
+    )
+    .await;
+    assert_eq!(
+        (json["index"].as_u64(), json["field"].as_str()),
+        (Some(1), Some("readings[1].metrics"))
+    );
+
+    // Still healthy, and a good request goes through.
+    let health = app
+        .clone()
+        .oneshot(Request::get("/healthz").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+    let (status, json, _) = send(
+        &app,
+        Some(&auth("dev-1")),
+        Some("application/json; charset=utf-8"),
+        ok_body("dev-1").into(),
+    )
+    .await;
+    assert_eq!(
+        (status, json["accepted"].as_u64()),
+        (StatusCode::ACCEPTED, Some(1))
+    );
+    assert_eq!(total_depth(&queue).await, 1);
+}
+
+#[tokio::test]
+async fn accepted_readings_are_on_the_queue_by_partition_in_order() {
+    let queue = MemoryQueue::with_partitions(PARTITIONS);
+    let app = service(Arc::new(queue.clone()), IngestConfig::default());
+    let ts = now_ts();
+    let readings: Vec<String> = (0..50)
+        .map(|s| reading("dev-7", &s.to_string(), &ts, r#"{"t":1.5,"u":-2}"#))
+        .collect();
+    let (status, json, _) = send(
+        &app,
+        Some(&auth("dev-7")),
+        Some("application/json"),
+        body_of(&readings).into(),
+    )
+    .await;
+    assert_eq!(
+        (status, json["accepted"].as_u64()),
+        (StatusCode::ACCEPTED, Some(50))
+    );
+    let p = ha_core::queue::partition_for("dev-7", PARTITIONS);
+    let mut sub = queue.subscribe(p, 10).await.unwrap();
+    let d = sub.next().await.unwrap();
+    let env = Envelope::decode(&d.payload).unwrap();
+    let seqs: Vec<u64> = env.readings.iter().map(|r| r.seq).collect();
+    assert_eq!(
+        seqs,
+        (0..50).collect::<Vec<_>>(),
+        "one message, in body order"
+    );
+    assert_eq!(env.readings[3].metric("u"), Some(-2.0));
+}
+
+#[tokio::test]
+async fn broker_outage_is_503_with_retry_after_and_not_ready() {
+    let queue = MemoryQueue::with_partitions(PARTITIONS);
+    let app = service(
+        Arc::new(queue.clone()),
+        IngestConfig {
+            ready_cache: Duration::ZERO,
+            ..IngestConfig::default()
+        },
+    );
+    queue.set_available(false);
+    let (status, json, retry) = send(
+        &app,
+        Some(&auth("dev-1")),
+        Some("application/json"),
+        ok_body("dev-1").into(),
+    )
+    .await;
+    assert_eq!(
+        (status, json["error"].as_str(), retry.as_deref()),
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Some("broker_unavailable"),
+            Some("1")
+        )
+    );
+    let ready = app
+        .clone()
+        .oneshot(Request::get("/readyz").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    queue.set_available(true);
+    let ready = app
+        .clone()
+        .oneshot(Request::get("/readyz").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), StatusCode::OK);
+    let (status, _, _) = send(
+        &app,
+        Some(&auth("dev-1")),
+        Some("application/json"),
+        ok_body("dev-1").into(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+}
+
+#[tokio::test]
+async fn per_device_rate_limit_is_429_with_retry_after() {
+    let queue = MemoryQueue::with_partitions(PARTITIONS);
+    let app = service(
+        Arc::new(queue.clone()),
+        IngestConfig {
+            rate_limit: Some(RateLimit {
+                per_second: 1.0,
+                burst: 2.0,
+            }),
+            ..IngestConfig::default()
+        },
+    );
+    let two = body_of(&[
+        reading("dev-1", "1", &now_ts(), r#"{"a":1}"#),
+        reading("dev-1", "2", &now_ts(), r#"{"a":1}"#),
+    ]);
+    let (status, _, _) = send(
+        &app,
+        Some(&auth("dev-1")),
+        Some("application/json"),
+        two.clone().into(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let (status, json, retry) = send(
+        &app,
+        Some(&auth("dev-1")),
+        Some("application/json"),
+        two.into(),
+    )
+    .await;
+    assert_eq!(
+        (status, json["error"].as_str()),
+        (StatusCode::TOO_MANY_REQUESTS, Some("rate_limited"))
+    );
+    assert!(retry.is_some_and(|r| r.parse::<u32>().unwrap() >= 1));
+    let (status, _, _) = send(
+        &app,
+        Some(&auth("dev-2")),
+        Some("application/json"),
+        ok_body("dev-2").into(),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::ACCEPTED,
+        "other devices are not limited"
+    );
+}
+
+/// A queue whose publishes wait until released: holds requests in flight.
+struct StalledQueue {
+    release: tokio::sync::Semaphore,
+}
+
+#[async_trait]
+impl Queue for StalledQueue {
+    fn partitions(&self) -> u32 {
+        PARTITIONS
+    }
+    async fn publish(&self, _: Vec<OutgoingMessage>) -> Result<(), QueueError> {
+        let _permit = self
+            .release
+            .acquire()
+            .await
+            .map_err(|_| QueueError::Unavailable("closed".into()))?;
+        Ok(())
+    }
+    async fn subscribe(&self, _: u32, _: u16) -> Result<Box<dyn Subscription>, QueueError> {
+        Err(QueueError::Unavailable("not for this test".into()))
+    }
+    async fn depth(&self, _: u32) -> Result<u64, QueueError> {
+        Ok(0)
+    }
+}
+
+#[tokio::test]
+async fn in_flight_publishes_are_bounded_then_503_and_drain_refuses_new_work() {
+    let queue = Arc::new(StalledQueue {
+        release: tokio::sync::Semaphore::new(0),
+    });
+    let svc = IngestService::new(
+        queue.clone(),
+        IngestConfig {
+            keys: Some(DeviceKeys::from_keys(vec![KEY.to_vec()]).unwrap()),
+            max_in_flight: 2,
+            ..IngestConfig::default()
+        },
+    );
+    let app = svc.router();
+    let mut held = Vec::new();
+    for d in ["dev-1", "dev-2"] {
+        let app = app.clone();
+        held.push(tokio::spawn(async move {
+            send(
+                &app,
+                Some(&auth(d)),
+                Some("application/json"),
+                ok_body(d).into(),
+            )
+            .await
+            .0
+        }));
+    }
+    // Wait until both hold their permits.
+    while svc.metrics().in_flight.get() < 2 {
+        tokio::task::yield_now().await;
+    }
+    let (status, json, retry) = send(
+        &app,
+        Some(&auth("dev-3")),
+        Some("application/json"),
+        ok_body("dev-3").into(),
+    )
+    .await;
+    assert_eq!(
+        (status, json["error"].as_str(), retry.as_deref()),
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Some("overloaded"),
+            Some("1")
+        )
+    );
+
+    svc.drain();
+    let ready = app
+        .clone()
+        .oneshot(Request::get("/readyz").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let (status, json, _) = send(
+        &app,
+        Some(&auth("dev-4")),
+        Some("application/json"),
+        ok_body("dev-4").into(),
+    )
+    .await;
+    assert_eq!(
+        (status, json["error"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("draining"))
+    );
+
+    // Requests already publishing complete normally.
+    queue.release.add_permits(2);
+    for h in held {
+        assert_eq!(h.await.unwrap(), StatusCode::ACCEPTED);
+    }
+}
+
+#[tokio::test]
+async fn metrics_and_openapi_are_served() {
+    let queue = MemoryQueue::with_partitions(PARTITIONS);
+    let app = service(Arc::new(queue), IngestConfig::default());
+    send(
+        &app,
+        Some(&auth("dev-1")),
+        Some("application/json"),
+        ok_body("dev-1").into(),
+    )
+    .await;
+    send(
+        &app,
+        None,
+        Some("application/json"),
+        ok_body("dev-1").into(),
+    )
+    .await;
+    let resp = app
+        .clone()
+        .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let text = String::from_utf8(
+        resp.into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap();
+    assert!(
+        text.contains("ha_ingest_readings_accepted_total 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"ha_ingest_requests_total{status="401",code="unauthorized"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains("ha_ingest_confirm_latency_seconds_bucket"),
+        "{text}"
+    );
+    let resp = app
+        .clone()
+        .oneshot(Request::get("/openapi.json").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let doc: serde_json::Value =
+        serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert!(doc["paths"]["/v1/readings"]["post"]["responses"]["422"].is_object());
+    // /kill is off unless enabled.
+    let resp = app
+        .clone()
+        .oneshot(Request::post("/kill").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+}
