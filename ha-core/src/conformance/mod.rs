@@ -119,6 +119,7 @@ macro_rules! store_conformance {
             retention_deletes_in_bounded_batches,
             concurrent_writers_store_one_row_per_key,
             empty_write_is_fine,
+            membership_leases_expire_and_leave,
         );
     };
     (@tests $fixture:path; $($name:ident),* $(,)?) => {

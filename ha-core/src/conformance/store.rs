@@ -446,3 +446,46 @@ pub async fn empty_write_is_fine(store: Arc<dyn Store>) {
     let out = store.write(&[], &[]).await.unwrap();
     assert_eq!(out, crate::store::WriteOutcome::default());
 }
+
+pub async fn membership_leases_expire_and_leave(store: Arc<dyn Store>) {
+    use std::time::Duration;
+    let long = Duration::from_secs(30);
+    assert_eq!(
+        store.heartbeat("g", "b-2", long).await.unwrap(),
+        vec!["b-2"]
+    );
+    assert_eq!(
+        store.heartbeat("g", "a-1", long).await.unwrap(),
+        vec!["a-1", "b-2"]
+    );
+    assert_eq!(
+        store.heartbeat("other", "z", long).await.unwrap(),
+        vec!["z"],
+        "groups are separate"
+    );
+    // A short lease lapses by the store's clock.
+    store
+        .heartbeat("g", "c-3", Duration::from_millis(300))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.heartbeat("g", "a-1", long).await.unwrap(),
+        vec!["a-1", "b-2", "c-3"]
+    );
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert_eq!(
+        store.heartbeat("g", "a-1", long).await.unwrap(),
+        vec!["a-1", "b-2"]
+    );
+    // Leaving is immediate; renewing is idempotent.
+    store.leave("g", "b-2").await.unwrap();
+    store.leave("g", "never-joined").await.unwrap();
+    assert_eq!(
+        store.heartbeat("g", "a-1", long).await.unwrap(),
+        vec!["a-1"]
+    );
+    assert_eq!(
+        store.heartbeat("g", "a-1", long).await.unwrap(),
+        vec!["a-1"]
+    );
+}

@@ -28,6 +28,8 @@ struct Tables {
     anomalies: HashMap<Key, Anomaly>,
     /// `(ts, device_id, seq, metric)`: the anomalies listing order.
     anomaly_order: BTreeSet<(Timestamp, String, u64, String)>,
+    /// `(group, member)` → lease expiry.
+    members: BTreeMap<(String, String), tokio::time::Instant>,
 }
 
 impl MemoryStore {
@@ -233,5 +235,30 @@ impl Store for MemoryStore {
             t.readings.remove(k);
         }
         Ok(doomed.len() as u64)
+    }
+
+    async fn heartbeat(
+        &self,
+        group: &str,
+        member: &str,
+        ttl: std::time::Duration,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut t = self.tables();
+        let now = tokio::time::Instant::now();
+        t.members
+            .insert((group.to_owned(), member.to_owned()), now + ttl);
+        t.members.retain(|_, expires| *expires > now);
+        Ok(t.members
+            .keys()
+            .filter(|(g, _)| g == group)
+            .map(|(_, m)| m.clone())
+            .collect())
+    }
+
+    async fn leave(&self, group: &str, member: &str) -> Result<(), StoreError> {
+        self.tables()
+            .members
+            .remove(&(group.to_owned(), member.to_owned()));
+        Ok(())
     }
 }

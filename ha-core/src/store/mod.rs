@@ -94,4 +94,21 @@ pub trait Store: Send + Sync + 'static {
         cutoff: Timestamp,
         batch: u32,
     ) -> Result<u64, StoreError>;
+
+    /// Records that `member` of `group` is alive for the next `ttl`, and
+    /// returns the live members of the group (including `member`), sorted.
+    ///
+    /// Expiry is judged by the store's clock, so members on hosts with
+    /// skewed clocks agree. Analyzers use this to split partitions among
+    /// themselves (see the analyzer module).
+    async fn heartbeat(
+        &self,
+        group: &str,
+        member: &str,
+        ttl: std::time::Duration,
+    ) -> Result<Vec<String>, StoreError>;
+
+    /// Removes `member` from `group` at once (graceful shutdown), so the
+    /// others take over its work without waiting for its lease to expire.
+    async fn leave(&self, group: &str, member: &str) -> Result<(), StoreError>;
 }

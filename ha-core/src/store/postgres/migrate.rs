@@ -27,10 +27,11 @@ pub struct Migration {
 }
 
 /// Every migration, in order. Append only: never edit a released one.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "readings and anomalies",
-    sql: "
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "readings and anomalies",
+        sql: "
 CREATE TABLE IF NOT EXISTS readings (
     device_id TEXT NOT NULL,
     seq INT8 NOT NULL,
@@ -60,10 +61,25 @@ CREATE INDEX IF NOT EXISTS anomalies_ts ON anomalies (ts, device_id, seq, metric
 CREATE INDEX IF NOT EXISTS anomalies_device_ts ON anomalies (device_id, ts, seq, metric);
 CREATE INDEX IF NOT EXISTS anomalies_metric_ts ON anomalies (metric, ts, device_id, seq);
 ",
-}];
+    },
+    Migration {
+        version: 2,
+        name: "group membership leases",
+        sql: "
+-- Analyzer replicas renew a lease here every second and split the queue
+-- partitions among the live members.
+CREATE TABLE IF NOT EXISTS group_members (
+    grp TEXT NOT NULL,
+    member TEXT NOT NULL,
+    expires_at TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (grp, member)
+);
+",
+    },
+];
 
 /// The newest schema version this build knows.
-pub const LATEST_VERSION: i64 = 1;
+pub const LATEST_VERSION: i64 = 2;
 
 /// Runs `sql`, retrying a few times when a concurrent replica created the
 /// same object at the same moment (PostgreSQL reports a unique violation on

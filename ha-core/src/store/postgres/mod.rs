@@ -636,4 +636,38 @@ impl Store for PostgresStore {
         })
         .await
     }
+
+    async fn heartbeat(
+        &self,
+        group: &str,
+        member: &str,
+        ttl: Duration,
+    ) -> Result<Vec<String>, StoreError> {
+        let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+        let rows = self
+            .run(|c| async move {
+                if rand_percent() == 0 {
+                    // Now and then, drop leases that expired long ago.
+                    c.client.execute(sql::FORGET_EXPIRED, &[&group]).await?;
+                }
+                c.client
+                    .query(sql::HEARTBEAT, &[&group, &member, &ttl_ms])
+                    .await
+            })
+            .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    async fn leave(&self, group: &str, member: &str) -> Result<(), StoreError> {
+        self.run(|c| async move { c.client.execute(sql::LEAVE, &[&group, &member]).await })
+            .await
+            .map(|_| ())
+    }
+}
+
+/// A cheap 0..100 value from the clock, for occasional housekeeping.
+fn rand_percent() -> u32 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_micros() % 100)
 }

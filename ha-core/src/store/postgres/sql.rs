@@ -55,6 +55,25 @@ DELETE FROM readings WHERE (device_id, seq, metric) IN (
     SELECT device_id, seq, metric FROM readings WHERE ts < $1 LIMIT $2
 )";
 
+/// Renews a member's lease (store clock) and lists the live members. The
+/// outer query cannot see the upsert's row, hence the `UNION`.
+pub(super) const HEARTBEAT: &str = "
+WITH up AS (
+    INSERT INTO group_members (grp, member, expires_at)
+    VALUES ($1, $2, now() + $3::INT8 * INTERVAL '1 millisecond')
+    ON CONFLICT (grp, member) DO UPDATE SET expires_at = excluded.expires_at
+    RETURNING member
+)
+SELECT member FROM group_members WHERE grp = $1 AND member <> $2 AND expires_at > now()
+UNION SELECT member FROM up
+ORDER BY 1";
+
+pub(super) const LEAVE: &str = "DELETE FROM group_members WHERE grp = $1 AND member = $2";
+
+/// Forgets leases that expired long ago.
+pub(super) const FORGET_EXPIRED: &str =
+    "DELETE FROM group_members WHERE grp = $1 AND expires_at < now() - INTERVAL '1 hour'";
+
 pub(super) const ANOMALY_COLUMNS: &str =
     "device_id, seq, metric, ts, value, score, anomaly_score, detector";
 
@@ -65,10 +84,19 @@ mod tests {
     /// Every statement the store sends, including each shape of the
     /// dynamically built queries.
     fn all_statements() -> Vec<String> {
-        let mut all: Vec<String> = [WRITE, RECENT_VALUES, DEVICE_STATUS, SEQ_GAPS, DELETE_BEFORE]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let mut all: Vec<String> = [
+            WRITE,
+            RECENT_VALUES,
+            DEVICE_STATUS,
+            SEQ_GAPS,
+            DELETE_BEFORE,
+            HEARTBEAT,
+            LEAVE,
+            FORGET_EXPIRED,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         all.extend(
             super::super::migrate::MIGRATIONS
                 .iter()
