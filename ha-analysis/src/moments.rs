@@ -14,6 +14,19 @@
 //!
 //! Re-centring is rare on real data (only after the level moved by many
 //! standard deviations), so the cost per reading stays O(1) amortised.
+//!
+//! Measured (`tests/stability_measurement.rs`, W = 200, k = 3, 50,000
+//! readings each; worst relative score error against the naive two-pass
+//! recompute, and verdicts that differ):
+//!
+//! | series | plain sums | shifted | shifted + Neumaier | this module |
+//! |---|---|---|---|---|
+//! | 1e9 + 1e-3·N(0,1) | garbage, 46,132 flips | 4e-16, 0 | 4e-16, 0 | 4e-16, 0 |
+//! | same + spikes of 1e6 | garbage, 33,777 | 2.0, 80 | 4e-16, 0 | 4e-16, 0 |
+//! | N(0,1), then 1e9 + 1e-3·N(0,1) | garbage, 31,408 | garbage, 48,211 | garbage, 36,301 | 1e-14, 0 |
+//!
+//! So: the shift handles a large constant offset, compensation handles
+//! spikes passing through, and only re-centring survives a level shift.
 
 /// Re-centre when the sums carry more than this factor of cancellation.
 const CANCELLATION_LIMIT: f64 = 1024.0;
