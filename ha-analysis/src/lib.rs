@@ -20,7 +20,8 @@
 //! - `score = (x − mean) / stdev` (sample, n − 1); anomaly when
 //!   `|score| > z`, `z = Φ⁻¹(1 − p/2)` from the two-sided false-alarm
 //!   probability `p` (default 1e-4) or given directly;
-//! - `anomaly_score = 2Φ(|score|) − 1`, 0 without a verdict.
+//! - `anomaly_score = 2Φ(|score|) − 1` ([`Verdict::anomaly_score`]), 0
+//!   without a verdict.
 //!
 //! [`DetectorKind::Mad`] uses median and 1.4826 × MAD instead of mean and
 //! standard deviation, so one outlier in the baseline masks nothing.
@@ -47,7 +48,7 @@
 //!     series.feed(key(), u64::from(seq), value)?;
 //! }
 //! let verdict = series.feed(key(), 40, 140.0)?.expect("seq 40 is new");
-//! assert!(verdict.is_anomaly && verdict.anomaly_score > 0.999);
+//! assert!(verdict.is_anomaly && verdict.anomaly_score() > 0.999);
 //! # Ok::<(), ha_analysis::AnalysisError>(())
 //! ```
 //!

@@ -1,7 +1,7 @@
 //! Running mean and variance of a sliding set, numerically stable.
 //!
 //! Sums of `d = x − K` and `d²` around a shift `K`, each kept as a
-//! Neumaier-compensated pair, so that adding and later removing the same
+//! compensated pair (sum plus the exact rounding errors, via TwoSum), so that adding and later removing the same
 //! value (a spike of 1e6 among noise of 1e-3, say) leaves no residue.
 //! `K` is moved to the exact baseline mean (one two-pass recompute over the
 //! window, O(W)) whenever the sums have drifted away from the data:
@@ -79,16 +79,17 @@ impl ShiftedMoments {
     /// `count ≥ 2`. The variance may be 0 or non-finite (overflow).
     pub(crate) fn mean_variance(&mut self, values: (&[f64], &[f64])) -> (f64, f64) {
         let n = f64::from(self.count);
+        let inverse_n = 1.0 / n;
         let (mut s1, mut s2) = (self.sum.value(), self.sum_squares.value());
-        let mut m2 = s2 - s1 * s1 / n;
+        let mut m2 = s2 - s1 * s1 * inverse_n;
         let due = u64::from(self.updates) >= EXACT_EVERY_LAPS * u64::from(self.count);
         if due || m2.is_nan() || m2 <= 0.0 || s2 > CANCELLATION_LIMIT * m2 {
             self.recompute(values);
             s1 = self.sum.value();
             s2 = self.sum_squares.value();
-            m2 = (s2 - s1 * s1 / n).max(0.0);
+            m2 = (s2 - s1 * s1 * inverse_n).max(0.0);
         }
-        (self.shift + s1 / n, m2 / (n - 1.0))
+        (self.shift + s1 * inverse_n, m2 * (1.0 / (n - 1.0)))
     }
 
     /// Two-pass exact recompute, re-centred on the mean.
@@ -113,8 +114,12 @@ impl ShiftedMoments {
     }
 }
 
-/// Neumaier's improved Kahan sum: `value()` is accurate to a few ulps of
-/// the true sum even after large terms were added and subtracted again.
+/// A compensated sum (Neumaier's idea, with Knuth's branch-free TwoSum for
+/// the rounding error of each addition): `value()` is accurate to a few
+/// ulps of the true sum even after large terms were added and subtracted
+/// again. Branch-free matters: around a good shift the running sum and the
+/// terms are of similar size, and a data-dependent branch there would
+/// mispredict a third of the time.
 #[derive(Debug, Clone, Copy, Default)]
 struct CompensatedSum {
     sum: f64,
@@ -124,11 +129,9 @@ struct CompensatedSum {
 impl CompensatedSum {
     fn add(&mut self, term: f64) {
         let t = self.sum + term;
-        if self.sum.abs() >= term.abs() {
-            self.compensation += (self.sum - t) + term;
-        } else {
-            self.compensation += (term - t) + self.sum;
-        }
+        let term_part = t - self.sum;
+        let error = (self.sum - (t - term_part)) + (term - term_part);
+        self.compensation += error;
         self.sum = t;
     }
 

@@ -157,7 +157,7 @@ mod tests {
     fn huge_values_do_not_panic() {
         let mut mad = MadDetector::new(&config()).unwrap();
         for x in [f64::MAX, -f64::MAX, 1e308, -1e308, 0.0, 1.0, -0.0, 5.0, 6.0] {
-            assert!(mad.observe(x).unwrap().anomaly_score.is_finite());
+            assert!(mad.observe(x).unwrap().anomaly_score().is_finite());
         }
     }
 }

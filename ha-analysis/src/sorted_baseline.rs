@@ -77,25 +77,26 @@ impl SortedBaseline {
         // Both sequences ascend with their index.
         let left = |t: usize| median - below[below.len() - 1 - t];
         let right = |t: usize| above[t] - median;
-        let upper = kth_smallest_of_two(below.len(), left, above.len(), right, n / 2);
         if n % 2 == 1 {
-            upper
+            kth_smallest_of_two(below.len(), left, above.len(), right, n / 2).0
         } else {
-            let lower = kth_smallest_of_two(below.len(), left, above.len(), right, n / 2 - 1);
+            let (lower, upper) =
+                kth_smallest_of_two(below.len(), left, above.len(), right, n / 2 - 1);
             0.5 * lower + 0.5 * upper
         }
     }
 }
 
 /// The `k`-th smallest (0-based) element of the union of two ascending
-/// sequences given by length and accessor; `k < a_len + b_len`. O(log).
+/// sequences given by length and accessor, and the `(k+1)`-th (or +inf when
+/// there is none); `k < a_len + b_len`. O(log) with a branch-free loop.
 fn kth_smallest_of_two(
     a_len: usize,
     a: impl Fn(usize) -> f64,
     b_len: usize,
     b: impl Fn(usize) -> f64,
     k: usize,
-) -> f64 {
+) -> (f64, f64) {
     let take = k + 1;
     // Find the fewest `i` elements of `a` such that, with `take - i` from
     // `b`, the next element of `a` is not below the last one taken from `b`.
@@ -103,11 +104,9 @@ fn kth_smallest_of_two(
     let mut hi = take.min(a_len);
     while lo < hi {
         let i = lo + (hi - lo) / 2;
-        if a(i) < b(take - i - 1) {
-            lo = i + 1;
-        } else {
-            hi = i;
-        }
+        let a_too_small = a(i) < b(take - i - 1);
+        lo = if a_too_small { i + 1 } else { lo };
+        hi = if a_too_small { hi } else { i };
     }
     let from_b = take - lo;
     let last_a = if lo > 0 { a(lo - 1) } else { f64::NEG_INFINITY };
@@ -116,7 +115,13 @@ fn kth_smallest_of_two(
     } else {
         f64::NEG_INFINITY
     };
-    last_a.max(last_b)
+    let next_a = if lo < a_len { a(lo) } else { f64::INFINITY };
+    let next_b = if from_b < b_len {
+        b(from_b)
+    } else {
+        f64::INFINITY
+    };
+    (last_a.max(last_b), next_a.min(next_b))
 }
 
 #[cfg(test)]

@@ -180,7 +180,7 @@ mod tests {
         let mut detector = ZScoreDetector::new(&config(10, 1, 3)).unwrap();
         for x in [f64::MAX, -f64::MAX, 1e308, -1e308, 0.0, f64::MIN_POSITIVE] {
             let verdict = detector.observe(x).unwrap();
-            assert!(verdict.anomaly_score.is_finite());
+            assert!(verdict.anomaly_score().is_finite());
         }
     }
 }

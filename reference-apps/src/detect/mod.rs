@@ -167,7 +167,12 @@ fn write_row(output: &mut impl Write, row: &Row<'_>, verdict: &Verdict) -> io::R
     if let Some(score) = verdict.score {
         write!(output, "{score}")?;
     }
-    writeln!(output, ",{},{}", verdict.anomaly_score, verdict.is_anomaly)
+    writeln!(
+        output,
+        ",{},{}",
+        verdict.anomaly_score(),
+        verdict.is_anomaly
+    )
 }
 
 fn malformed(line: u64, problem: impl Into<String>) -> DetectError {
