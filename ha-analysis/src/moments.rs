@@ -74,17 +74,20 @@ impl ShiftedMoments {
         self.updates = self.updates.saturating_add(1);
     }
 
-    /// `(mean, sample variance)` of the set, whose values the caller passes
-    /// again (as up to two slices) for a recompute when one is due. Needs
-    /// `count ≥ 2`. The variance may be 0 or non-finite (overflow).
-    pub(crate) fn mean_variance(&mut self, values: (&[f64], &[f64])) -> (f64, f64) {
+    /// `(mean, sample variance)` of the set; `values` hands over the set
+    /// itself (as up to two slices), called only when a recompute is due.
+    /// Needs `count ≥ 2`. The variance may be 0 or non-finite (overflow).
+    pub(crate) fn mean_variance<'a>(
+        &mut self,
+        values: impl FnOnce() -> (&'a [f64], &'a [f64]),
+    ) -> (f64, f64) {
         let n = f64::from(self.count);
         let inverse_n = 1.0 / n;
         let (mut s1, mut s2) = (self.sum.value(), self.sum_squares.value());
         let mut m2 = s2 - s1 * s1 * inverse_n;
         let due = u64::from(self.updates) >= EXACT_EVERY_LAPS * u64::from(self.count);
         if due || m2.is_nan() || m2 <= 0.0 || s2 > CANCELLATION_LIMIT * m2 {
-            self.recompute(values);
+            self.recompute(values());
             s1 = self.sum.value();
             s2 = self.sum_squares.value();
             m2 = (s2 - s1 * s1 * inverse_n).max(0.0);
@@ -165,7 +168,7 @@ mod tests {
         moments.remove(1e15);
         values.push(1e9);
         moments.add(1e9);
-        let (mean, var) = moments.mean_variance((&values, &[]));
+        let (mean, var) = moments.mean_variance(|| (&values, &[]));
         let (mean_exact, var_exact) = exact(&values);
         assert!((mean - mean_exact).abs() <= 1e-15 * mean_exact.abs());
         assert!(
@@ -184,7 +187,7 @@ mod tests {
             far.add(v);
         }
         far.remove(0.0);
-        let (_, var) = far.mean_variance((&values, &[]));
+        let (_, var) = far.mean_variance(|| (&values, &[]));
         let (_, var_exact) = exact(&values);
         assert!(
             (var - var_exact).abs() <= 1e-9 * var_exact,

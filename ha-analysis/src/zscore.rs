@@ -63,8 +63,8 @@ impl ZScoreState {
         if n < config.min_history || self.changes == 0 {
             return Verdict::NONE;
         }
-        let values = self.window.oldest_slices(n);
-        let (mean, variance) = self.baseline.mean_variance(values);
+        let window = &self.window;
+        let (mean, variance) = self.baseline.mean_variance(|| window.oldest_slices(n));
         if !variance.is_finite() || variance <= 0.0 {
             return Verdict::NONE;
         }
