@@ -162,7 +162,7 @@ fn malformed_input_names_the_line_and_exits_65() {
 }
 
 #[test]
-fn non_utf8_input_is_an_error_not_a_panic() {
+fn non_utf8_input_names_the_line() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ha-detect"))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -176,8 +176,8 @@ fn non_utf8_input_is_an_error_not_a_panic() {
         .write_all(b"device_id,seq,ts,metric,value\nd,1,t,m,\xff\n")
         .unwrap();
     let output = child.wait_with_output().unwrap();
-    assert_eq!(output.status.code(), Some(74));
-    assert!(stderr(&output).starts_with("ha-detect: reading input"));
+    assert_eq!(output.status.code(), Some(65));
+    assert!(stderr(&output).starts_with("ha-detect: line 2: not valid UTF-8"));
 }
 
 #[test]

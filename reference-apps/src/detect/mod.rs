@@ -108,9 +108,18 @@ pub fn run(
 ) -> Result<Summary, DetectError> {
     let mut series: SeriesSet<(String, String)> =
         SeriesSet::new(&options.config).map_err(DetectError::Config)?;
-    let read_error = |source| DetectError::Io {
-        context: "reading input",
-        source,
+    // Invalid UTF-8 is bad data on a known line, not an I/O failure.
+    let read_error = |line: u64| {
+        move |source: io::Error| {
+            if source.kind() == io::ErrorKind::InvalidData {
+                malformed(line, "not valid UTF-8")
+            } else {
+                DetectError::Io {
+                    context: "reading input",
+                    source,
+                }
+            }
+        }
     };
     let write_error = |source| DetectError::Io {
         context: "writing output",
@@ -119,7 +128,7 @@ pub fn run(
 
     let mut line = String::new();
     let mut line_number: u64 = 1;
-    if input.read_line(&mut line).map_err(read_error)? == 0 {
+    if input.read_line(&mut line).map_err(read_error(1))? == 0 {
         return Err(malformed(1, "empty input: the header line is missing"));
     }
     check_header(&line).map_err(|problem| malformed(1, problem))?;
@@ -128,10 +137,14 @@ pub fn run(
     let mut summary = Summary::default();
     loop {
         line.clear();
-        if input.read_line(&mut line).map_err(read_error)? == 0 {
+        line_number += 1;
+        if input
+            .read_line(&mut line)
+            .map_err(read_error(line_number))?
+            == 0
+        {
             break;
         }
-        line_number += 1;
         let row = parse_row(trim_line_end(&line)).map_err(|p| malformed(line_number, p))?;
         let key = (row.device_id.to_string(), row.metric.to_string());
         let fed = series
