@@ -177,7 +177,8 @@ impl<K: Hash + Eq, S: BuildHasher> SeriesSet<K, S> {
         size_of::<Self>() + slots + buffers
     }
 
-    /// The config every series is judged with.
+    /// The config every series is judged with, its threshold given as `z`
+    /// (whether it was configured as `z` or as a false-alarm probability).
     pub fn config(&self) -> DetectorConfig {
         DetectorConfig {
             window: self.config.window,
@@ -275,6 +276,20 @@ mod tests {
         set.set_tick(20);
         set.feed("new", 1, 1.0).unwrap();
         assert_eq!(set.evict_untouched_since(20), 2);
+    }
+
+    #[test]
+    fn reported_config_is_valid_and_equivalent() {
+        let set: SeriesSet<u32> = SeriesSet::new(&config()).unwrap();
+        let reported = set.config();
+        assert_eq!(
+            reported.z_threshold().unwrap(),
+            config().z_threshold().unwrap()
+        );
+        assert_eq!(
+            (reported.window, reported.recent, reported.min_history),
+            (8, 2, 4)
+        );
     }
 
     #[test]
