@@ -1,0 +1,24 @@
+//! # reference-apps
+//!
+//! The logic behind ha-pipeline's reference binaries, one module per app,
+//! so that each can be tested in-process; `src/bin/` holds thin `main`s.
+//!
+//! | binary | module | job |
+//! |---|---|---|
+//! | `ha-detect` | [`detect`] | run the anomaly detector offline over a CSV of readings |
+//!
+//! ```no_run
+//! // cargo run --release --bin ha-detect -- --emit all readings.csv
+//! use reference_apps::detect::{DetectOptions, run};
+//!
+//! let options = DetectOptions::default();
+//! let input = std::io::Cursor::new("device_id,seq,ts,metric,value\n");
+//! let summary = run(&options, input, std::io::stdout().lock())?;
+//! println!("{} rows read", summary.rows);
+//! # Ok::<(), reference_apps::detect::DetectError>(())
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
+pub mod detect;
