@@ -1,0 +1,133 @@
+//! Prometheus metrics of the analyzer (`ha_analyzer_*`).
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// The analyzer's metrics. No per-device labels.
+#[derive(Clone)]
+pub struct AnalyzerMetrics {
+    /// Readings stored for the first time.
+    pub readings_stored: Counter,
+    /// Metric rows that were already stored identically (redeliveries, resends).
+    pub duplicates: Counter,
+    /// Metric rows already stored with other values: the first write was kept.
+    pub conflicts: Counter,
+    /// Anomalies stored for the first time.
+    pub anomalies: Counter,
+    /// Deliveries that had been delivered before.
+    pub redeliveries: Counter,
+    /// Messages rejected to the dead-letter queue (they can never be processed).
+    pub dead_lettered: Counter,
+    /// Store writes retried after a transient error.
+    pub store_retries: Counter,
+    /// Series rebuilt from the store (first sight after start or takeover).
+    pub warm_starts: Counter,
+    /// Deliveries per processed batch.
+    pub batch_size: Histogram,
+    /// Time to process a batch, from its first delivery to its ack.
+    pub batch_latency: Histogram,
+    /// Seconds between a reading's timestamp and its commit, last batch.
+    pub lag: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// Partitions this replica consumes now.
+    pub owned_partitions: Gauge,
+    /// Live analyzer replicas, as seen by this one.
+    pub members: Gauge,
+    /// Readings deleted by retention.
+    pub retention_deleted: Counter,
+}
+
+impl AnalyzerMetrics {
+    /// Creates the metrics and registers them in `registry`.
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = AnalyzerMetrics {
+            readings_stored: Counter::default(),
+            duplicates: Counter::default(),
+            conflicts: Counter::default(),
+            anomalies: Counter::default(),
+            redeliveries: Counter::default(),
+            dead_lettered: Counter::default(),
+            store_retries: Counter::default(),
+            warm_starts: Counter::default(),
+            batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
+            batch_latency: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            lag: Gauge::default(),
+            owned_partitions: Gauge::default(),
+            members: Gauge::default(),
+            retention_deleted: Counter::default(),
+        };
+        let r = registry;
+        r.register(
+            "ha_analyzer_readings_stored",
+            "Metric rows stored for the first time",
+            m.readings_stored.clone(),
+        );
+        r.register(
+            "ha_analyzer_duplicates",
+            "Metric rows already stored identically",
+            m.duplicates.clone(),
+        );
+        r.register(
+            "ha_analyzer_conflicts",
+            "Metric rows already stored with other values (first write kept)",
+            m.conflicts.clone(),
+        );
+        r.register(
+            "ha_analyzer_anomalies",
+            "Anomalies stored for the first time",
+            m.anomalies.clone(),
+        );
+        r.register(
+            "ha_analyzer_redeliveries",
+            "Deliveries that had been delivered before",
+            m.redeliveries.clone(),
+        );
+        r.register(
+            "ha_analyzer_dead_lettered",
+            "Messages rejected to the dead-letter queue",
+            m.dead_lettered.clone(),
+        );
+        r.register(
+            "ha_analyzer_store_retries",
+            "Store writes retried after a transient error",
+            m.store_retries.clone(),
+        );
+        r.register(
+            "ha_analyzer_warm_starts",
+            "Series rebuilt from the store",
+            m.warm_starts.clone(),
+        );
+        r.register(
+            "ha_analyzer_batch_deliveries",
+            "Deliveries per batch",
+            m.batch_size.clone(),
+        );
+        r.register(
+            "ha_analyzer_batch_latency_seconds",
+            "Batch processing time, first delivery to ack",
+            m.batch_latency.clone(),
+        );
+        r.register(
+            "ha_analyzer_lag_seconds",
+            "Reading timestamp to commit, last batch",
+            m.lag.clone(),
+        );
+        r.register(
+            "ha_analyzer_owned_partitions",
+            "Partitions consumed by this replica",
+            m.owned_partitions.clone(),
+        );
+        r.register(
+            "ha_analyzer_members",
+            "Live analyzer replicas seen by this one",
+            m.members.clone(),
+        );
+        r.register(
+            "ha_analyzer_retention_deleted",
+            "Readings deleted by retention",
+            m.retention_deleted.clone(),
+        );
+        m
+    }
+}
