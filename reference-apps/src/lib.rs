@@ -6,6 +6,12 @@
 //! | binary | module | job |
 //! |---|---|---|
 //! | `ha-detect` | [`detect`] | run the anomaly detector offline over a CSV of readings |
+//! | `ingest-api` | `src/bin/ingest-api.rs` over `ha_core::ingest` | devices post readings; 202 after the broker confirmed |
+//! | `analyzer` | `src/bin/analyzer.rs` over `ha_core::analyzer` | store, detect, ack; replicas share the partitions |
+//! | `ha-admin` | `src/bin/ha-admin.rs` | schema migrations, device tokens |
+//!
+//! [`service`] holds what the services share: flags common to all, logging,
+//! shutdown signals, the configuration exit code 64.
 //!
 //! ```no_run
 //! // cargo run --release --bin ha-detect -- --emit all readings.csv
@@ -22,3 +28,4 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 pub mod detect;
+pub mod service;

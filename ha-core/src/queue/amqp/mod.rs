@@ -126,16 +126,24 @@ impl AmqpQueue {
     /// declared differently on the broker, [`QueueError::Unavailable`] when
     /// no broker answered.
     pub async fn connect(config: AmqpConfig) -> Result<Self, QueueError> {
+        let queue = Self::new(config)?;
+        queue.publisher.publish_channel().await?;
+        Ok(queue)
+    }
+
+    /// A queue that connects on first use (services start, and report not
+    /// ready, while the broker is still down).
+    ///
+    /// Errors: [`QueueError::Misconfigured`] for invalid settings.
+    pub fn new(config: AmqpConfig) -> Result<Self, QueueError> {
         config.validate().map_err(QueueError::Misconfigured)?;
-        let queue = AmqpQueue {
+        Ok(AmqpQueue {
             publisher: Connector::new("publish", config.clone(), config.publish_channels),
             consumer: Connector::new("consume", config.clone(), 0),
             config,
             unconfirmed: Arc::new(AtomicU64::new(0)),
             republished: AtomicU64::new(0),
-        };
-        queue.publisher.publish_channel().await?;
-        Ok(queue)
+        })
     }
 
     /// The settings in use.

@@ -1,0 +1,174 @@
+//! `analyzer`: consumes its share of the partitions, stores readings,
+//! detects anomalies, acknowledges after the commit.
+//!
+//! `cargo run --bin analyzer -- --help`
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use ha_analysis::{DetectorConfig, DetectorKind};
+use ha_core::analyzer::{Analyzer, AnalyzerConfig};
+use ha_core::queue::amqp::{AmqpConfig, AmqpQueue};
+use ha_core::store::postgres::{PostgresConfig, PostgresStore};
+use reference_apps::service::{self, CommonArgs, parse_duration};
+
+/// Analyzer: stores readings and anomalies idempotently, runs the
+/// anomaly-window detector, shares the partitions with the other replicas.
+#[derive(Debug, Parser)]
+#[command(name = "analyzer", version)]
+struct Args {
+    /// Address for /healthz, /readyz and /metrics.
+    #[arg(long, env = "HA_LISTEN", default_value = "0.0.0.0:9090")]
+    listen: SocketAddr,
+    /// RabbitMQ URL; repeat (or comma-separate) for the nodes of a cluster.
+    #[arg(
+        long = "amqp-url",
+        env = "HA_AMQP_URL",
+        value_delimiter = ',',
+        required = true
+    )]
+    amqp_urls: Vec<String>,
+    /// PostgreSQL or CockroachDB URL.
+    #[arg(long, env = "HA_POSTGRES_URL")]
+    postgres_url: String,
+    /// Number of partition queues; the same on every ingest and analyzer.
+    #[arg(long, env = "HA_PARTITIONS", default_value_t = 8)]
+    partitions: u32,
+    /// Partition `p` is the queue `<prefix>.<p>`.
+    #[arg(long, env = "HA_QUEUE_PREFIX", default_value = "ha.readings")]
+    queue_prefix: String,
+    /// This replica's unique name (the pod name); defaults to $HOSTNAME-$PID.
+    #[arg(long, env = "HA_MEMBER_ID")]
+    member_id: Option<String>,
+    /// Values per series window, recent ones included.
+    #[arg(long, env = "HA_WINDOW", default_value_t = 200)]
+    window: usize,
+    /// Newest values left out of the baseline.
+    #[arg(long, env = "HA_RECENT", default_value_t = 3)]
+    recent: usize,
+    /// Fewest baseline values needed for a verdict.
+    #[arg(long, env = "HA_MIN_HISTORY", default_value_t = 30)]
+    min_history: usize,
+    /// Two-sided false-alarm probability per reading (default 1e-4).
+    #[arg(long, env = "HA_FALSE_ALARM", conflicts_with = "z")]
+    false_alarm: Option<f64>,
+    /// Threshold on |score| given directly.
+    #[arg(long, env = "HA_Z")]
+    z: Option<f64>,
+    /// zscore or mad.
+    #[arg(long, env = "HA_DETECTOR", default_value = "zscore")]
+    detector: String,
+    /// Delete readings older than this (`30d`); `0` keeps everything.
+    #[arg(long, env = "HA_RETENTION", default_value = "30d", value_parser = parse_duration)]
+    retention: Duration,
+    /// Most deliveries per batch.
+    #[arg(long, env = "HA_BATCH_SIZE", default_value_t = 500)]
+    batch_size: usize,
+    /// Unacknowledged deliveries per partition.
+    #[arg(long, env = "HA_PREFETCH", default_value_t = 2000)]
+    prefetch: u16,
+    /// Database connections.
+    #[arg(long, env = "HA_DB_POOL", default_value_t = 4)]
+    db_pool: usize,
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    service::init_tracing(&args.common);
+    let kind = match args.detector.as_str() {
+        "zscore" => DetectorKind::ZScore,
+        "mad" => DetectorKind::Mad,
+        other => {
+            return service::config_error(
+                "analyzer",
+                format!("--detector must be zscore or mad, not `{other}`"),
+            );
+        }
+    };
+    let member_id = args.member_id.clone().unwrap_or_else(|| {
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "analyzer".into());
+        format!("{host}-{}", std::process::id())
+    });
+    let config = AnalyzerConfig {
+        member_id,
+        detector: DetectorConfig {
+            window: args.window,
+            recent: args.recent,
+            min_history: args.min_history,
+            false_alarm: args.false_alarm,
+            z: args.z,
+            kind,
+        },
+        prefetch: args.prefetch,
+        batch_deliveries: args.batch_size,
+        retention: (!args.retention.is_zero()).then_some(args.retention),
+        ..AnalyzerConfig::default()
+    };
+    let queue = match AmqpQueue::new(AmqpConfig {
+        urls: args.amqp_urls.clone(),
+        partitions: args.partitions,
+        queue_prefix: args.queue_prefix.clone(),
+        connection_name: config.member_id.clone(),
+        ..AmqpConfig::default()
+    }) {
+        Ok(q) => Arc::new(q),
+        Err(e) => return service::config_error("analyzer", e),
+    };
+    let store = match PostgresStore::new(PostgresConfig {
+        url: args.postgres_url.clone(),
+        pool_size: args.db_pool,
+        ..PostgresConfig::default()
+    }) {
+        Ok(s) => Arc::new(s),
+        Err(e) => return service::config_error("analyzer", e),
+    };
+    let analyzer = match Analyzer::new(queue, store.clone(), config) {
+        Ok(a) => a,
+        Err(e) => return service::config_error("analyzer", e),
+    };
+    // Wait for the schema (a Job or `ha-admin migrate` applies it).
+    loop {
+        match store.check_schema().await {
+            Ok(()) => break,
+            Err(e) => {
+                tracing::warn!(error = %e, "Database not ready; waiting.");
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(2)) => {}
+                    () = service::shutdown_signal() => return ExitCode::SUCCESS,
+                }
+            }
+        }
+    }
+    let listener = match service::listen("analyzer", args.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            return service::config_error(
+                "analyzer",
+                format!("cannot listen on {}: {e}", args.listen),
+            );
+        }
+    };
+    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let http = tokio::spawn(ha_core::http::serve(
+        listener,
+        analyzer.router(),
+        None,
+        async {
+            let _ = http_stopped.await;
+        },
+        Duration::from_secs(1),
+    ));
+    analyzer
+        .run(service::shutdown_signal(), args.common.drain_timeout)
+        .await;
+    let _ = stop_http.send(());
+    let _ = http.await;
+    tracing::info!("Stopped; bye.");
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,173 @@
+//! `ingest-api`: devices post readings; the answer is 202 only after the
+//! broker confirmed them.
+//!
+//! `cargo run --bin ingest-api -- --help`
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use ha_core::ingest::{DeviceKeys, IngestConfig, IngestService, RateLimit};
+use ha_core::queue::amqp::{AmqpConfig, AmqpQueue};
+use reference_apps::service::{self, CommonArgs, parse_duration};
+
+/// Ingest API: authenticates devices, validates readings, publishes them to
+/// RabbitMQ quorum queues and answers 202 after the broker confirmed.
+#[derive(Debug, Parser)]
+#[command(name = "ingest-api", version)]
+struct Args {
+    /// Address to listen on (`127.0.0.1:0` picks a free port and logs it).
+    #[arg(long, env = "HA_LISTEN", default_value = "0.0.0.0:8443")]
+    listen: SocketAddr,
+    /// RabbitMQ URL; repeat (or comma-separate in the variable) for the
+    /// nodes of a cluster, tried in order.
+    #[arg(
+        long = "amqp-url",
+        env = "HA_AMQP_URL",
+        value_delimiter = ',',
+        required = true
+    )]
+    amqp_urls: Vec<String>,
+    /// Number of partition queues; the same on every ingest and analyzer.
+    #[arg(long, env = "HA_PARTITIONS", default_value_t = 8)]
+    partitions: u32,
+    /// Partition `p` is the queue `<prefix>.<p>`.
+    #[arg(long, env = "HA_QUEUE_PREFIX", default_value = "ha.readings")]
+    queue_prefix: String,
+    /// TLS certificate chain (PEM). Without it the API speaks plain HTTP
+    /// (TLS terminated in front, e.g. at the ingress).
+    #[arg(long, env = "HA_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, env = "HA_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// File with a device key (HMAC secret); repeat for key rotation.
+    #[arg(
+        long = "device-key-file",
+        env = "HA_DEVICE_KEY_FILE",
+        value_delimiter = ','
+    )]
+    device_key_files: Vec<PathBuf>,
+    /// Accept readings without device authentication (demos only).
+    #[arg(long, env = "HA_INSECURE_NO_AUTH")]
+    insecure_no_auth: bool,
+    /// Serve `POST /kill`, which exits at once (failover drills).
+    #[arg(long, env = "HA_ENABLE_KILL")]
+    enable_kill: bool,
+    /// Requests publishing at once; past it, 503 with Retry-After.
+    #[arg(long, env = "HA_MAX_IN_FLIGHT", default_value_t = 4096)]
+    max_in_flight: usize,
+    /// Per-device limit in readings per second (burst: 10 s worth); off when absent.
+    #[arg(long, env = "HA_RATE_LIMIT")]
+    rate_limit: Option<f64>,
+    /// Bound on one publish, reconnects included; then 503.
+    #[arg(long, env = "HA_PUBLISH_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    publish_timeout: Duration,
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    service::init_tracing(&args.common);
+    let keys = match (&args.device_key_files[..], args.insecure_no_auth) {
+        ([], false) => {
+            return service::config_error(
+                "ingest-api",
+                "no --device-key-file given; pass one, or --insecure-no-auth for a demo",
+            );
+        }
+        ([], true) => {
+            tracing::warn!(
+                "Device authentication is OFF (--insecure-no-auth): anyone can post readings."
+            );
+            None
+        }
+        (files, _) => match DeviceKeys::from_files(files) {
+            Ok(k) => Some(k),
+            Err(e) => return service::config_error("ingest-api", e),
+        },
+    };
+    if let Some(r) = args.rate_limit
+        && !(r.is_finite() && r > 0.0)
+    {
+        return service::config_error("ingest-api", "--rate-limit must be a positive number");
+    }
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            let read = |p: &PathBuf| {
+                std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
+            };
+            match read(cert).and_then(|c| read(key).map(|k| (c, k))) {
+                Ok((c, k)) => match ha_core::http::load_tls(&c, &k) {
+                    Ok(t) => Some(t),
+                    Err(e) => return service::config_error("ingest-api", e),
+                },
+                Err(e) => return service::config_error("ingest-api", e),
+            }
+        }
+        _ => None,
+    };
+    let queue = match AmqpQueue::new(AmqpConfig {
+        urls: args.amqp_urls.clone(),
+        partitions: args.partitions,
+        queue_prefix: args.queue_prefix.clone(),
+        publish_timeout: args.publish_timeout,
+        connection_name: "ingest-api".into(),
+        ..AmqpConfig::default()
+    }) {
+        Ok(q) => Arc::new(q),
+        Err(e) => return service::config_error("ingest-api", e),
+    };
+    let ingest = IngestService::new(
+        queue,
+        IngestConfig {
+            keys,
+            max_in_flight: args.max_in_flight,
+            rate_limit: args.rate_limit.map(|r| RateLimit {
+                per_second: r,
+                burst: r * 10.0,
+            }),
+            enable_kill: args.enable_kill,
+            ..IngestConfig::default()
+        },
+    );
+    let listener = match service::listen("ingest-api", args.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            return service::config_error(
+                "ingest-api",
+                format!("cannot listen on {}: {e}", args.listen),
+            );
+        }
+    };
+    let draining = ingest.clone();
+    let shutdown = async move {
+        service::shutdown_signal().await;
+        // Not ready first, so load balancers stop sending; then stop accepting.
+        draining.drain();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    match ha_core::http::serve(
+        listener,
+        ingest.router(),
+        tls,
+        shutdown,
+        args.common.drain_timeout,
+    )
+    .await
+    {
+        Ok(()) => {
+            tracing::info!("Drained; bye.");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "Serving failed.");
+            ExitCode::FAILURE
+        }
+    }
+}

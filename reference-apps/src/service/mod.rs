@@ -1,0 +1,102 @@
+//! What every reference service shares: logging, shutdown signals,
+//! listeners, durations in flags, and the exit code for bad configuration.
+
+mod duration;
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+pub use duration::parse_duration;
+
+/// Exit code for invalid configuration (`EX_USAGE`).
+pub const EXIT_CONFIG: u8 = 64;
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Flags every service has.
+#[derive(Clone, Debug, clap::Args)]
+pub struct CommonArgs {
+    /// Log format.
+    #[arg(long, env = "HA_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// Log filter, e.g. `info` or `ha_core=debug,info`.
+    #[arg(long, env = "HA_LOG", default_value = "info")]
+    pub log: String,
+    /// On SIGTERM: how long in-flight work may take to finish.
+    #[arg(long, env = "HA_DRAIN_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
+    pub drain_timeout: std::time::Duration,
+}
+
+/// Installs the log subscriber. Secrets are never logged: configuration
+/// structs holding them print redacted.
+pub fn init_tracing(common: &CommonArgs) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&common.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match common.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.with_ansi(false).init(),
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+    tracing::info!("Shutdown signal received.");
+}
+
+/// Binds `addr` and logs `listening on <addr>` with the real port (so
+/// `--listen 127.0.0.1:0` can be used by tests and scripts).
+pub async fn listen(what: &str, addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    tracing::info!(%local, "{what} listening on {local}");
+    eprintln!("listening on {local}");
+    Ok(listener)
+}
+
+/// Prints a configuration error and returns exit code 64.
+pub fn config_error(program: &str, message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("{program}: invalid configuration: {message}");
+    ExitCode::from(EXIT_CONFIG)
+}
+
+/// Reads a secret from a file: its content with surrounding whitespace
+/// trimmed.
+pub fn read_secret(path: &std::path::Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let secret = text.trim();
+    if secret.is_empty() {
+        return Err(format!("{} is empty", path.display()));
+    }
+    Ok(secret.to_owned())
+}
