@@ -56,3 +56,16 @@ async fn default_policy_retries_after_1_to_10_s_then_gives_up() {
     assert_eq!(client.buffer().len(), 1, "the reading stays buffered");
     assert_eq!(client.counters().retried, 10);
 }
+
+/// The client's futures can run on a multi-threaded runtime (a fleet
+/// emulator spawns one task per device).
+#[test]
+fn flush_future_is_send() {
+    fn assert_send<T: Send>(_: &T) {}
+    let config =
+        ha_device_client::ClientConfig::new("http://127.0.0.1:9", "dev-1", "t").with_plain_http();
+    let mut client =
+        ha_device_client::Client::new(config, ha_device_client::MemoryBuffer::default()).unwrap();
+    let flush = client.flush();
+    assert_send(&flush);
+}

@@ -8,6 +8,7 @@
 //! | `ha-detect` | [`detect`] | run the anomaly detector offline over a CSV of readings |
 //! | `ingest-api` | `src/bin/ingest-api.rs` over `ha_core::ingest` | devices post readings; 202 after the broker confirmed |
 //! | `analyzer` | `src/bin/analyzer.rs` over `ha_core::analyzer` | store, detect, ack; replicas share the partitions |
+//! | `data-generator` | [`generator`] | emulates a fleet of devices through `ha-device-client` |
 //! | `ha-admin` | `src/bin/ha-admin.rs` | schema migrations, device tokens |
 //!
 //! [`service`] holds what the services share: flags common to all, logging,
@@ -28,4 +29,5 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 pub mod detect;
+pub mod generator;
 pub mod service;

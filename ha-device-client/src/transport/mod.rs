@@ -96,7 +96,7 @@ impl Transport {
     }
 
     /// Closes the connection, if any.
-    pub(crate) fn disconnect(&mut self, reason: &str, events: &mut dyn FnMut(Event)) {
+    pub(crate) fn disconnect(&mut self, reason: &str, events: &mut (dyn FnMut(Event) + Send)) {
         if self.conn.take().is_some() {
             events(Event::Disconnected {
                 reason: reason.to_owned(),
@@ -110,7 +110,7 @@ impl Transport {
     pub(crate) async fn post(
         &mut self,
         body: &[u8],
-        events: &mut dyn FnMut(Event),
+        events: &mut (dyn FnMut(Event) + Send),
     ) -> Result<Response, Error> {
         if self.conn.as_ref().is_some_and(|c| c.busy) {
             self.disconnect("an earlier request was abandoned", events);
@@ -142,7 +142,7 @@ impl Transport {
     async fn finish(
         &mut self,
         body: &[u8],
-        events: &mut dyn FnMut(Event),
+        events: &mut (dyn FnMut(Event) + Send),
     ) -> Result<Response, Error> {
         match self.exchange(body).await {
             Ok((r, close)) => {
@@ -158,7 +158,7 @@ impl Transport {
         }
     }
 
-    async fn connect(&mut self, events: &mut dyn FnMut(Event)) -> Result<(), Error> {
+    async fn connect(&mut self, events: &mut (dyn FnMut(Event) + Send)) -> Result<(), Error> {
         let addr = format!("{}:{}", self.endpoint.host, self.endpoint.port);
         let attempt = async {
             let (tcp, peer) = self.connect_tcp(&addr).await?;

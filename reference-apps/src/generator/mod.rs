@@ -1,0 +1,255 @@
+//! The data generator: emulates a fleet of devices, each sending one reading
+//! per interval through `ha-device-client` (the seed's retry behaviour by
+//! default), optionally with injected anomalies, and reports what the
+//! server acknowledged.
+//!
+//! Each device is a task with its own client and connection, started at a
+//! staggered offset so the fleet's load is spread over the interval.
+
+mod fleet;
+mod signal;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ha_core::ingest::DeviceKeys;
+use ha_core::wire::{Metric, Reading, Timestamp};
+use ha_device_client::{Buffer, Client, ClientConfig, Event, MemoryBuffer, RetryPolicy};
+
+pub use fleet::{DeviceReport, FleetStats, GeneratorReport};
+use signal::Signal;
+
+/// Settings of a generator run.
+#[derive(Clone)]
+pub struct GeneratorConfig {
+    /// The ingest API, e.g. `https://127.0.0.1:8443`.
+    pub url: String,
+    /// Number of devices.
+    pub devices: usize,
+    /// Device ids are `<prefix><index, 5 digits>`.
+    pub device_prefix: String,
+    /// Time between two readings of one device.
+    pub interval: Duration,
+    /// Stop after this many readings per device.
+    pub readings_per_device: Option<u64>,
+    /// Stop after this long.
+    pub duration: Option<Duration>,
+    /// Probability that a reading (after `spike_after` readings) is a spike.
+    pub anomaly_rate: f64,
+    /// At most this many spikes per device.
+    pub max_spikes_per_device: u32,
+    /// Readings a device sends before it may spike (the detector's history).
+    pub spike_after: u64,
+    /// CA certificate (PEM) for an HTTPS URL.
+    pub ca_pem: Option<Vec<u8>>,
+    /// Derives each device's token; `None` sends an empty token (servers
+    /// started with `--insecure-no-auth`).
+    pub keys: Option<DeviceKeys>,
+    /// The devices' retry policy (default: the seed's 1..10 s, 10 retries).
+    pub retry: RetryPolicy,
+    /// First seq of every device.
+    pub start_seq: u64,
+    /// Seed of the value generator (same seed, same readings).
+    pub seed: u64,
+    /// Source addresses to spread connections over (100k connections need
+    /// several: ~28k ports per source address).
+    pub local_addrs: Vec<IpAddr>,
+    /// Most readings per request when a device catches up.
+    pub batch: usize,
+}
+
+impl Default for GeneratorConfig {
+    fn default() -> Self {
+        GeneratorConfig {
+            url: "https://127.0.0.1:8443".into(),
+            devices: 100,
+            device_prefix: "dev-".into(),
+            interval: Duration::from_secs(10),
+            readings_per_device: None,
+            duration: None,
+            anomaly_rate: 0.0,
+            max_spikes_per_device: u32::MAX,
+            spike_after: 34,
+            ca_pem: None,
+            keys: None,
+            retry: RetryPolicy::default(),
+            start_seq: 0,
+            seed: 1,
+            local_addrs: Vec::new(),
+            batch: 100,
+        }
+    }
+}
+
+impl GeneratorConfig {
+    /// The id of device `i`.
+    pub fn device_id(&self, i: usize) -> String {
+        format!("{}{i:05}", self.device_prefix)
+    }
+
+    /// Checks the settings; the message names the bad one.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.devices == 0 {
+            return Err("devices must be at least 1".into());
+        }
+        if self.interval.is_zero() {
+            return Err("interval must be more than 0".into());
+        }
+        if !(0.0..=1.0).contains(&self.anomaly_rate) {
+            return Err("anomaly rate must be within 0..=1".into());
+        }
+        if !ha_core::wire::is_valid_device_id(&self.device_id(self.devices - 1)) {
+            return Err(format!(
+                "device prefix `{}` makes invalid device ids",
+                self.device_prefix
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Runs the fleet until every device sent `readings_per_device`, the
+/// `duration` elapsed, or `shutdown` resolves; then each device flushes what
+/// it still holds (with its normal retries) and the report is returned.
+pub async fn run(
+    config: GeneratorConfig,
+    stats: Arc<FleetStats>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> GeneratorReport {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let config = Arc::new(config);
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..config.devices {
+        tasks.spawn(device(config.clone(), stats.clone(), i, stop_rx.clone()));
+    }
+    let deadline = config.duration;
+    tokio::spawn(async move {
+        match deadline {
+            Some(d) => {
+                tokio::select! {
+                    () = shutdown => {}
+                    () = tokio::time::sleep(d) => {}
+                }
+            }
+            None => shutdown.await,
+        }
+        let _ = stop_tx.send(true);
+    });
+    let mut devices = Vec::with_capacity(config.devices);
+    while let Some(r) = tasks.join_next().await {
+        if let Ok(r) = r {
+            devices.push(r);
+        }
+    }
+    devices.sort_by(|a, b| a.device_id.cmp(&b.device_id));
+    GeneratorReport::new(devices)
+}
+
+async fn device(
+    config: Arc<GeneratorConfig>,
+    stats: Arc<FleetStats>,
+    index: usize,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> DeviceReport {
+    let device_id = config.device_id(index);
+    let mut report = DeviceReport::new(&device_id);
+    let token = config
+        .keys
+        .as_ref()
+        .map(|k| k.token(&device_id))
+        .unwrap_or_default();
+    let acked = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut client_config =
+        ClientConfig::new(config.url.as_str(), device_id.as_str(), token.as_str())
+            .with_retry_policy(config.retry.clone())
+            .with_batch(config.batch, 512 * 1024)
+            .with_jitter_seed(config.seed ^ index as u64)
+            .with_event_callback(fleet::event_logger(
+                device_id.clone(),
+                stats.clone(),
+                acked.clone(),
+            ));
+    if config.url.starts_with("http://") {
+        client_config = client_config.with_plain_http();
+    }
+    if let Some(ca) = &config.ca_pem {
+        client_config = client_config.with_ca_pem(ca.clone());
+    }
+    if !config.local_addrs.is_empty() {
+        client_config =
+            client_config.with_local_addr(config.local_addrs[index % config.local_addrs.len()]);
+    }
+    let mut client = match Client::new(client_config, MemoryBuffer::default()) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(device = %device_id, error = %e, "Cannot create the device client.");
+            report.error = Some(e.to_string());
+            return report;
+        }
+    };
+    let mut signal = Signal::new(config.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ index as u64);
+    // Stagger the fleet over one interval.
+    let offset = config
+        .interval
+        .mul_f64(index as f64 / config.devices as f64);
+    let start = tokio::time::Instant::now() + offset;
+    let mut tick = tokio::time::interval_at(start, config.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut seq = config.start_seq;
+    loop {
+        if config
+            .readings_per_device
+            .is_some_and(|n| report.generated >= n)
+        {
+            break;
+        }
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => break,
+        }
+        let spike = report.generated >= config.spike_after
+            && (report.spikes.len() as u32) < config.max_spikes_per_device
+            && signal.chance(config.anomaly_rate);
+        let value = signal.pulse(spike);
+        if spike {
+            report.spikes.push(seq);
+        }
+        let reading = Reading {
+            device_id: device_id.clone(),
+            seq,
+            ts: Timestamp::now(),
+            metrics: vec![Metric::new("pulse", value)],
+        };
+        if let Err(e) = client.push(reading) {
+            tracing::warn!(device = %device_id, error = %e, "Reading not buffered.");
+        }
+        report.generated += 1;
+        stats.generated();
+        seq += 1;
+        // Errors are logged by the event callback; readings stay buffered.
+        let _ = client.flush().await;
+    }
+    // Send what is left, with the normal retries.
+    if !client.buffer().is_empty() {
+        let _ = client.flush().await;
+    }
+    report.finish(client.counters(), &acked);
+    report
+}
+
+impl std::fmt::Debug for GeneratorConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GeneratorConfig")
+            .field("url", &self.url)
+            .field("devices", &self.devices)
+            .field("interval", &self.interval)
+            .field("anomaly_rate", &self.anomaly_rate)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether an event is worth a log line at info level.
+fn is_notable(e: &Event) -> bool {
+    !matches!(e, Event::Acknowledged { .. } | Event::Connected { .. })
+}
