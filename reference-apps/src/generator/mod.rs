@@ -162,7 +162,7 @@ async fn device(
     let acked = Arc::new(std::sync::Mutex::new(Vec::new()));
     let mut client_config =
         ClientConfig::new(config.url.as_str(), device_id.as_str(), token.as_str())
-            .with_retry_policy(config.retry.clone())
+            .with_retry_policy(config.retry)
             .with_batch(config.batch, 512 * 1024)
             .with_jitter_seed(config.seed ^ index as u64)
             .with_event_callback(fleet::event_logger(
