@@ -28,6 +28,7 @@
 #![warn(missing_docs)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+pub mod demo_tls;
 pub mod detect;
 pub mod generator;
 pub mod service;
