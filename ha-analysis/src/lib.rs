@@ -59,7 +59,19 @@
 //! | [`ZScoreDetector`] | O(1): ring write + shifted compensated sums; O(W) exact recompute only when the sums drift (rare, amortised O(1)) | `8·W` bytes + ~100 (W = 200: ≈ 1.7 KiB) |
 //! | [`MadDetector`] | O(log W) search + O(W) memmove in a sorted baseline, O(log W) median and MAD; no sort | `8·(2W − k)` bytes + ~100 |
 //!
-//! [`SeriesSet`] adds one hash-map lookup per reading. Numerical stability
+//! [`SeriesSet`] adds one hash-map lookup per reading.
+//!
+//! Measured with `cargo bench -p ha-analysis -- --warm-up-time 1
+//! --measurement-time 3` on the 2-core build VM (one core busy elsewhere),
+//! readings per second:
+//!
+//! | | W = 200 | W = 2000 |
+//! |---|---|---|
+//! | z-score, incremental | 66 M | 66 M |
+//! | z-score, naive recompute | 3.4 M | 0.29 M |
+//! | MAD, incremental | 6.9 M | 3.8 M |
+//! | MAD, naive re-sort | 0.18 M | 0.013 M |
+//! | `SeriesSet<u64>`, 100k series, random order, z-score / MAD | 7.2 M / 0.91 M | | Numerical stability
 //! of the z-score sums is discussed in the `zscore` and `moments` modules:
 //! a series around 1e9 with noise 1e-3 gets the verdicts of an exact
 //! two-pass computation.
