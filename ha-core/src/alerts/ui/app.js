@@ -55,7 +55,8 @@ function handleError(err) {
 
 // ---------- Formatting ----------
 
-const keyOf = (a) => a.device_id + '\u0000' + a.seq + '\u0000' + a.metric;
+// `/` occurs in neither device ids nor metric names.
+const keyOf = (a) => a.device_id + '/' + a.seq + '/' + a.metric;
 
 function fmtTime(iso) {
   return iso.replace('T', ' ').replace(/(\.\d+)?Z$/, '');
@@ -112,7 +113,7 @@ function renderRow(a) {
     el('td', {}, el('span', { class: 'metric-tag' }, a.metric)),
     el('td', { class: 'num' }, fmtNum(a.value, 2)),
     el('td', { class: 'num' }, fmtNum(a.score, 1)),
-    el('td', { class: 'num' }, el('span', { class: 'conf' }, bar, (conf * 100).toFixed(1) + '%')),
+    el('td', { class: 'num' }, el('span', { class: 'conf' }, bar, (conf * 100).toFixed(2) + '%')),
     el('td', {}, a.detector));
   tr.addEventListener('click', () => select(a));
   return tr;
