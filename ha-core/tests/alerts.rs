@@ -413,6 +413,7 @@ async fn stream_sends_each_new_anomaly_once_even_with_an_old_timestamp() {
     let resp = call(&app, "/v1/stream", Some(&format!("Bearer {TOKEN}"))).await;
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(resp.headers()[header::CONTENT_TYPE], "text/event-stream");
+    assert_eq!(resp.headers()["x-accel-buffering"], "no");
     let mut body = resp.into_body();
     let mut buf = String::new();
     read_until(&mut body, &mut buf, "event: ready").await;
@@ -505,6 +506,22 @@ async fn stream_filters_by_device_and_caps_clients() {
     drop(body);
     let resp = call(&app, "/v1/stream", Some(&auth)).await;
     assert_eq!(resp.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn an_idle_stream_sends_keep_alive_comments() {
+    let app = app(
+        seeded().await,
+        AlertsConfig {
+            stream_keep_alive: Duration::from_millis(50),
+            ..config()
+        },
+    );
+    let resp = call(&app, "/v1/stream", Some(&format!("Bearer {TOKEN}"))).await;
+    let mut body = resp.into_body();
+    let mut buf = String::new();
+    read_until(&mut body, &mut buf, "event: ready").await;
+    read_until(&mut body, &mut buf, ": keep-alive\n").await;
 }
 
 /// A store whose database is down.

@@ -39,9 +39,43 @@
 //! and are served without a token; the page asks for the token once and
 //! keeps it in `sessionStorage` (this tab only).
 //!
-//! **The stream** is described in the `stream` module: each client polls the
-//! store's newest page every [`AlertsConfig::stream_poll`] and emits each
-//! anomaly that newly appears there exactly once.
+//! ## The live stream
+//!
+//! CockroachDB has no `LISTEN/NOTIFY`, so each `/v1/stream` client polls the
+//! store every [`stream_poll`](AlertsConfig::stream_poll) for the newest
+//! [`stream_window`](AlertsConfig::stream_window) anomalies matching its
+//! filters: one indexed query per client and interval, clients capped by
+//! [`max_stream_clients`](AlertsConfig::max_stream_clients).
+//!
+//! **Exactly once per client.** Anomalies can be inserted with a timestamp
+//! older than ones already seen (a device flushing its buffer after being
+//! offline), so "everything newer than the last one sent" would miss them.
+//! Instead the stream remembers the keys `(device, seq, metric)` of the
+//! previous window and sends each anomaly of the current window that was
+//! not in it. An anomaly that has left the window never re-enters it (the
+//! set only grows, in a fixed order), so none is sent twice, and memory per
+//! client is bounded by the window.
+//!
+//! **What it can miss, by design:** an anomaly inserted with a timestamp
+//! older than the whole current window (a long-offline device's backlog), or
+//! more new anomalies within one poll than the window holds. The second is
+//! detected (a full window of nothing but new ones) and announced as a
+//! `resync` event; the first is not. The stream is a notification channel:
+//! `/v1/anomalies` stays the source of truth, and the UI reloads its first
+//! page on every `ready` and `resync` (so a reconnect loses nothing that is
+//! on the first page either).
+//!
+//! | event | when | `data` (JSON) |
+//! |---|---|---|
+//! | `ready` | after the first poll; from here on new anomalies are sent | `{"window": N, "poll_ms": ms}` |
+//! | `anomaly` | a new anomaly; its `id` is the anomaly's pagination cursor | an anomaly as in `/v1/anomalies` |
+//! | `resync` | more anomalies arrived within one poll than the window holds | `{}` |
+//! | `store_error` | a poll failed (once per run of failures; polling goes on) | `{"error": "store_unavailable"}` |
+//!
+//! plus a `: keep-alive` comment every
+//! [`stream_keep_alive`](AlertsConfig::stream_keep_alive). Streams end when
+//! the service [drains](AlertsService::drain), so they never hold up a
+//! graceful shutdown; clients reconnect to another replica.
 
 mod auth;
 mod handler;
@@ -73,8 +107,8 @@ pub struct AlertsConfig {
     /// How often a `/v1/stream` client polls the store for new anomalies.
     pub stream_poll: Duration,
     /// How many of the newest anomalies each stream poll reads (1..=1000).
-    /// An anomaly is streamed when it first shows up among them; see the
-    /// `stream` module for what that misses.
+    /// An anomaly is streamed when it first shows up among them; see
+    /// [the live stream](self#the-live-stream) for what that misses.
     pub stream_window: u32,
     /// Interval of the SSE keep-alive comment (keeps proxies from closing
     /// an idle stream).

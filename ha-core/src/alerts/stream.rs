@@ -1,50 +1,20 @@
-//! `GET /v1/stream`: server-sent events of new anomalies, by polling.
+//! `GET /v1/stream`: server-sent events of new anomalies, by polling the
+//! store. The contract (events, exactly-once, what can be missed) is in the
+//! [module docs](super#the-live-stream); this file holds the [`Deduper`]
+//! that implements it and the per-client poll loop.
 //!
-//! CockroachDB has no `LISTEN/NOTIFY`, so each client polls the store every
-//! [`stream_poll`](super::AlertsConfig::stream_poll) for the newest
-//! [`stream_window`](super::AlertsConfig::stream_window) anomalies matching
-//! its filters (one indexed query; cost = clients / poll interval, capped by
-//! [`max_stream_clients`](super::AlertsConfig::max_stream_clients)).
-//!
-//! **Exactly once per client.** Anomalies can be inserted with a timestamp
-//! older than ones already seen (a device flushing its buffer after being
-//! offline), so "everything newer than the last one sent" would miss them.
-//! Instead the stream remembers the keys `(device, seq, metric)` of the
-//! previous window and sends every anomaly of the current window that was
-//! not in it. The window is the top `N` of a set that only grows, in a fixed
-//! order; an anomaly that has left it can never come back (the `N` that
-//! pushed it out stay ahead of it). Hence each anomaly is sent at most once,
-//! memory per client is bounded by `N` keys, and an anomaly is sent at
-//! least once when, at the first poll after its insertion, it is among the
-//! `N` newest.
-//!
-//! **What it can miss, by design**: an anomaly inserted with a timestamp
-//! older than the `N` newest ones (a long-offline device's backlog), or
-//! more than `N` new anomalies within one poll interval. The second case is
-//! detected (a full window of nothing but new anomalies) and announced as a
-//! `resync` event; the first is not. The stream is a notification channel:
-//! `/v1/anomalies` stays the source of truth, and the UI reloads it on every
-//! `ready` and `resync`.
-//!
-//! Events (all `data` is JSON):
-//!
-//! | event | when | data |
-//! |---|---|---|
-//! | `ready` | after the first poll: from here on, new anomalies are sent | `{"window": N, "poll_ms": ms}` |
-//! | `anomaly` | a new anomaly (`id` is its pagination cursor) | an anomaly as in `/v1/anomalies` |
-//! | `resync` | more than `N` anomalies arrived within one poll | `{}` |
-//! | `store_error` | a poll failed (sent once per run of failures) | `{"error": "..."}` |
-//!
-//! plus a `: keep-alive` comment every
-//! [`stream_keep_alive`](super::AlertsConfig::stream_keep_alive). The stream
-//! ends when the service [drains](super::AlertsService::drain).
+//! Why the deduper is exact: the window is the top `N` of a set that only
+//! grows, in a fixed total order `(ts, device, seq, metric)`. An anomaly
+//! that has left the window can never come back (the `N` that pushed it
+//! out stay ahead of it), so comparing each window with the previous one
+//! sends each anomaly at most once, with `N` keys of memory per client.
 
 use std::collections::{HashSet, VecDeque};
 use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::extract::State as AxumState;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{self, Stream};
@@ -139,9 +109,13 @@ pub(super) async fn stream(
         pending: VecDeque::new(),
         failing: false,
     };
-    Ok(Sse::new(events(client))
+    let mut resp = Sse::new(events(client))
         .keep_alive(keep_alive)
-        .into_response())
+        .into_response();
+    // Tells NGINX (the ingress) not to buffer the stream.
+    resp.headers_mut()
+        .insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(resp)
 }
 
 /// A stream slot: released, and the gauge lowered, when the client goes.

@@ -30,15 +30,18 @@ function token() {
   return sessionStorage.getItem(TOKEN_KEY);
 }
 
+// An empty token means the server runs without authentication.
+function authHeaders(extra) {
+  const t = token();
+  return t ? { ...extra, Authorization: 'Bearer ' + t } : { ...extra };
+}
+
 async function api(path, params) {
   const url = new URL(path, location.origin);
   for (const [k, v] of Object.entries(params || {})) {
     if (v !== undefined && v !== null && v !== '') url.searchParams.set(k, v);
   }
-  const resp = await fetch(url, {
-    headers: { Authorization: 'Bearer ' + token() },
-    cache: 'no-store',
-  });
+  const resp = await fetch(url, { headers: authHeaders(), cache: 'no-store' });
   if (resp.status === 401) throw new Unauthorized();
   const body = await resp.json().catch(() => ({}));
   if (!resp.ok) throw new Error(body.message || 'HTTP ' + resp.status);
@@ -188,7 +191,7 @@ function dispatch(event, data) {
 async function readStream(signal) {
   const url = new URL('/v1/stream', location.origin);
   const resp = await fetch(url, {
-    headers: { Authorization: 'Bearer ' + token(), Accept: 'text/event-stream' },
+    headers: authHeaders({ Accept: 'text/event-stream' }),
     cache: 'no-store',
     signal,
   });
@@ -422,12 +425,30 @@ function signOut(message) {
   $('token').focus();
 }
 
-async function start() {
+function start() {
   $('login').hidden = true;
   $('app').hidden = false;
-  $('signout').hidden = false;
+  $('signout').hidden = !token();
   setLive('pill-warn', 'Connecting…');
+  // The table loads at once, and again when the stream is ready.
+  loadAnomalies().catch(handleError);
   runStream();
+}
+
+// Without a stored token: a server started with --insecure-no-auth answers
+// without one, and then no token is asked for.
+async function probeOpen() {
+  try {
+    const resp = await fetch('/v1/anomalies?limit=1', { cache: 'no-store' });
+    if (resp.ok) {
+      sessionStorage.setItem(TOKEN_KEY, '');
+      console.warn('The alerts API runs without authentication (--insecure-no-auth).');
+      return start();
+    }
+  } catch (err) {
+    // Unreachable: the sign-in form says so when a token is entered.
+  }
+  signOut();
 }
 
 document.addEventListener('DOMContentLoaded', () => {
@@ -461,6 +482,6 @@ document.addEventListener('DOMContentLoaded', () => {
   window.addEventListener('resize', () => scheduleChart(150));
   // Redraw the chart now and then so "last seen" and the time axis move on.
   setInterval(() => { if (!document.hidden && state.selected) scheduleChart(0); }, 30000);
-  if (token()) start();
-  else signOut();
+  if (token() !== null) start();
+  else probeOpen();
 });
