@@ -9,7 +9,7 @@
 //! | *(none)* | [`wire`] model, `Queue`/`Store` traits, in-memory backends |
 //! | `rabbitmq` | `AmqpQueue`: RabbitMQ quorum queues via lapin, publisher confirms |
 //! | `postgres` | `PostgresStore`: PostgreSQL / CockroachDB via tokio-postgres |
-//! | `server` | the services: `ingest`, `analyzer` (with `ha-analysis`), and the shared `http` plumbing |
+//! | `server` | the services: [`ingest`](crate::ingest), [`analyzer`](crate::analyzer) (with `ha-analysis`), [`alerts`](crate::alerts) with its web UI, and the shared `http` plumbing |
 //! | `test-util` | the conformance suites, to run against your own backend |
 //!
 //! With default features off, `ha-core` is only the wire model plus small
@@ -19,6 +19,8 @@
 #![warn(missing_docs)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+#[cfg(feature = "server")]
+pub mod alerts;
 #[cfg(feature = "server")]
 pub mod analyzer;
 #[cfg(feature = "test-util")]
