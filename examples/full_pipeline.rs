@@ -92,8 +92,11 @@ async fn run(args: Args) -> Result<bool, String> {
     let memory_store = MemoryStore::new();
     let store: Arc<dyn Store> = match &args.postgres_url {
         Some(url) => {
-            let pg = PostgresStore::new(PostgresConfig { url: url.clone(), ..PostgresConfig::default() })
-                .map_err(|e| e.to_string())?;
+            let pg = PostgresStore::new(PostgresConfig {
+                url: url.clone(),
+                ..PostgresConfig::default()
+            })
+            .map_err(|e| e.to_string())?;
             pg.migrate().await.map_err(|e| e.to_string())?;
             Arc::new(pg)
         }
@@ -105,9 +108,18 @@ async fn run(args: Args) -> Result<bool, String> {
     let tls = DemoTls::generate()?;
     let key = format!("demo-key-{:x}", std::process::id() as u64 * 0x9E37_79B9);
     let keys = DeviceKeys::from_keys(vec![key.into_bytes()]).map_err(|e| e.to_string())?;
-    let ingest = IngestService::new(queue.clone(), IngestConfig { keys: Some(keys.clone()), ..IngestConfig::default() });
-    let server_tls = ha_core::http::load_tls(tls.cert_pem.as_bytes(), tls.key_pem.as_bytes()).map_err(|e| e.to_string())?;
-    let listener = tokio::net::TcpListener::bind(args.ingest_listen).await.map_err(|e| e.to_string())?;
+    let ingest = IngestService::new(
+        queue.clone(),
+        IngestConfig {
+            keys: Some(keys.clone()),
+            ..IngestConfig::default()
+        },
+    );
+    let server_tls = ha_core::http::load_tls(tls.cert_pem.as_bytes(), tls.key_pem.as_bytes())
+        .map_err(|e| e.to_string())?;
+    let listener = tokio::net::TcpListener::bind(args.ingest_listen)
+        .await
+        .map_err(|e| e.to_string())?;
     let ingest_addr = listener.local_addr().map_err(|e| e.to_string())?;
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let http = tokio::spawn(ha_core::http::serve(
@@ -126,7 +138,11 @@ async fn run(args: Args) -> Result<bool, String> {
         let analyzer = Analyzer::new(
             queue.clone(),
             store.clone(),
-            AnalyzerConfig { member_id: format!("analyzer-{i}"), retention: None, ..AnalyzerConfig::default() },
+            AnalyzerConfig {
+                member_id: format!("analyzer-{i}"),
+                retention: None,
+                ..AnalyzerConfig::default()
+            },
         )?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let a = analyzer.clone();
@@ -145,8 +161,16 @@ async fn run(args: Args) -> Result<bool, String> {
     println!("ingest API: https://{ingest_addr}/v1/readings (device tokens from an in-memory key)");
     println!(
         "queue: {}, store: {}",
-        if args.amqp_url.is_some() { "RabbitMQ" } else { "in-memory" },
-        if args.postgres_url.is_some() { "PostgreSQL" } else { "in-memory" }
+        if args.amqp_url.is_some() {
+            "RabbitMQ"
+        } else {
+            "in-memory"
+        },
+        if args.postgres_url.is_some() {
+            "PostgreSQL"
+        } else {
+            "in-memory"
+        }
     );
     println!(
         "{} devices, one reading every {:?} each; {}",
@@ -171,13 +195,22 @@ async fn run(args: Args) -> Result<bool, String> {
         ..GeneratorConfig::default()
     };
     fleet.validate()?;
-    let progress = tokio::spawn(progress(queue.clone(), stats.clone(), ingest.clone(), analyzers.iter().map(|a| a.0.clone()).collect()));
+    let progress = tokio::spawn(progress(
+        queue.clone(),
+        stats.clone(),
+        ingest.clone(),
+        analyzers.iter().map(|a| a.0.clone()).collect(),
+    ));
     let report = generator::run(fleet, stats.clone(), async {
         let _ = tokio::signal::ctrl_c().await;
     })
     .await;
     println!("\ndevices stopped; letting the analyzers finish the queue ...");
-    wait_for_drain(&queue, &analyzers.iter().map(|a| a.0.clone()).collect::<Vec<_>>()).await;
+    wait_for_drain(
+        &queue,
+        &analyzers.iter().map(|a| a.0.clone()).collect::<Vec<_>>(),
+    )
+    .await;
     progress.abort();
     for (_, stop, task) in analyzers {
         let _ = stop.send(());
@@ -190,7 +223,12 @@ async fn run(args: Args) -> Result<bool, String> {
 }
 
 /// One line per second: what flows through the pipeline.
-async fn progress(queue: Arc<dyn Queue>, stats: Arc<FleetStats>, ingest: IngestService, analyzers: Vec<Analyzer>) {
+async fn progress(
+    queue: Arc<dyn Queue>,
+    stats: Arc<FleetStats>,
+    ingest: IngestService,
+    analyzers: Vec<Analyzer>,
+) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut last_accepted = 0;
     loop {
@@ -200,9 +238,15 @@ async fn progress(queue: Arc<dyn Queue>, stats: Arc<FleetStats>, ingest: IngestS
         for p in 0..queue.partitions() {
             depth += queue.depth(p).await.unwrap_or(0);
         }
-        let stored: u64 = analyzers.iter().map(|a| a.metrics().readings_stored.get()).sum();
+        let stored: u64 = analyzers
+            .iter()
+            .map(|a| a.metrics().readings_stored.get())
+            .sum();
         let anomalies: u64 = analyzers.iter().map(|a| a.metrics().anomalies.get()).sum();
-        let owned: Vec<usize> = analyzers.iter().map(|a| a.owned_partitions().len()).collect();
+        let owned: Vec<usize> = analyzers
+            .iter()
+            .map(|a| a.owned_partitions().len())
+            .collect();
         let (_, _, retried, _) = stats.snapshot();
         println!(
             "accepted {:>6}/s | total {accepted:>8} | stored {stored:>8} | queue depth {depth:>6} | anomalies {anomalies:>5} | retries {retried:>4} | partitions per analyzer {owned:?}",
@@ -221,7 +265,10 @@ async fn wait_for_drain(queue: &Arc<dyn Queue>, analyzers: &[Analyzer]) {
         for p in 0..queue.partitions() {
             depth += queue.depth(p).await.unwrap_or(1);
         }
-        let stored: u64 = analyzers.iter().map(|a| a.metrics().readings_stored.get() + a.metrics().duplicates.get()).sum();
+        let stored: u64 = analyzers
+            .iter()
+            .map(|a| a.metrics().readings_stored.get() + a.metrics().duplicates.get())
+            .sum();
         if depth == 0 && stored == last {
             return;
         }
@@ -257,7 +304,10 @@ async fn summarize(report: &GeneratorReport, store: &dyn Store) -> Result<bool, 
         stored_unacknowledged += unique.iter().filter(|s| !acked.contains(s)).count() as u64;
     }
     let mut anomalies = Vec::new();
-    let mut query = AnomalyQuery { limit: 1000, ..AnomalyQuery::default() };
+    let mut query = AnomalyQuery {
+        limit: 1000,
+        ..AnomalyQuery::default()
+    };
     loop {
         let page = store.anomalies(&query).await.map_err(|e| e.to_string())?;
         anomalies.extend(page.items);
@@ -266,7 +316,10 @@ async fn summarize(report: &GeneratorReport, store: &dyn Store) -> Result<bool, 
             None => break,
         }
     }
-    let found: HashSet<(String, u64)> = anomalies.iter().map(|a| (a.device_id.clone(), a.seq)).collect();
+    let found: HashSet<(String, u64)> = anomalies
+        .iter()
+        .map(|a| (a.device_id.clone(), a.seq))
+        .collect();
     let spikes: Vec<(String, u64)> = report
         .devices
         .iter()
@@ -278,12 +331,22 @@ async fn summarize(report: &GeneratorReport, store: &dyn Store) -> Result<bool, 
     println!("  stored exactly once:            {stored_once}");
     println!("  lost (acknowledged, not stored): {lost}");
     println!("  duplicate rows:                  {duplicates}");
-    println!("readings stored but never acknowledged (client gave up or stopped mid-request): {stored_unacknowledged}");
-    println!("anomalies stored: {} (injected spikes caught: {caught} of {})", anomalies.len(), spikes.len());
+    println!(
+        "readings stored but never acknowledged (client gave up or stopped mid-request): {stored_unacknowledged}"
+    );
+    println!(
+        "anomalies stored: {} (injected spikes caught: {caught} of {})",
+        anomalies.len(),
+        spikes.len()
+    );
     let exactly_once = lost == 0 && duplicates == 0 && stored_once == acknowledged;
     println!(
         "{}",
-        if exactly_once { "EXACTLY-ONCE: every acknowledged reading is stored once." } else { "NOT EXACTLY-ONCE: see the counts above." }
+        if exactly_once {
+            "EXACTLY-ONCE: every acknowledged reading is stored once."
+        } else {
+            "NOT EXACTLY-ONCE: see the counts above."
+        }
     );
     Ok(exactly_once)
 }

@@ -556,6 +556,17 @@ impl Store for DownStore {
     async fn delete_readings_before(&self, _: Timestamp, _: u32) -> Result<u64, StoreError> {
         Err(down())
     }
+    async fn heartbeat(
+        &self,
+        _: &str,
+        _: &str,
+        _: std::time::Duration,
+    ) -> Result<Vec<String>, StoreError> {
+        Err(down())
+    }
+    async fn leave(&self, _: &str, _: &str) -> Result<(), StoreError> {
+        Err(down())
+    }
 }
 
 fn down() -> StoreError {

@@ -24,8 +24,9 @@ impl DemoTls {
             .push(rcgen::DnType::CommonName, "ha-pipeline demo CA");
         let ca = ca_params.self_signed(&ca_key).map_err(err)?;
         let key = rcgen::KeyPair::generate().map_err(err)?;
-        let params = rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-            .map_err(err)?;
+        let params =
+            rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+                .map_err(err)?;
         let cert = params.signed_by(&key, &ca, &ca_key).map_err(err)?;
         Ok(DemoTls {
             ca_pem: ca.pem(),
