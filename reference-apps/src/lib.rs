@@ -8,6 +8,7 @@
 //! | `ha-detect` | [`detect`] | run the anomaly detector offline over a CSV of readings |
 //! | `ingest-api` | `src/bin/ingest-api.rs` over `ha_core::ingest` | devices post readings; 202 after the broker confirmed |
 //! | `analyzer` | `src/bin/analyzer.rs` over `ha_core::analyzer` | store, detect, ack; replicas share the partitions |
+//! | `alerts-api` | `src/bin/alerts-api.rs` over `ha_core::alerts` | anomalies API, live stream and web UI for operators |
 //! | `data-generator` | [`generator`] | emulates a fleet of devices through `ha-device-client` |
 //! | `ha-admin` | `src/bin/ha-admin.rs` | schema migrations, device tokens |
 //!
