@@ -9,7 +9,8 @@
 //! 100 simulated devices post readings over HTTPS (a certificate generated
 //! at start) to the ingest API, which publishes them to the queue; two
 //! analyzer replicas share the partitions, store readings and anomalies;
-//! a progress line every second. At the end the store itself is queried:
+//! the alerts API and web UI show them (URL and operator token printed at
+//! start); a progress line every second. At the end the store itself is queried:
 //! every reading a device saw acknowledged must be stored exactly once.
 
 use std::collections::{BTreeSet, HashSet};
@@ -19,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
+use ha_core::alerts::{AlertsConfig, AlertsService};
 use ha_core::analyzer::{Analyzer, AnalyzerConfig};
 use ha_core::ingest::{DeviceKeys, IngestConfig, IngestService};
 use ha_core::queue::amqp::{AmqpConfig, AmqpQueue};
@@ -56,6 +58,9 @@ struct Args {
     /// Where the ingest API listens.
     #[arg(long, default_value = "127.0.0.1:0")]
     ingest_listen: SocketAddr,
+    /// Where the alerts API and web UI listen (a free port if taken).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    alerts_listen: SocketAddr,
 }
 
 #[tokio::main]
@@ -132,6 +137,36 @@ async fn run(args: Args) -> Result<bool, String> {
         Duration::from_secs(5),
     ));
 
+    // The alerts API and web UI, behind an operator token made now.
+    let operator_token = ha_core::ingest::token_for(
+        format!("{:?}{}", std::time::SystemTime::now(), std::process::id()).as_bytes(),
+        "operator",
+    );
+    let alerts = AlertsService::new(
+        store.clone(),
+        AlertsConfig {
+            api_token: Some(operator_token.clone()),
+            ..AlertsConfig::default()
+        },
+    );
+    let alerts_listener = match tokio::net::TcpListener::bind(args.alerts_listen).await {
+        Ok(l) => l,
+        Err(_) => tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| e.to_string())?,
+    };
+    let alerts_addr = alerts_listener.local_addr().map_err(|e| e.to_string())?;
+    let (stop_alerts, alerts_stopped) = tokio::sync::oneshot::channel::<()>();
+    let alerts_http = tokio::spawn(ha_core::http::serve(
+        alerts_listener,
+        alerts.router(),
+        None,
+        async {
+            let _ = alerts_stopped.await;
+        },
+        Duration::from_secs(1),
+    ));
+
     // Two analyzer replicas splitting the partitions.
     let mut analyzers = Vec::new();
     for i in 1..=2 {
@@ -158,6 +193,7 @@ async fn run(args: Args) -> Result<bool, String> {
         analyzers.push((analyzer, stop, task));
     }
 
+    println!("alerts UI:  http://{alerts_addr}/   operator token: {operator_token}");
     println!("ingest API: https://{ingest_addr}/v1/readings (device tokens from an in-memory key)");
     println!(
         "queue: {}, store: {}",
@@ -219,7 +255,11 @@ async fn run(args: Args) -> Result<bool, String> {
     let _ = stop_http.send(());
     let _ = http.await;
     println!("{}", report.summary());
-    summarize(&report, store.as_ref()).await
+    let verdict = summarize(&report, store.as_ref()).await;
+    println!("(alerts UI still at http://{alerts_addr}/ for a last look; stopping it now)");
+    let _ = stop_alerts.send(());
+    let _ = alerts_http.await;
+    verdict
 }
 
 /// One line per second: what flows through the pipeline.
