@@ -121,7 +121,9 @@ struct State {
 }
 
 impl AlertsService {
-    /// A service reading from `store`.
+    /// A service reading from `store`. Check `config` with
+    /// [`AlertsConfig::validate`] first; here out-of-range values are
+    /// clamped and the token is trimmed of surrounding whitespace.
     pub fn new(store: Arc<dyn Store>, config: AlertsConfig) -> Self {
         if config.api_token.is_none() {
             tracing::warn!(
@@ -136,7 +138,10 @@ impl AlertsService {
         config.stream_poll = config.stream_poll.max(Duration::from_millis(10));
         AlertsService {
             state: Arc::new(State {
-                token: config.api_token.as_deref().map(auth::OperatorToken::new),
+                token: config
+                    .api_token
+                    .as_deref()
+                    .map(|t| auth::OperatorToken::new(t.trim())),
                 stream_slots: Arc::new(Semaphore::new(config.max_stream_clients.max(1))),
                 store,
                 config,
