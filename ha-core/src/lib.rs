@@ -9,7 +9,7 @@
 //! | *(none)* | [`wire`] model, `Queue`/`Store` traits, in-memory backends |
 //! | `rabbitmq` | `AmqpQueue`: RabbitMQ quorum queues via lapin, publisher confirms |
 //! | `postgres` | `PostgresStore`: PostgreSQL / CockroachDB via tokio-postgres |
-//! | `server` | HTTP services: [`ingest`], [`alerts`] with its web UI (and the shared `http` plumbing) |
+//! | `server` | HTTP services: [`ingest`](crate::ingest), [`alerts`](crate::alerts) with its web UI (and the shared `http` plumbing) |
 //! | `test-util` | the conformance suites, to run against your own backend |
 //!
 //! With default features off, `ha-core` is only the wire model plus small
