@@ -78,6 +78,7 @@
 //! graceful shutdown; clients reconnect to another replica.
 
 mod auth;
+mod config;
 mod handler;
 mod metrics;
 mod params;
@@ -93,66 +94,10 @@ use axum::routing::get;
 use prometheus_client::registry::Registry;
 use tokio::sync::{Semaphore, watch};
 
+pub use config::AlertsConfig;
 pub use metrics::AlertsMetrics;
 
 use crate::store::Store;
-
-/// Settings of the alerts service.
-#[derive(Clone)]
-pub struct AlertsConfig {
-    /// The operator token every `/v1` request must present as
-    /// `Authorization: Bearer <token>`. `None` serves without authentication
-    /// (`--insecure-no-auth`: demos only; the binary logs a warning).
-    pub api_token: Option<String>,
-    /// How often a `/v1/stream` client polls the store for new anomalies.
-    pub stream_poll: Duration,
-    /// How many of the newest anomalies each stream poll reads (1..=1000).
-    /// An anomaly is streamed when it first shows up among them; see
-    /// [the live stream](self#the-live-stream) for what that misses.
-    pub stream_window: u32,
-    /// Interval of the SSE keep-alive comment (keeps proxies from closing
-    /// an idle stream).
-    pub stream_keep_alive: Duration,
-    /// Streams open at once; past it, `/v1/stream` answers `503`.
-    pub max_stream_clients: usize,
-    /// How far back from a device's newest `seq` `/health` searches for gaps.
-    pub gap_window: u64,
-    /// Most gaps `/health` reports.
-    pub max_gaps: u32,
-    /// Bound on each store call (`504` past it; `/readyz` fails past it).
-    pub store_timeout: Duration,
-}
-
-impl Default for AlertsConfig {
-    fn default() -> Self {
-        AlertsConfig {
-            api_token: None,
-            stream_poll: Duration::from_secs(1),
-            stream_window: 500,
-            stream_keep_alive: Duration::from_secs(15),
-            max_stream_clients: 256,
-            gap_window: 10_000,
-            max_gaps: 100,
-            store_timeout: Duration::from_secs(5),
-        }
-    }
-}
-
-impl std::fmt::Debug for AlertsConfig {
-    /// Never prints the token.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AlertsConfig")
-            .field("api_token", &self.api_token.as_ref().map(|_| "<redacted>"))
-            .field("stream_poll", &self.stream_poll)
-            .field("stream_window", &self.stream_window)
-            .field("stream_keep_alive", &self.stream_keep_alive)
-            .field("max_stream_clients", &self.max_stream_clients)
-            .field("gap_window", &self.gap_window)
-            .field("max_gaps", &self.max_gaps)
-            .field("store_timeout", &self.store_timeout)
-            .finish()
-    }
-}
 
 /// The alerts service: build it, take its [`router`](Self::router), serve
 /// it with [`crate::http::serve`], and call [`drain`](Self::drain) when
@@ -176,8 +121,16 @@ struct State {
 }
 
 impl AlertsService {
-    /// A service reading from `store`.
+    /// A service reading from `store`. Check `config` with
+    /// [`AlertsConfig::validate`] first; here out-of-range values are
+    /// clamped and the token is trimmed of surrounding whitespace.
     pub fn new(store: Arc<dyn Store>, config: AlertsConfig) -> Self {
+        if config.api_token.is_none() {
+            tracing::warn!(
+                "Alerts API serving without authentication: anyone who can reach it reads \
+                 medical data."
+            );
+        }
         let mut registry = Registry::default();
         let metrics = AlertsMetrics::register(&mut registry);
         let mut config = config;
@@ -185,7 +138,10 @@ impl AlertsService {
         config.stream_poll = config.stream_poll.max(Duration::from_millis(10));
         AlertsService {
             state: Arc::new(State {
-                token: config.api_token.as_deref().map(auth::OperatorToken::new),
+                token: config
+                    .api_token
+                    .as_deref()
+                    .map(|t| auth::OperatorToken::new(t.trim())),
                 stream_slots: Arc::new(Semaphore::new(config.max_stream_clients.max(1))),
                 store,
                 config,
