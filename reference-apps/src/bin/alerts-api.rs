@@ -47,12 +47,8 @@ async fn main() -> ExitCode {
             Ok(t) => Some(t),
             Err(e) => return service::config_error("alerts-api", e),
         },
-        (None, true) => {
-            tracing::warn!(
-                "Operator authentication is OFF (--insecure-no-auth): this is medical data."
-            );
-            None
-        }
+        // AlertsService::new warns loudly about running without a token.
+        (None, true) => None,
         (None, false) => {
             return service::config_error(
                 "alerts-api",
