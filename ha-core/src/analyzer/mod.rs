@@ -47,7 +47,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State as AxumState;
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use ha_analysis::DetectorConfig;
@@ -315,16 +315,5 @@ async fn readyz(AxumState(shared): AxumState<Arc<Shared>>) -> Response {
 }
 
 async fn metrics_text(AxumState(shared): AxumState<Arc<Shared>>) -> Response {
-    let mut out = String::new();
-    if prometheus_client::encoding::text::encode(&mut out, &shared.registry).is_err() {
-        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
-    }
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        out,
-    )
-        .into_response()
+    crate::http::metrics_response(&shared.registry)
 }

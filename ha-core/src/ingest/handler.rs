@@ -256,27 +256,12 @@ pub(super) async fn readyz(AxumState(state): S) -> Response {
 
 /// `GET /metrics`: Prometheus text format.
 pub(super) async fn metrics(AxumState(state): S) -> Response {
-    let mut out = String::new();
-    if prometheus_client::encoding::text::encode(&mut out, &state.registry).is_err() {
-        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
-    }
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        out,
-    )
-        .into_response()
+    crate::http::metrics_response(&state.registry)
 }
 
 /// `GET /openapi.json`.
 pub(super) async fn openapi() -> Response {
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        include_str!("openapi.json"),
-    )
-        .into_response()
+    crate::http::json_document(include_str!("openapi.json"))
 }
 
 /// `POST /kill`: ends the process at once, without draining (failover drills).

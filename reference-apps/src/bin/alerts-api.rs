@@ -7,7 +7,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use clap::Parser;
 use ha_core::alerts::{AlertsConfig, AlertsService};
@@ -71,34 +70,14 @@ async fn main() -> ExitCode {
             ..AlertsConfig::default()
         },
     );
-    let listener = match service::listen("alerts-api", args.listen).await {
-        Ok(l) => l,
-        Err(e) => {
-            return service::config_error(
-                "alerts-api",
-                format!("cannot listen on {}: {e}", args.listen),
-            );
-        }
-    };
     let draining = alerts.clone();
-    let shutdown = async move {
-        service::shutdown_signal().await;
-        draining.drain();
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    };
-    match ha_core::http::serve(
-        listener,
+    service::serve_until_signal(
+        "alerts-api",
+        args.listen,
         alerts.router(),
         None,
-        shutdown,
+        move || draining.drain(),
         args.common.drain_timeout,
     )
     .await
-    {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %e, "Serving failed.");
-            ExitCode::FAILURE
-        }
-    }
 }

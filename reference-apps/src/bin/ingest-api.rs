@@ -136,38 +136,14 @@ async fn main() -> ExitCode {
             ..IngestConfig::default()
         },
     );
-    let listener = match service::listen("ingest-api", args.listen).await {
-        Ok(l) => l,
-        Err(e) => {
-            return service::config_error(
-                "ingest-api",
-                format!("cannot listen on {}: {e}", args.listen),
-            );
-        }
-    };
     let draining = ingest.clone();
-    let shutdown = async move {
-        service::shutdown_signal().await;
-        // Not ready first, so load balancers stop sending; then stop accepting.
-        draining.drain();
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    };
-    match ha_core::http::serve(
-        listener,
+    service::serve_until_signal(
+        "ingest-api",
+        args.listen,
         ingest.router(),
         tls,
-        shutdown,
+        move || draining.drain(),
         args.common.drain_timeout,
     )
     .await
-    {
-        Ok(()) => {
-            tracing::info!("Drained; bye.");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "Serving failed.");
-            ExitCode::FAILURE
-        }
-    }
 }

@@ -83,6 +83,39 @@ pub async fn listen(what: &str, addr: SocketAddr) -> std::io::Result<tokio::net:
     Ok(listener)
 }
 
+/// Serves `router` on `addr` until SIGTERM/Ctrl-C, then calls `drain`
+/// (readiness turns false), waits a second for load balancers to notice,
+/// stops accepting and lets open requests finish within `drain_timeout`.
+/// Returns the process exit code.
+pub async fn serve_until_signal(
+    program: &str,
+    addr: SocketAddr,
+    router: axum::Router,
+    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    drain: impl FnOnce() + Send + 'static,
+    drain_timeout: std::time::Duration,
+) -> ExitCode {
+    let listener = match listen(program, addr).await {
+        Ok(l) => l,
+        Err(e) => return config_error(program, format!("cannot listen on {addr}: {e}")),
+    };
+    let shutdown = async move {
+        shutdown_signal().await;
+        drain();
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    };
+    match ha_core::http::serve(listener, router, tls, shutdown, drain_timeout).await {
+        Ok(()) => {
+            tracing::info!("Drained; bye.");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "Serving failed.");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// Prints a configuration error and returns exit code 64.
 pub fn config_error(program: &str, message: impl std::fmt::Display) -> ExitCode {
     eprintln!("{program}: invalid configuration: {message}");
