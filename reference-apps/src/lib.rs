@@ -11,6 +11,7 @@
 //! | `alerts-api` | `src/bin/alerts-api.rs` over `ha_core::alerts` | anomalies API, live stream and web UI for operators |
 //! | `data-generator` | [`generator`] | emulates a fleet of devices through `ha-device-client` |
 //! | `ha-admin` | `src/bin/ha-admin.rs` | schema migrations, device tokens |
+//! | `hello` | [`hello`] | walkthrough app: greets, shows its host and user, a log file on a volume |
 //!
 //! [`service`] holds what the services share: flags common to all, logging,
 //! shutdown signals, the configuration exit code 64.
@@ -32,4 +33,5 @@
 pub mod demo_tls;
 pub mod detect;
 pub mod generator;
+pub mod hello;
 pub mod service;
