@@ -12,6 +12,7 @@
 //! | `data-generator` | [`generator`] | emulates a fleet of devices through `ha-device-client` |
 //! | `ha-admin` | `src/bin/ha-admin.rs` | schema migrations, device tokens |
 //! | `hello` | [`hello`] | walkthrough app: greets, shows its host and user, a log file on a volume |
+//! | `cpu-stresser` | [`cpu_stresser`] | walkthrough app: burns CPU for the autoscaler demo |
 //!
 //! [`service`] holds what the services share: flags common to all, logging,
 //! shutdown signals, the configuration exit code 64.
@@ -30,6 +31,7 @@
 #![warn(missing_docs)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+pub mod cpu_stresser;
 pub mod demo_tls;
 pub mod detect;
 pub mod generator;
