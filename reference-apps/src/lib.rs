@@ -13,6 +13,7 @@
 //! | `ha-admin` | `src/bin/ha-admin.rs` | schema migrations, device tokens |
 //! | `hello` | [`hello`] | walkthrough app: greets, shows its host and user, a log file on a volume |
 //! | `cpu-stresser` | [`cpu_stresser`] | walkthrough app: burns CPU for the autoscaler demo |
+//! | `ram-hogger` | [`ram_hogger`] | walkthrough app: grows its resident memory for the memory-limit demo |
 //!
 //! [`service`] holds what the services share: flags common to all, logging,
 //! shutdown signals, the configuration exit code 64.
@@ -36,4 +37,5 @@ pub mod demo_tls;
 pub mod detect;
 pub mod generator;
 pub mod hello;
+pub mod ram_hogger;
 pub mod service;
