@@ -34,7 +34,7 @@ pub fn tail(path: &Path, n: usize) -> io::Result<Vec<String>> {
 }
 
 /// The last `n` lines of `r`, reading backwards from the end in blocks of
-/// `block` bytes (at most [`MAX_TAIL_BYTES`]). A final line without a
+/// `block` bytes (8 MiB at most). A final line without a
 /// newline counts; `\r\n` endings are accepted; invalid UTF-8 is replaced.
 pub fn tail_lines<R: Read + Seek>(mut r: R, n: usize, block: usize) -> io::Result<Vec<String>> {
     let len = r.seek(SeekFrom::End(0))?;
