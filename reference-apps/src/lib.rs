@@ -10,7 +10,10 @@
 //! | `analyzer` | `src/bin/analyzer.rs` over `ha_core::analyzer` | store, detect, ack; replicas share the partitions |
 //! | `alerts-api` | `src/bin/alerts-api.rs` over `ha_core::alerts` | anomalies API, live stream and web UI for operators |
 //! | `data-generator` | [`generator`] | emulates a fleet of devices through `ha-device-client` |
-//! | `ha-admin` | `src/bin/ha-admin.rs` | schema migrations, device tokens |
+//! | `ha-admin` | `src/bin/ha-admin.rs`, [`admin`] | schema migrations, device tokens, seq gaps, dead-letter queue |
+//! | `hello` | [`hello`] | walkthrough app: greets, shows its host and user, a log file on a volume |
+//! | `cpu-stresser` | [`cpu_stresser`] | walkthrough app: burns CPU for the autoscaler demo |
+//! | `ram-hogger` | [`ram_hogger`] | walkthrough app: grows its resident memory for the memory-limit demo |
 //!
 //! [`service`] holds what the services share: flags common to all, logging,
 //! shutdown signals, the configuration exit code 64.
@@ -29,7 +32,11 @@
 #![warn(missing_docs)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+pub mod admin;
+pub mod cpu_stresser;
 pub mod demo_tls;
 pub mod detect;
 pub mod generator;
+pub mod hello;
+pub mod ram_hogger;
 pub mod service;

@@ -39,7 +39,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args = Args::parse();
+    let args: Args = service::parse_args();
     service::init_tracing(&args.common);
     let api_token = match (&args.api_token_file, args.insecure_no_auth) {
         (Some(f), _) => match service::read_secret(f) {

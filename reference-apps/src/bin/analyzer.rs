@@ -79,7 +79,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args = Args::parse();
+    let args: Args = service::parse_args();
     service::init_tracing(&args.common);
     let kind = match args.detector.as_str() {
         "zscore" => DetectorKind::ZScore,

@@ -83,7 +83,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args = Args::parse();
+    let args: Args = service::parse_args();
     service::init_tracing(&args.common);
     match build(&args) {
         Ok(config) => run(args, config).await,

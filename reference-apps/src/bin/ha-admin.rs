@@ -5,10 +5,11 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args as ClapArgs, Parser, Subcommand};
 use ha_core::ingest::DeviceKeys;
 use ha_core::store::Store;
 use ha_core::store::postgres::{PostgresConfig, PostgresStore};
+use reference_apps::admin::dlq::{self, DlqConfig};
 
 /// Operator commands for an ha-pipeline deployment.
 #[derive(Debug, Parser)]
@@ -45,11 +46,73 @@ enum Command {
         #[arg(long, default_value_t = 100)]
         limit: u32,
     },
+    /// Inspect or re-publish dead-lettered messages.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DlqCommand {
+    /// Print one line per dead-lettered message (original queue, reason and
+    /// count from x-death, readings, first device/seq, bytes); removes nothing.
+    List {
+        #[command(flatten)]
+        dlq: DlqArgs,
+    },
+    /// Re-publish each valid message to its device's partition (confirmed),
+    /// then remove it from the DLQ; malformed ones stay and are reported.
+    Replay {
+        #[command(flatten)]
+        dlq: DlqArgs,
+        /// Print what would be replayed; change nothing.
+        #[arg(long, env = "HA_DRY_RUN")]
+        dry_run: bool,
+    },
+}
+
+#[derive(Debug, ClapArgs)]
+struct DlqArgs {
+    /// RabbitMQ URL; repeat (or comma-separate in the variable) for the
+    /// nodes of a cluster, tried in order.
+    #[arg(
+        long = "amqp-url",
+        env = "HA_AMQP_URL",
+        value_delimiter = ',',
+        required = true
+    )]
+    amqp_urls: Vec<String>,
+    /// The dead-letter queue (bound to the `ha.dlx` exchange).
+    #[arg(long, env = "HA_DLQ", default_value = "ha.dead")]
+    dlq: String,
+    /// Number of partition queues; the same as on ingest and the analyzers.
+    #[arg(long, env = "HA_PARTITIONS", default_value_t = 8)]
+    partitions: u32,
+    /// Partition `p` is the queue `<prefix>.<p>`.
+    #[arg(long, env = "HA_QUEUE_PREFIX", default_value = "ha.readings")]
+    queue_prefix: String,
+    /// Look at no more than this many messages (default: all that are in
+    /// the DLQ when the command starts).
+    #[arg(long, env = "HA_LIMIT")]
+    limit: Option<u64>,
+}
+
+impl DlqArgs {
+    fn config(self) -> DlqConfig {
+        DlqConfig {
+            urls: self.amqp_urls,
+            dlq: self.dlq,
+            partitions: self.partitions,
+            queue_prefix: self.queue_prefix,
+            limit: self.limit,
+        }
+    }
 }
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    match run(Args::parse()).await {
+    match run(reference_apps::service::parse_args()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err((code, message)) => {
             eprintln!("ha-admin: {message}");
@@ -130,6 +193,16 @@ async fn run(args: Args) -> Result<(), (u8, String)> {
                     }
                 }
             }
+        }
+        Command::Dlq { command } => {
+            let mut out = std::io::stdout().lock();
+            let result = match command {
+                DlqCommand::List { dlq } => dlq::list(&dlq.config(), &mut out).await,
+                DlqCommand::Replay { dlq, dry_run } => {
+                    dlq::replay(&dlq.config(), dry_run, &mut out).await
+                }
+            };
+            result.map_err(|e| (e.exit_code(), e.to_string()))?;
         }
     }
     Ok(())

@@ -72,7 +72,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args = Args::parse();
+    let args: Args = service::parse_args();
     service::init_tracing(&args.common);
     let keys = match (&args.device_key_files[..], args.insecure_no_auth) {
         ([], false) => {

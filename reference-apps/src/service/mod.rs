@@ -133,3 +133,22 @@ pub fn read_secret(path: &std::path::Path) -> Result<String, String> {
     }
     Ok(secret.to_owned())
 }
+
+/// Parses the command line like `clap::Parser::parse`, except that a usage
+/// error (unknown flag, bad value) exits with [`EXIT_CONFIG`] instead of
+/// clap's 2, as invalid configuration does everywhere else; `--help` and
+/// `--version` print and exit 0.
+pub fn parse_args<T: clap::Parser>() -> T {
+    match T::try_parse() {
+        Ok(args) => args,
+        Err(e) => {
+            let code = if e.use_stderr() {
+                i32::from(EXIT_CONFIG)
+            } else {
+                0
+            };
+            let _ = e.print();
+            std::process::exit(code);
+        }
+    }
+}
