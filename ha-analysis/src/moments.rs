@@ -43,6 +43,12 @@ pub(crate) struct ShiftedMoments {
     count: u32,
     /// Updates since the last exact recompute (saturating).
     updates: u32,
+    /// `1/count` and `1/(count − 1)`, for the `count` in `inverses_for`:
+    /// once the window is full the count never changes, and two divisions
+    /// per reading are a large part of its cost.
+    inverse_n: f64,
+    inverse_n1: f64,
+    inverses_for: u32,
 }
 
 impl ShiftedMoments {
@@ -81,8 +87,13 @@ impl ShiftedMoments {
         &mut self,
         values: impl FnOnce() -> (&'a [f64], &'a [f64]),
     ) -> (f64, f64) {
-        let n = f64::from(self.count);
-        let inverse_n = 1.0 / n;
+        if self.inverses_for != self.count {
+            let n = f64::from(self.count);
+            self.inverse_n = 1.0 / n;
+            self.inverse_n1 = 1.0 / (n - 1.0);
+            self.inverses_for = self.count;
+        }
+        let (inverse_n, inverse_n1) = (self.inverse_n, self.inverse_n1);
         let (mut s1, mut s2) = (self.sum.value(), self.sum_squares.value());
         let mut m2 = s2 - s1 * s1 * inverse_n;
         let due = u64::from(self.updates) >= EXACT_EVERY_LAPS * u64::from(self.count);
@@ -92,7 +103,7 @@ impl ShiftedMoments {
             s2 = self.sum_squares.value();
             m2 = (s2 - s1 * s1 * inverse_n).max(0.0);
         }
-        (self.shift + s1 * inverse_n, m2 * (1.0 / (n - 1.0)))
+        (self.shift + s1 * inverse_n, m2 * inverse_n1)
     }
 
     /// Two-pass exact recompute, re-centred on the mean.
