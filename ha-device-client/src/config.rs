@@ -9,6 +9,7 @@ use ha_core::wire::{MAX_BODY_BYTES, MAX_READINGS, is_valid_device_id};
 
 use crate::error::Error;
 use crate::event::Event;
+use crate::pool::ConnectionPool;
 use crate::retry::RetryPolicy;
 
 /// The path readings are posted to, below the base URL.
@@ -75,6 +76,7 @@ pub struct ClientConfig {
     pub(crate) pacing: Duration,
     pub(crate) jitter_seed: Option<u64>,
     pub(crate) on_event: Option<EventCallback>,
+    pub(crate) pool: Option<ConnectionPool>,
 }
 
 impl fmt::Debug for ClientConfig {
@@ -93,6 +95,7 @@ impl fmt::Debug for ClientConfig {
             .field("max_batch", &self.max_batch)
             .field("max_batch_bytes", &self.max_batch_bytes)
             .field("pacing", &self.pacing)
+            .field("pool", &self.pool)
             .finish_non_exhaustive()
     }
 }
@@ -122,6 +125,7 @@ impl ClientConfig {
             pacing: Duration::from_millis(200),
             jitter_seed: None,
             on_event: None,
+            pool: None,
         }
     }
 
@@ -216,6 +220,18 @@ impl ClientConfig {
         self
     }
 
+    /// Sends over connections borrowed from `pool`, one exchange at a
+    /// time, instead of a connection of the client's own: for a gateway or
+    /// an emulator driving many devices. The connection settings (CA,
+    /// client certificate, local addresses, connect timeout, plain HTTP)
+    /// are then the pool's: set them on its [`PoolConfig`](crate::PoolConfig),
+    /// not here. The URL must name the pool's endpoint. Credentials,
+    /// request timeout, retries, batching and events stay this client's.
+    pub fn with_connection_pool(mut self, pool: ConnectionPool) -> Self {
+        self.pool = Some(pool);
+        self
+    }
+
     /// Checks the values that need no I/O. [`Client::new`](crate::Client::new)
     /// calls it.
     pub fn validate(&self) -> Result<(), Error> {
@@ -229,13 +245,25 @@ impl ClientConfig {
             return Err(Error::Config("the token is empty".into()));
         }
         let endpoint = Endpoint::parse(&self.url)?;
-        if !endpoint.tls && !self.allow_plain_http {
+        if let Some(pool) = &self.pool {
+            if endpoint != *pool.endpoint() {
+                return Err(Error::Config(format!(
+                    "URL `{}` is not the connection pool's `{}`",
+                    self.url,
+                    pool.url()
+                )));
+            }
+            if !self.ca.is_empty() || self.client_cert.is_some() || self.local_addr.is_some() {
+                return Err(Error::Config(
+                    "with a connection pool, set the CA, client certificate and local address on the PoolConfig".into(),
+                ));
+            }
+        } else if !endpoint.tls && !self.allow_plain_http {
             return Err(Error::Config(format!(
                 "{} is plain HTTP; use https or call with_plain_http()",
                 self.url
             )));
-        }
-        if endpoint.tls && self.ca.is_empty() {
+        } else if endpoint.tls && self.ca.is_empty() {
             return Err(Error::Config(
                 "https needs a CA bundle: with_ca_file() or with_ca_pem()".into(),
             ));

@@ -21,6 +21,9 @@
 //!   ([`MemoryBuffer`], or the crash-safe append-only [`FileBuffer`], or
 //!   your own on flash) until a 2xx covers them, and are flushed in `seq`
 //!   order, many per request, with a pause between requests.
+//! - **Shared connections** (gateways, emulators): many clients can send
+//!   over one bounded [`ConnectionPool`] instead of a connection each; see
+//!   [below](#many-devices-over-few-connections).
 //! - **Observability**: an [`Event`] callback (connect, disconnect, retry
 //!   with attempt, delay and cause, give-up, overflow, …), [`Counters`],
 //!   and `tracing` events. The crate installs no subscriber.
@@ -68,6 +71,36 @@
 //! # }
 //! ```
 //!
+//! ## Many devices over few connections
+//!
+//! A gateway forwarding many sensors, or an emulator driving 100k
+//! simulated devices in one process, cannot hold a socket per device (an
+//! open-file limit, ~28k ports per source address). Build one
+//! [`ConnectionPool`] and give every client a clone: a client borrows a
+//! connection for one request/answer exchange and hands it back. Each
+//! request still carries its own device's credentials, and buffer,
+//! retries, events and counters stay per client; only sockets (and the
+//! parsed TLS configuration) are shared. The pool spawns nothing either.
+//!
+//! ```no_run
+//! use ha_device_client::{Client, ClientConfig, ConnectionPool, MemoryBuffer, PoolConfig};
+//!
+//! # fn run() -> Result<(), ha_device_client::Error> {
+//! let pool = ConnectionPool::new(
+//!     PoolConfig::new("https://ingest.example:8443", 64).with_ca_file("/etc/ha/ca.pem"),
+//! )?;
+//! let sensors: Vec<Client> = ["sensor-1", "sensor-2"]
+//!     .into_iter()
+//!     .map(|id| {
+//!         let config = ClientConfig::new(pool.url(), id, "token-of-this-sensor")
+//!             .with_connection_pool(pool.clone());
+//!         Client::new(config, MemoryBuffer::default())
+//!     })
+//!     .collect::<Result<_, _>>()?;
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! ## Features
 //!
 //! | feature | adds |
@@ -89,7 +122,8 @@
 //!
 //! [`retry`](RetryPolicy) (the policy), [`state`] (the pure send/retry/
 //! give-up state machine), [`buffer`] (trait, memory, file), `transport`
-//! (HTTP/1.1 over TLS), [`Client`], [`Event`]s and [`Error`].
+//! (HTTP/1.1 over TLS; opening connections), `pool` ([`ConnectionPool`]),
+//! [`Client`], [`Event`]s and [`Error`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
@@ -101,6 +135,7 @@ mod client;
 mod config;
 mod error;
 mod event;
+mod pool;
 mod retry;
 pub mod state;
 mod transport;
@@ -113,4 +148,5 @@ pub use client::{Client, FlushReport};
 pub use config::{ClientConfig, EventCallback, READINGS_PATH};
 pub use error::{Error, ServerError};
 pub use event::{Counters, Event, RetryCause};
+pub use pool::{ConnectionPool, PoolConfig};
 pub use retry::{MAX_RETRY_AFTER, RetryPolicy};

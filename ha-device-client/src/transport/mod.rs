@@ -1,5 +1,6 @@
 //! HTTP/1.1 over rustls (or plain TCP when asked), on one kept-alive
-//! connection.
+//! connection of the client's own, or on a connection lent by a
+//! [`ConnectionPool`] for one exchange.
 //!
 //! The client speaks exactly one exchange: `POST <path>` with a JSON body
 //! and `Content-Length`, answered by a status, a few headers and a small
@@ -9,27 +10,25 @@
 //! `hyper-util`'s pool, which spawns), plus `http`, `http-body` and tower
 //! layers, for features a device never uses.
 
+mod connector;
 mod response;
 mod tls;
 
-use std::io;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
-use rustls_pki_types::ServerName;
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpSocket, TcpStream, lookup_host};
 use tokio::time::timeout;
-use tokio_rustls::TlsConnector;
 
+pub(crate) use connector::Connector;
 use response::read_response;
-use tls::{Stream, tls_config};
+use tls::Stream;
 
 use crate::config::{ClientConfig, Endpoint};
 use crate::error::Error;
 use crate::event::Event;
+use crate::pool::ConnectionPool;
 
 /// An HTTP answer.
 #[derive(Debug)]
@@ -39,22 +38,28 @@ pub(crate) struct Response {
     pub(crate) body: Vec<u8>,
 }
 
-/// One connection at a time to the ingest API.
+/// One client's way to the ingest API: its credentials, and either its
+/// own kept-alive connection or a pool to borrow one from.
 pub(crate) struct Transport {
-    endpoint: Endpoint,
-    tls: Option<(TlsConnector, ServerName<'static>)>,
+    connector: Arc<Connector>,
+    source: Source,
     authorization: String,
-    local_addr: Option<std::net::IpAddr>,
-    connect_timeout: Duration,
     request_timeout: Duration,
-    conn: Option<Conn>,
 }
 
-struct Conn {
+enum Source {
+    /// The client's own connection, kept alive between flushes.
+    Own(Option<Conn>),
+    /// A connection borrowed for each exchange.
+    Pool(ConnectionPool),
+}
+
+/// An open connection.
+pub(crate) struct Conn {
     stream: Stream,
     /// Set while an exchange runs: if the caller drops the future halfway,
     /// the connection holds half a request and must not be reused.
-    busy: bool,
+    pub(crate) busy: bool,
 }
 
 /// Why an exchange failed, and whether it failed before the server sent a
@@ -67,179 +72,79 @@ pub(crate) struct Failure {
 impl Transport {
     pub(crate) fn new(config: &ClientConfig) -> Result<Self, Error> {
         config.validate()?;
-        let endpoint = Endpoint::parse(&config.url)?;
-        let tls = if endpoint.tls {
-            let name = ServerName::try_from(endpoint.host.clone())
-                .map_err(|e| Error::Config(format!("TLS server name `{}`: {e}", endpoint.host)))?;
-            Some((TlsConnector::from(Arc::new(tls_config(config)?)), name))
-        } else {
-            None
+        let (connector, source) = match &config.pool {
+            Some(pool) => (pool.connector().clone(), Source::Pool(pool.clone())),
+            None => {
+                let connector = Connector::new(
+                    Endpoint::parse(&config.url)?,
+                    &config.ca,
+                    config.client_cert.as_ref(),
+                    config.local_addr.into_iter().collect(),
+                    config.connect_timeout,
+                )?;
+                (Arc::new(connector), Source::Own(None))
+            }
         };
         let credentials = format!("{}:{}", config.device_id, config.token);
         Ok(Transport {
-            endpoint,
-            tls,
+            connector,
+            source,
             authorization: format!(
                 "Basic {}",
                 base64::engine::general_purpose::STANDARD.encode(credentials)
             ),
-            local_addr: config.local_addr,
-            connect_timeout: config.connect_timeout,
             request_timeout: config.request_timeout,
-            conn: None,
         })
     }
 
-    /// Whether a connection is open.
+    /// Whether the client holds a connection of its own (never with a
+    /// pool: it holds one only during an exchange).
     pub(crate) fn is_connected(&self) -> bool {
-        self.conn.is_some()
+        matches!(self.source, Source::Own(Some(_)))
     }
 
-    /// Closes the connection, if any.
+    /// Closes the client's own connection, if any.
     pub(crate) fn disconnect(&mut self, reason: &str, events: &mut (dyn FnMut(Event) + Send)) {
-        if self.conn.take().is_some() {
-            events(Event::Disconnected {
-                reason: reason.to_owned(),
-            });
+        if let Source::Own(slot) = &mut self.source {
+            close(slot, reason, events);
         }
     }
 
-    /// Posts `body`, connecting first if need be. A kept-alive connection
-    /// that turns out to be closed is replaced once at once; every other
-    /// failure closes the connection and is returned.
+    /// Posts `body`, connecting first if need be (borrowing a connection
+    /// from the pool first, waiting at most the request timeout for one).
+    /// A kept-alive connection that turns out to be closed is replaced
+    /// once at once; every other failure closes the connection and is
+    /// returned.
     pub(crate) async fn post(
         &mut self,
         body: &[u8],
         events: &mut (dyn FnMut(Event) + Send),
     ) -> Result<Response, Error> {
-        if self.conn.as_ref().is_some_and(|c| c.busy) {
-            self.disconnect("an earlier request was abandoned", events);
-        }
-        let reused = self.conn.is_some();
-        if !reused {
-            self.connect(events).await?;
-        }
-        match self.exchange(body).await {
-            Ok(r) => {
-                if r.1 {
-                    self.disconnect("the server closed the connection", events);
-                }
-                Ok(r.0)
-            }
-            Err(f) if reused && f.stale => {
-                tracing::debug!(error = %f.error, "Kept-alive connection was closed; reconnecting.");
-                self.disconnect(&f.error.to_string(), events);
-                self.connect(events).await?;
-                self.finish(body, events).await
-            }
-            Err(f) => {
-                self.disconnect(&f.error.to_string(), events);
-                Err(f.error)
+        let request = self.request(body);
+        let limit = self.request_timeout;
+        match &mut self.source {
+            Source::Own(slot) => post_on(&self.connector, slot, &request, limit, events).await,
+            Source::Pool(pool) => {
+                let mut lease = timeout(limit, pool.lend())
+                    .await
+                    .map_err(|_| Error::Timeout {
+                        phase: "waiting for a pooled connection",
+                        after: limit,
+                    })?;
+                // The lease hands a healthy connection back when dropped.
+                post_on(&self.connector, lease.slot(), &request, limit, events).await
             }
         }
     }
 
-    async fn finish(
-        &mut self,
-        body: &[u8],
-        events: &mut (dyn FnMut(Event) + Send),
-    ) -> Result<Response, Error> {
-        match self.exchange(body).await {
-            Ok((r, close)) => {
-                if close {
-                    self.disconnect("the server closed the connection", events);
-                }
-                Ok(r)
-            }
-            Err(f) => {
-                self.disconnect(&f.error.to_string(), events);
-                Err(f.error)
-            }
-        }
-    }
-
-    async fn connect(&mut self, events: &mut (dyn FnMut(Event) + Send)) -> Result<(), Error> {
-        let addr = format!("{}:{}", self.endpoint.host, self.endpoint.port);
-        let attempt = async {
-            let (tcp, peer) = self.connect_tcp(&addr).await?;
-            let stream = match &self.tls {
-                Some((connector, name)) => {
-                    let tls = connector
-                        .connect(name.clone(), tcp)
-                        .await
-                        .map_err(|source| Error::Tls {
-                            addr: addr.clone(),
-                            source,
-                        })?;
-                    Stream::Tls(Box::new(tls))
-                }
-                None => Stream::Plain(tcp),
-            };
-            Ok::<_, Error>((stream, peer))
-        };
-        let (stream, peer) =
-            timeout(self.connect_timeout, attempt)
-                .await
-                .map_err(|_| Error::Timeout {
-                    phase: "connect",
-                    after: self.connect_timeout,
-                })??;
-        self.conn = Some(Conn {
-            stream,
-            busy: false,
-        });
-        events(Event::Connected { peer });
-        Ok(())
-    }
-
-    async fn connect_tcp(&self, addr: &str) -> Result<(TcpStream, SocketAddr), Error> {
-        let connect_err = |source| Error::Connect {
-            addr: addr.to_owned(),
-            source,
-        };
-        let peers = lookup_host((self.endpoint.host.as_str(), self.endpoint.port))
-            .await
-            .map_err(connect_err)?;
-        let mut last = io::Error::new(io::ErrorKind::NotFound, "no address to connect to");
-        for peer in peers {
-            let socket = if peer.is_ipv4() {
-                TcpSocket::new_v4()
-            } else {
-                TcpSocket::new_v6()
-            };
-            let result = async {
-                let socket = socket?;
-                if let Some(local) = self.local_addr {
-                    if local.is_ipv4() != peer.is_ipv4() {
-                        return Err(io::Error::new(
-                            io::ErrorKind::AddrNotAvailable,
-                            "local address family differs",
-                        ));
-                    }
-                    socket.bind(SocketAddr::new(local, 0))?;
-                }
-                let tcp = socket.connect(peer).await?;
-                tcp.set_nodelay(true)?;
-                Ok(tcp)
-            }
-            .await;
-            match result {
-                Ok(tcp) => return Ok((tcp, peer)),
-                Err(e) => last = e,
-            }
-        }
-        Err(connect_err(last))
-    }
-
-    /// One request and its answer, within the request timeout. Returns the
-    /// answer and whether the connection must be closed after it.
-    async fn exchange(&mut self, body: &[u8]) -> Result<(Response, bool), Failure> {
+    fn request(&self, body: &[u8]) -> Vec<u8> {
+        let endpoint = &self.connector.endpoint;
         let mut request = Vec::with_capacity(256 + body.len());
         request.extend_from_slice(
             format!(
                 "POST {} HTTP/1.1\r\nHost: {}\r\nAuthorization: {}\r\nContent-Type: application/json\r\nAccept: application/json\r\nUser-Agent: ha-device-client/{}\r\nContent-Length: {}\r\n\r\n",
-                self.endpoint.path,
-                self.endpoint.authority,
+                endpoint.path,
+                endpoint.authority,
                 self.authorization,
                 env!("CARGO_PKG_VERSION"),
                 body.len()
@@ -247,34 +152,90 @@ impl Transport {
             .as_bytes(),
         );
         request.extend_from_slice(body);
-        let Some(conn) = self.conn.as_mut() else {
-            return Err(Failure {
-                error: Error::Io(io::Error::new(io::ErrorKind::NotConnected, "not connected")),
-                stale: false,
-            });
-        };
-        conn.busy = true;
-        let stream = &mut conn.stream;
-        let exchange = async {
-            if let Err(e) = stream.write_all(&request).await.and(stream.flush().await) {
-                return Err(Failure {
-                    error: Error::Io(e),
-                    stale: true,
-                });
-            }
-            read_response(stream).await
-        };
-        let result = match timeout(self.request_timeout, exchange).await {
-            Ok(r) => r,
-            Err(_) => Err(Failure {
-                error: Error::Timeout {
-                    phase: "request",
-                    after: self.request_timeout,
-                },
-                stale: false,
-            }),
-        };
-        conn.busy = false;
-        result
+        request
     }
+}
+
+fn close(slot: &mut Option<Conn>, reason: &str, events: &mut (dyn FnMut(Event) + Send)) {
+    if slot.take().is_some() {
+        events(Event::Disconnected {
+            reason: reason.to_owned(),
+        });
+    }
+}
+
+/// One request on the connection in `slot` (opened first if empty).
+async fn post_on(
+    connector: &Connector,
+    slot: &mut Option<Conn>,
+    request: &[u8],
+    limit: Duration,
+    events: &mut (dyn FnMut(Event) + Send),
+) -> Result<Response, Error> {
+    if slot.as_ref().is_some_and(|c| c.busy) {
+        close(slot, "an earlier request was abandoned", events);
+    }
+    let mut reused = slot.is_some();
+    loop {
+        let conn = match slot {
+            Some(conn) => conn,
+            None => {
+                let (stream, peer) = connector.connect().await?;
+                events(Event::Connected { peer });
+                slot.insert(Conn {
+                    stream,
+                    busy: false,
+                })
+            }
+        };
+        match exchange(conn, request, limit).await {
+            Ok((response, must_close)) => {
+                if must_close {
+                    close(slot, "the server closed the connection", events);
+                }
+                return Ok(response);
+            }
+            Err(f) if reused && f.stale => {
+                tracing::debug!(error = %f.error, "Kept-alive connection was closed; reconnecting.");
+                close(slot, &f.error.to_string(), events);
+                reused = false;
+            }
+            Err(f) => {
+                close(slot, &f.error.to_string(), events);
+                return Err(f.error);
+            }
+        }
+    }
+}
+
+/// One request and its answer, within `limit`. Returns the answer and
+/// whether the connection must be closed after it.
+async fn exchange(
+    conn: &mut Conn,
+    request: &[u8],
+    limit: Duration,
+) -> Result<(Response, bool), Failure> {
+    conn.busy = true;
+    let stream = &mut conn.stream;
+    let exchange = async {
+        if let Err(e) = stream.write_all(request).await.and(stream.flush().await) {
+            return Err(Failure {
+                error: Error::Io(e),
+                stale: true,
+            });
+        }
+        read_response(stream).await
+    };
+    let result = match timeout(limit, exchange).await {
+        Ok(r) => r,
+        Err(_) => Err(Failure {
+            error: Error::Timeout {
+                phase: "request",
+                after: limit,
+            },
+            stale: false,
+        }),
+    };
+    conn.busy = false;
+    result
 }

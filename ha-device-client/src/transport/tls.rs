@@ -11,12 +11,15 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
-use crate::config::ClientConfig;
+use crate::config::Pem;
 use crate::error::Error;
 
-pub(crate) fn tls_config(config: &ClientConfig) -> Result<rustls::ClientConfig, Error> {
+pub(crate) fn tls_config(
+    ca: &[Pem],
+    client_cert: Option<&(Pem, Pem)>,
+) -> Result<rustls::ClientConfig, Error> {
     let mut roots = rustls::RootCertStore::empty();
-    for pem in &config.ca {
+    for pem in ca {
         let bytes = pem.load()?;
         let mut n = 0;
         for cert in CertificateDer::pem_slice_iter(&bytes) {
@@ -36,7 +39,7 @@ pub(crate) fn tls_config(config: &ClientConfig) -> Result<rustls::ClientConfig, 
     .with_safe_default_protocol_versions()
     .map_err(|e| Error::TlsConfig(e.to_string()))?
     .with_root_certificates(roots);
-    let mut tls = match &config.client_cert {
+    let mut tls = match client_cert {
         Some((chain, key)) => {
             let chain = chain.load()?;
             let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&chain)

@@ -61,6 +61,14 @@ pub struct Seen {
     pub resent_after_ack: Vec<u64>,
     /// TLS connections accepted.
     pub connections: usize,
+    /// TLS connections open now, and the most open at once.
+    pub open_connections: usize,
+    pub max_open_connections: usize,
+    /// `(device_id, seq)` answered with 202, in order.
+    pub accepted_readings: Vec<(String, u64)>,
+    /// Requests whose readings belong to another device than the
+    /// Basic-auth user.
+    pub auth_mismatches: usize,
     /// `Authorization` header values.
     pub auth: Vec<String>,
     /// Body size of each request, in bytes.
@@ -107,11 +115,18 @@ impl FakeServer {
                     let Ok(tls) = acceptor.accept(tcp).await else {
                         return;
                     };
-                    seen.lock().unwrap().connections += 1;
+                    {
+                        let mut s = seen.lock().unwrap();
+                        s.connections += 1;
+                        s.open_connections += 1;
+                        s.max_open_connections = s.max_open_connections.max(s.open_connections);
+                    }
+                    let counted = seen.clone();
                     let service = service_fn(move |req| handle(req, seen.clone(), script.clone()));
                     let _ = http1::Builder::new()
                         .serve_connection(TokioIo::new(tls), service)
                         .await;
+                    counted.lock().unwrap().open_connections -= 1;
                 });
             }
         });
@@ -175,8 +190,12 @@ impl Events {
 }
 
 pub fn reading(seq: u64) -> Reading {
+    reading_of("dev-1", seq)
+}
+
+pub fn reading_of(device: &str, seq: u64) -> Reading {
     Reading {
-        device_id: "dev-1".into(),
+        device_id: device.into(),
         seq,
         ts: Timestamp::now().saturating_sub(Duration::from_secs(60)),
         metrics: vec![Metric::new("pulse", 60.0 + (seq % 40) as f64)],
@@ -208,8 +227,15 @@ async fn handle(
         }
     };
     let seqs: Vec<u64> = readings.iter().map(|r| r.seq).collect();
+    let user = basic_user(&auth);
     let reply = {
         let mut seen = seen.lock().unwrap();
+        if readings
+            .iter()
+            .any(|r| Some(r.device_id.as_str()) != user.as_deref())
+        {
+            seen.auth_mismatches += 1;
+        }
         let n = seen.requests.len();
         seen.requests.push(seqs.clone());
         seen.auth.push(auth);
@@ -225,7 +251,11 @@ async fn handle(
     };
     match reply {
         Reply::Accept => {
-            seen.lock().unwrap().accepted.extend(&seqs);
+            let mut s = seen.lock().unwrap();
+            s.accepted.extend(&seqs);
+            s.accepted_readings
+                .extend(readings.iter().map(|r| (r.device_id.clone(), r.seq)));
+            drop(s);
             Ok(json(
                 202,
                 &format!(r#"{{"accepted":{}}}"#, seqs.len()),
@@ -248,6 +278,17 @@ async fn handle(
             Err(std::io::Error::other("scripted stall"))
         }
     }
+}
+
+/// The user of a `Basic` authorization header.
+fn basic_user(header: &str) -> Option<String> {
+    use base64::Engine as _;
+    let encoded = header.strip_prefix("Basic ")?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    Some(text.split_once(':')?.0.to_owned())
 }
 
 fn json(status: u16, body: &str, retry_after: Option<u64>) -> Response<Full<Bytes>> {

@@ -74,6 +74,11 @@ struct Args {
     /// Source addresses to spread connections over (comma-separated).
     #[arg(long, env = "HA_SOURCE_ADDRS", value_delimiter = ',')]
     source_addrs: Vec<IpAddr>,
+    /// Connections shared by all devices, each request still with its own
+    /// device's credentials (an emulator's multiplexing: 100k devices need
+    /// no 100k sockets); 0 = one connection per device, like real devices.
+    #[arg(long, env = "HA_CONNECTIONS", default_value_t = 0)]
+    connections: usize,
     /// Seed of the value generator.
     #[arg(long, env = "HA_SEED", default_value_t = 1)]
     seed: u64,
@@ -128,6 +133,7 @@ fn build(args: &Args) -> Result<GeneratorConfig, String> {
         start_seq,
         seed: args.seed,
         local_addrs: args.source_addrs.clone(),
+        connections: args.connections,
         ..GeneratorConfig::default()
     };
     config.validate()?;
@@ -189,7 +195,7 @@ async fn run(args: Args, config: GeneratorConfig) -> ExitCode {
             }
         })
     };
-    tracing::info!(devices = config.devices, interval = ?config.interval, url = %config.url, "Starting the fleet.");
+    tracing::info!(devices = config.devices, connections = config.connections, interval = ?config.interval, url = %config.url, "Starting the fleet.");
     let report = generator::run(config, stats.clone(), service::shutdown_signal()).await;
     progress.abort();
     println!("{}", report.summary());

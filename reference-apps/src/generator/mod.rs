@@ -3,8 +3,13 @@
 //! default), optionally with injected anomalies, and reports what the
 //! server acknowledged.
 //!
-//! Each device is a task with its own client and connection, started at a
-//! staggered offset so the fleet's load is spread over the interval.
+//! Each device is a task with its own client, started at a staggered
+//! offset so the fleet's load is spread over the interval. By default each
+//! device also has its own connection, like real devices; with
+//! `connections > 0` the devices share a [`ConnectionPool`] of that many
+//! (an emulator's multiplexing, so that 100k devices fit under an
+//! open-file limit), each request still carrying its own device's
+//! credentials and each device keeping its own retries and buffer.
 
 mod fleet;
 mod signal;
@@ -15,7 +20,9 @@ use std::time::Duration;
 
 use ha_core::ingest::DeviceKeys;
 use ha_core::wire::{Metric, Reading, Timestamp};
-use ha_device_client::{Buffer, Client, ClientConfig, Event, MemoryBuffer, RetryPolicy};
+use ha_device_client::{
+    Buffer, Client, ClientConfig, ConnectionPool, Event, MemoryBuffer, PoolConfig, RetryPolicy,
+};
 
 pub use fleet::{DeviceReport, FleetStats, GeneratorReport};
 use signal::Signal;
@@ -57,6 +64,8 @@ pub struct GeneratorConfig {
     pub local_addrs: Vec<IpAddr>,
     /// Most readings per request when a device catches up.
     pub batch: usize,
+    /// Connections shared by all devices; 0: one connection per device.
+    pub connections: usize,
 }
 
 impl Default for GeneratorConfig {
@@ -78,6 +87,7 @@ impl Default for GeneratorConfig {
             seed: 1,
             local_addrs: Vec::new(),
             batch: 100,
+            connections: 0,
         }
     }
 }
@@ -107,6 +117,23 @@ impl GeneratorConfig {
         }
         Ok(())
     }
+
+    /// The pool the devices share, when `connections > 0`: the CA is
+    /// parsed once, connections are spread over the source addresses.
+    pub fn connection_pool(&self) -> Result<Option<ConnectionPool>, ha_device_client::Error> {
+        if self.connections == 0 {
+            return Ok(None);
+        }
+        let mut pool = PoolConfig::new(self.url.as_str(), self.connections)
+            .with_local_addrs(self.local_addrs.iter().copied());
+        if self.url.starts_with("http://") {
+            pool = pool.with_plain_http();
+        }
+        if let Some(ca) = &self.ca_pem {
+            pool = pool.with_ca_pem(ca.clone());
+        }
+        ConnectionPool::new(pool).map(Some)
+    }
 }
 
 /// Runs the fleet until every device sent `readings_per_device`, the
@@ -117,11 +144,30 @@ pub async fn run(
     stats: Arc<FleetStats>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> GeneratorReport {
+    let pool = match config.connection_pool() {
+        Ok(pool) => pool,
+        Err(e) => {
+            tracing::error!(error = %e, "Cannot create the connection pool.");
+            let devices = (0..config.devices)
+                .map(|i| DeviceReport {
+                    error: Some(e.to_string()),
+                    ..DeviceReport::new(&config.device_id(i))
+                })
+                .collect();
+            return GeneratorReport::new(devices);
+        }
+    };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let config = Arc::new(config);
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..config.devices {
-        tasks.spawn(device(config.clone(), stats.clone(), i, stop_rx.clone()));
+        tasks.spawn(device(
+            config.clone(),
+            pool.clone(),
+            stats.clone(),
+            i,
+            stop_rx.clone(),
+        ));
     }
     let deadline = config.duration;
     tokio::spawn(async move {
@@ -148,6 +194,7 @@ pub async fn run(
 
 async fn device(
     config: Arc<GeneratorConfig>,
+    pool: Option<ConnectionPool>,
     stats: Arc<FleetStats>,
     index: usize,
     mut stop: tokio::sync::watch::Receiver<bool>,
@@ -170,15 +217,19 @@ async fn device(
                 stats.clone(),
                 acked.clone(),
             ));
-    if config.url.starts_with("http://") {
-        client_config = client_config.with_plain_http();
-    }
-    if let Some(ca) = &config.ca_pem {
-        client_config = client_config.with_ca_pem(ca.clone());
-    }
-    if !config.local_addrs.is_empty() {
-        client_config =
-            client_config.with_local_addr(config.local_addrs[index % config.local_addrs.len()]);
+    if let Some(pool) = pool {
+        client_config = client_config.with_connection_pool(pool);
+    } else {
+        if config.url.starts_with("http://") {
+            client_config = client_config.with_plain_http();
+        }
+        if let Some(ca) = &config.ca_pem {
+            client_config = client_config.with_ca_pem(ca.clone());
+        }
+        if !config.local_addrs.is_empty() {
+            client_config =
+                client_config.with_local_addr(config.local_addrs[index % config.local_addrs.len()]);
+        }
     }
     let mut client = match Client::new(client_config, MemoryBuffer::default()) {
         Ok(c) => c,
@@ -228,11 +279,13 @@ async fn device(
         stats.generated();
         seq += 1;
         // Errors are logged by the event callback; readings stay buffered.
-        let _ = client.flush().await;
+        // Boxed: the flush future (connect, TLS, exchange) is large and
+        // lives only while a flush runs, not in each idle device's task.
+        let _ = Box::pin(client.flush()).await;
     }
     // Send what is left, with the normal retries.
     if !client.buffer().is_empty() {
-        let _ = client.flush().await;
+        let _ = Box::pin(client.flush()).await;
     }
     report.finish(client.counters(), &acked);
     report
@@ -244,6 +297,7 @@ impl std::fmt::Debug for GeneratorConfig {
             .field("url", &self.url)
             .field("devices", &self.devices)
             .field("interval", &self.interval)
+            .field("connections", &self.connections)
             .field("anomaly_rate", &self.anomaly_rate)
             .finish_non_exhaustive()
     }
@@ -252,4 +306,74 @@ impl std::fmt::Debug for GeneratorConfig {
 /// Whether an event is worth a log line at info level.
 fn is_notable(e: &Event) -> bool {
     !matches!(e, Event::Acknowledged { .. } | Event::Connected { .. })
+}
+
+#[cfg(test)]
+mod tests {
+    use ha_core::ingest::{IngestConfig, IngestService};
+    use ha_core::queue::{MemoryQueue, Queue};
+
+    use super::*;
+
+    /// 300 devices over 3 shared connections against the real ingest
+    /// router (per-device HMAC tokens checked) on an in-memory queue.
+    #[tokio::test]
+    async fn a_fleet_shares_a_few_connections_with_per_device_credentials() {
+        let keys = DeviceKeys::from_keys(vec![b"test-key".to_vec()]).unwrap();
+        let queue = Arc::new(MemoryQueue::with_partitions(4));
+        let ingest = IngestService::new(
+            queue.clone(),
+            IngestConfig {
+                keys: Some(keys.clone()),
+                ..IngestConfig::default()
+            },
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(ha_core::http::serve(
+            listener,
+            ingest.router(),
+            None,
+            std::future::pending(),
+            Duration::ZERO,
+        ));
+        let config = GeneratorConfig {
+            url: format!("http://{addr}"),
+            devices: 300,
+            interval: Duration::from_millis(50),
+            readings_per_device: Some(3),
+            keys: Some(keys),
+            connections: 3,
+            ..GeneratorConfig::default()
+        };
+        let stats = Arc::new(FleetStats::default());
+        let report = run(config, stats.clone(), std::future::pending()).await;
+        assert!(report.devices.iter().all(|d| d.error.is_none()));
+        assert_eq!(
+            report.total(|c| c.acknowledged),
+            900,
+            "{}",
+            report.summary()
+        );
+        assert_eq!(report.total(|c| c.retried), 0, "{}", report.summary());
+        assert_eq!(stats.snapshot().1, 900);
+        let mut depth = 0;
+        for p in 0..4 {
+            depth += queue.depth(p).await.unwrap();
+        }
+        assert_eq!(depth, 900);
+    }
+
+    #[tokio::test]
+    async fn a_bad_pool_fails_every_device() {
+        let config = GeneratorConfig {
+            url: "https://127.0.0.1:1".into(),
+            devices: 2,
+            connections: 2,
+            ..GeneratorConfig::default()
+        };
+        let report = run(config, Arc::default(), std::future::pending()).await;
+        assert_eq!(report.devices.len(), 2);
+        assert!(report.devices.iter().all(|d| d.error.is_some()));
+    }
 }
