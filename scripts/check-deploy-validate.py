@@ -16,7 +16,8 @@ output). Checks, each failure printed as `FAIL <where>: <what>`:
    service accounts, NetworkPolicies, Ingress, RabbitMQ topology, database
    size, the shared partition count);
 3. at most 5 policy-scanner skips in deploy/, each with a justification;
-4. the compose file's structure and the files it mounts;
+4. the compose file against the Compose Specification's JSON schema, its
+   completeness and the files it mounts;
 5. the dashboard JSON.
 """
 
@@ -277,6 +278,11 @@ def check_compose():
     except Exception as e:  # noqa: BLE001 - any parse error is the failure
         fail("deploy/compose.yaml", f"does not parse: {e}")
         return
+    # The Compose Specification's own JSON schema (what docker compose
+    # embeds), vendored in deploy/compose/schema (SOURCES.tsv).
+    schema = json.loads((DEPLOY / "compose" / "schema" / "compose-spec.json").read_text())
+    for e in sorted(jsonschema.Draft7Validator(schema).iter_errors(doc), key=lambda e: list(e.path))[:10]:
+        fail("deploy/compose.yaml", f"compose-spec schema: {'/'.join(map(str, e.path))}: {e.message}")
     services = doc.get("services") or {}
     need = ["rabbitmq", "postgres", "migrate", "ingest-1", "ingest-2", "nginx", "analyzer-1", "analyzer-2", "alerts-api", "data-generator", "prometheus", "grafana"]
     for s in need:
