@@ -301,3 +301,24 @@ async fn a_store_outage_is_retried_holding_the_deliveries() {
     a.stop.send(()).unwrap();
     a.task.await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seq_gaps_and_late_readings_are_counted() {
+    let queue = MemoryQueue::with_partitions(PARTITIONS);
+    let store = MemoryStore::new();
+    let mut readings = series("dev-g", 0..10, None);
+    readings.extend(series("dev-g", 15..20, None));
+    readings.extend(series("dev-g", 3..5, None)); // late copies
+    publish(&queue, &readings).await;
+    let a = start(&queue, Arc::new(store.clone()), "solo");
+    eventually("stored", async || store.reading_rows() == 15).await;
+    eventually("counted", async || {
+        a.analyzer.metrics().late_readings.get() == 2
+    })
+    .await;
+    let m = a.analyzer.metrics();
+    assert_eq!((m.seq_gaps.get(), m.missing_readings.get()), (1, 5));
+    assert_eq!(m.devices.get(), 1);
+    a.stop.send(()).unwrap();
+    a.task.await.unwrap();
+}

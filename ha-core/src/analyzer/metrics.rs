@@ -36,6 +36,18 @@ pub struct AnalyzerMetrics {
     pub members: Gauge,
     /// Readings deleted by retention.
     pub retention_deleted: Counter,
+    /// Jumps in a device's `seq` (readings missing in between).
+    pub seq_gaps: Counter,
+    /// Readings missing in those jumps.
+    pub missing_readings: Counter,
+    /// Readings at or below their device's newest `seq` (resent or late:
+    /// stored if new, not fed to the detector).
+    pub late_readings: Counter,
+    /// Devices this replica has heard from whose newest reading is more than
+    /// five minutes old.
+    pub stale_devices: Gauge,
+    /// Devices this replica tracks (heard from since it took their partition).
+    pub devices: Gauge,
 }
 
 impl AnalyzerMetrics {
@@ -56,6 +68,11 @@ impl AnalyzerMetrics {
             owned_partitions: Gauge::default(),
             members: Gauge::default(),
             retention_deleted: Counter::default(),
+            seq_gaps: Counter::default(),
+            missing_readings: Counter::default(),
+            late_readings: Counter::default(),
+            stale_devices: Gauge::default(),
+            devices: Gauge::default(),
         };
         let r = registry;
         r.register(
@@ -127,6 +144,31 @@ impl AnalyzerMetrics {
             "ha_analyzer_retention_deleted",
             "Readings deleted by retention",
             m.retention_deleted.clone(),
+        );
+        r.register(
+            "ha_analyzer_seq_gaps",
+            "Jumps in a device's seq",
+            m.seq_gaps.clone(),
+        );
+        r.register(
+            "ha_analyzer_missing_readings",
+            "Readings missing in seq jumps",
+            m.missing_readings.clone(),
+        );
+        r.register(
+            "ha_analyzer_late_readings",
+            "Readings at or below their device's newest seq",
+            m.late_readings.clone(),
+        );
+        r.register(
+            "ha_analyzer_stale_devices",
+            "Tracked devices silent for more than 5 minutes",
+            m.stale_devices.clone(),
+        );
+        r.register(
+            "ha_analyzer_devices",
+            "Devices tracked by this replica",
+            m.devices.clone(),
         );
         m
     }

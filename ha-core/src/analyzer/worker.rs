@@ -56,6 +56,8 @@ pub(super) async fn run_partition(
                 }
             },
             batches: 0,
+            devices: HashMap::new(),
+            stale: 0,
         };
         match worker.consume(&mut sub, &mut stop).await {
             Ok(()) => break,
@@ -72,6 +74,21 @@ struct Worker {
     partition: u32,
     series: SeriesSet<SeriesKey>,
     batches: u64,
+    /// Newest `seq` and `ts` per device, for the gap and freshness metrics.
+    devices: HashMap<String, (u64, Timestamp)>,
+    /// This worker's share of the stale-devices gauge.
+    stale: i64,
+}
+
+/// A device silent for longer than this counts as stale.
+const STALE_AFTER: Duration = Duration::from_secs(300);
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let m = &self.shared.metrics;
+        m.stale_devices.dec_by(self.stale);
+        m.devices.dec_by(self.devices.len() as i64);
+    }
 }
 
 impl Worker {
@@ -107,6 +124,7 @@ impl Worker {
                 .observe(started.elapsed().as_secs_f64());
             self.batches += 1;
             if self.batches.is_multiple_of(64) {
+                self.count_stale();
                 self.series.set_tick(self.batches);
                 let idle = self.series.evict_untouched_since(
                     self.batches
@@ -157,6 +175,7 @@ impl Worker {
         if settle.is_empty() {
             return true;
         }
+        self.track_devices(&readings);
         let anomalies = match self.detect(&readings, stop).await {
             Some(a) => a,
             None => return false,
@@ -178,6 +197,38 @@ impl Worker {
             return false;
         }
         true
+    }
+
+    /// Tracks each device's newest `seq` to count gaps and late readings.
+    fn track_devices(&mut self, readings: &[Reading]) {
+        let m = &self.shared.metrics;
+        for r in readings {
+            match self.devices.get_mut(&r.device_id) {
+                Some((last, ts)) if r.seq > *last => {
+                    if r.seq > *last + 1 {
+                        m.seq_gaps.inc();
+                        m.missing_readings.inc_by(r.seq - *last - 1);
+                    }
+                    *last = r.seq;
+                    *ts = (*ts).max(r.ts);
+                }
+                Some(_) => {
+                    m.late_readings.inc();
+                }
+                None => {
+                    self.devices.insert(r.device_id.clone(), (r.seq, r.ts));
+                    m.devices.inc();
+                }
+            }
+        }
+    }
+
+    /// Recounts this worker's stale devices into the shared gauge.
+    fn count_stale(&mut self) {
+        let cutoff = Timestamp::now().saturating_sub(STALE_AFTER);
+        let stale = self.devices.values().filter(|(_, ts)| *ts < cutoff).count() as i64;
+        self.shared.metrics.stale_devices.inc_by(stale - self.stale);
+        self.stale = stale;
     }
 
     /// Feeds the detector in order, warm-starting unseen series from the
