@@ -83,7 +83,8 @@ pub const LATEST_VERSION: i64 = 2;
 
 /// Runs `sql`, retrying a few times when a concurrent replica created the
 /// same object at the same moment (PostgreSQL reports a unique violation on
-/// its catalog for `CREATE ... IF NOT EXISTS` races).
+/// its catalog, or 42710 for the table's row type, for `CREATE ... IF NOT
+/// EXISTS` races).
 async fn create_racing(client: &Client, sql: &str) -> Result<(), StoreError> {
     let mut attempt = 0;
     loop {
@@ -96,6 +97,7 @@ async fn create_racing(client: &Client, sql: &str) -> Result<(), StoreError> {
                         Some(&SqlState::UNIQUE_VIOLATION)
                             | Some(&SqlState::DUPLICATE_TABLE)
                             | Some(&SqlState::DUPLICATE_SCHEMA)
+                            | Some(&SqlState::DUPLICATE_OBJECT)
                     ) =>
             {
                 attempt += 1;
