@@ -11,9 +11,9 @@ use std::time::Duration;
 use clap::Parser;
 use ha_analysis::{DetectorConfig, DetectorKind};
 use ha_core::analyzer::{Analyzer, AnalyzerConfig};
-use ha_core::queue::amqp::{AmqpConfig, AmqpQueue};
+use ha_core::queue::amqp::AmqpQueue;
 use ha_core::store::postgres::{PostgresConfig, PostgresStore};
-use reference_apps::service::{self, CommonArgs, parse_duration};
+use reference_apps::service::{self, CommonArgs, QueueArgs, parse_duration};
 
 /// Analyzer: stores readings and anomalies idempotently, runs the
 /// anomaly-window detector, shares the partitions with the other replicas.
@@ -23,23 +23,11 @@ struct Args {
     /// Address for /healthz, /readyz and /metrics.
     #[arg(long, env = "HA_LISTEN", default_value = "0.0.0.0:9090")]
     listen: SocketAddr,
-    /// RabbitMQ URL; repeat (or comma-separate) for the nodes of a cluster.
-    #[arg(
-        long = "amqp-url",
-        env = "HA_AMQP_URL",
-        value_delimiter = ',',
-        required = true
-    )]
-    amqp_urls: Vec<String>,
+    #[command(flatten)]
+    queue: QueueArgs,
     /// PostgreSQL or CockroachDB URL.
     #[arg(long, env = "HA_POSTGRES_URL")]
     postgres_url: String,
-    /// Number of partition queues; the same on every ingest and analyzer.
-    #[arg(long, env = "HA_PARTITIONS", default_value_t = 8)]
-    partitions: u32,
-    /// Partition `p` is the queue `<prefix>.<p>`.
-    #[arg(long, env = "HA_QUEUE_PREFIX", default_value = "ha.readings")]
-    queue_prefix: String,
     /// This replica's unique name (the pod name); defaults to $HOSTNAME-$PID.
     #[arg(long, env = "HA_MEMBER_ID")]
     member_id: Option<String>,
@@ -110,13 +98,7 @@ async fn main() -> ExitCode {
         retention: (!args.retention.is_zero()).then_some(args.retention),
         ..AnalyzerConfig::default()
     };
-    let queue = match AmqpQueue::new(AmqpConfig {
-        urls: args.amqp_urls.clone(),
-        partitions: args.partitions,
-        queue_prefix: args.queue_prefix.clone(),
-        connection_name: config.member_id.clone(),
-        ..AmqpConfig::default()
-    }) {
+    let queue = match AmqpQueue::new(args.queue.amqp_config(&config.member_id)) {
         Ok(q) => Arc::new(q),
         Err(e) => return service::config_error("analyzer", e),
     };

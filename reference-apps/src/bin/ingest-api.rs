@@ -12,7 +12,7 @@ use std::time::Duration;
 use clap::Parser;
 use ha_core::ingest::{DeviceKeys, IngestConfig, IngestService, RateLimit};
 use ha_core::queue::amqp::{AmqpConfig, AmqpQueue};
-use reference_apps::service::{self, CommonArgs, parse_duration};
+use reference_apps::service::{self, CommonArgs, QueueArgs, parse_duration};
 
 /// Ingest API: authenticates devices, validates readings, publishes them to
 /// RabbitMQ quorum queues and answers 202 after the broker confirmed.
@@ -22,21 +22,8 @@ struct Args {
     /// Address to listen on (`127.0.0.1:0` picks a free port and logs it).
     #[arg(long, env = "HA_LISTEN", default_value = "0.0.0.0:8443")]
     listen: SocketAddr,
-    /// RabbitMQ URL; repeat (or comma-separate in the variable) for the
-    /// nodes of a cluster, tried in order.
-    #[arg(
-        long = "amqp-url",
-        env = "HA_AMQP_URL",
-        value_delimiter = ',',
-        required = true
-    )]
-    amqp_urls: Vec<String>,
-    /// Number of partition queues; the same on every ingest and analyzer.
-    #[arg(long, env = "HA_PARTITIONS", default_value_t = 8)]
-    partitions: u32,
-    /// Partition `p` is the queue `<prefix>.<p>`.
-    #[arg(long, env = "HA_QUEUE_PREFIX", default_value = "ha.readings")]
-    queue_prefix: String,
+    #[command(flatten)]
+    queue: QueueArgs,
     /// TLS certificate chain (PEM). Without it the API speaks plain HTTP
     /// (TLS terminated in front, e.g. at the ingress).
     #[arg(long, env = "HA_TLS_CERT", requires = "tls_key")]
@@ -113,12 +100,8 @@ async fn main() -> ExitCode {
         _ => None,
     };
     let queue = match AmqpQueue::new(AmqpConfig {
-        urls: args.amqp_urls.clone(),
-        partitions: args.partitions,
-        queue_prefix: args.queue_prefix.clone(),
         publish_timeout: args.publish_timeout,
-        connection_name: "ingest-api".into(),
-        ..AmqpConfig::default()
+        ..args.queue.amqp_config("ingest-api")
     }) {
         Ok(q) => Arc::new(q),
         Err(e) => return service::config_error("ingest-api", e),

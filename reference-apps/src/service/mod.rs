@@ -34,6 +34,41 @@ pub struct CommonArgs {
     pub drain_timeout: std::time::Duration,
 }
 
+/// Where the partition queues are: flags shared by every service that
+/// talks to RabbitMQ (ingest and analyzer must agree on all three).
+#[derive(Clone, Debug, clap::Args)]
+pub struct QueueArgs {
+    /// RabbitMQ URL; repeat (or comma-separate in the variable) for the
+    /// nodes of a cluster, tried in order.
+    #[arg(
+        long = "amqp-url",
+        env = "HA_AMQP_URL",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub amqp_urls: Vec<String>,
+    /// Number of partition queues; the same on every ingest and analyzer.
+    #[arg(long, env = "HA_PARTITIONS", default_value_t = 8)]
+    pub partitions: u32,
+    /// Partition `p` is the queue `<prefix>.<p>`.
+    #[arg(long, env = "HA_QUEUE_PREFIX", default_value = "ha.readings")]
+    pub queue_prefix: String,
+}
+
+impl QueueArgs {
+    /// The queue settings, naming the connection `connection_name` in the
+    /// broker's connection list.
+    pub fn amqp_config(&self, connection_name: &str) -> ha_core::queue::amqp::AmqpConfig {
+        ha_core::queue::amqp::AmqpConfig {
+            urls: self.amqp_urls.clone(),
+            partitions: self.partitions,
+            queue_prefix: self.queue_prefix.clone(),
+            connection_name: connection_name.to_owned(),
+            ..ha_core::queue::amqp::AmqpConfig::default()
+        }
+    }
+}
+
 /// Installs the log subscriber. Secrets are never logged: configuration
 /// structs holding them print redacted.
 pub fn init_tracing(common: &CommonArgs) {
