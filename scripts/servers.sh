@@ -23,6 +23,9 @@ ensure_packages() {
   local missing=()
   compgen -G '/usr/lib/rabbitmq/lib/rabbitmq_server-*/sbin/rabbitmq-server' >/dev/null || missing+=(rabbitmq-server)
   compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
+  if [ "${HA_NEED_HAPROXY:-}" = 1 ]; then
+    command -v haproxy >/dev/null || missing+=(haproxy)
+  fi
   if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then
       servers_log "missing packages: ${missing[*]}; install them (apt-get install ${missing[*]}) or run as root"
@@ -42,23 +45,25 @@ servers_init() {
   export SERVERS_DIR
 }
 
-start_rabbitmq() {
-  local sbin dir port dist epmd ctl_port
+# Writes the files of one RabbitMQ node under DIR: its config, an env file
+# that the server and its CLI both source, a `rabbitmqctl` wrapper and a
+# `start` script (backgrounds the server; used again to restart a killed
+# node). Args: DIR NODENAME EPMD_PORT COOKIE.
+rabbit_node_files() {
+  local dir=$1 node=$2 epmd=$3 cookie=$4 sbin port dist ctl_port
   sbin=$(ls -d /usr/lib/rabbitmq/lib/rabbitmq_server-*/sbin | sort -V | tail -n 1)
-  dir="$SERVERS_DIR/rabbitmq"
   mkdir -p "$dir/home" "$dir/mnesia" "$dir/log"
-  port=$(free_port); dist=$(free_port); epmd=$(free_port); ctl_port=$(free_port)
-  printf 'ha-test-cookie-%s' "$RANDOM$RANDOM" >"$dir/home/.erlang.cookie"
+  port=$(free_port); dist=$(free_port); ctl_port=$(free_port)
+  printf '%s' "$cookie" >"$dir/home/.erlang.cookie"
   chmod 400 "$dir/home/.erlang.cookie"
   printf '[].\n' >"$dir/enabled_plugins"
   cat >"$dir/rabbitmq.conf" <<CONF
 loopback_users = none
 listeners.tcp.default = 127.0.0.1:$port
 CONF
-  # Everything the server and its CLI need, in one file both source.
   cat >"$dir/env" <<ENV
 export HOME='$dir/home'
-export RABBITMQ_NODENAME='ha-test@localhost'
+export RABBITMQ_NODENAME='$node'
 export RABBITMQ_NODE_IP_ADDRESS=127.0.0.1
 export RABBITMQ_NODE_PORT=$port
 export RABBITMQ_DIST_PORT=$dist
@@ -68,6 +73,7 @@ export RABBITMQ_PID_FILE='$dir/pid'
 export RABBITMQ_CONFIG_FILE='$dir/rabbitmq.conf'
 export RABBITMQ_ENABLED_PLUGINS_FILE='$dir/enabled_plugins'
 export RABBITMQ_CONF_ENV_FILE='$dir/no-such-file'
+export ERL_CRASH_DUMP='$dir/erl_crash.dump'
 export ERL_EPMD_PORT=$epmd
 export ERL_EPMD_ADDRESS=127.0.0.1
 export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS='-kernel inet_dist_use_interface {127,0,0,1} +sbwt none +sbwtdcpu none +sbwtdio none'
@@ -75,25 +81,92 @@ export RABBITMQ_CTL_ERL_ARGS='-kernel inet_dist_use_interface {127,0,0,1}'
 export RABBITMQ_CTL_DIST_PORT_MIN=$ctl_port
 export RABBITMQ_CTL_DIST_PORT_MAX=$ctl_port
 ENV
-  cat >"$dir/rabbitmqctl" <<CTL
+  local tool
+  for tool in rabbitmqctl rabbitmq-queues; do
+    cat >"$dir/$tool" <<CTL
 #!/usr/bin/env bash
 . '$dir/env'
-exec '$sbin/rabbitmqctl' "\$@"
+exec '$sbin/$tool' "\$@"
 CTL
-  chmod +x "$dir/rabbitmqctl"
-  (. "$dir/env"; exec "$sbin/rabbitmq-server" >"$dir/server.out" 2>&1) &
+    chmod +x "$dir/$tool"
+  done
+  cat >"$dir/start" <<START
+#!/usr/bin/env bash
+# Starts this node in the background; ./rabbitmqctl wait --timeout 90 ./pid tells when it is up.
+. '$dir/env'
+rm -f '$dir/pid'
+nohup '$sbin/rabbitmq-server' >>'$dir/server.out' 2>&1 </dev/null &
+START
+  chmod +x "$dir/start"
+}
+
+# Starts the node in DIR and waits until it runs.
+rabbit_node_up() {
+  local dir=$1
+  "$dir/start"
   if ! "$dir/rabbitmqctl" wait --timeout 90 "$dir/pid" >/dev/null 2>&1; then
-    servers_log "RabbitMQ did not start; its output:"
+    servers_log "RabbitMQ node in $dir did not start; its output:"
     tail -n 40 "$dir/server.out" >&2
     return 1
   fi
-  # Poison-message protection comes from a policy, as in production: a
-  # delivery limit, at-least-once dead-lettering to the topic exchange
-  # ha.dlx (routing key = the queue name), reject-publish when full.
-  "$dir/rabbitmqctl" set_policy ha-readings '\.readings\.[0-9]+$' \
+}
+
+# rabbit_node_files + rabbit_node_up, with fresh ports on each of 3
+# attempts: a port free_port found may be taken by another process before
+# the node binds it. Same args as rabbit_node_files.
+rabbit_node_new() {
+  local attempt
+  for attempt in 1 2 3; do
+    rm -rf "$1"
+    rabbit_node_files "$@"
+    if rabbit_node_up "$1" 2>"$1.err"; then
+      return 0
+    fi
+    if ! grep -q 'already_used\|eaddrinuse' "$1/server.out" 2>/dev/null; then
+      cat "$1.err" >&2
+      return 1
+    fi
+    servers_log "a port of $2 was taken (attempt $attempt); trying other ports"
+  done
+  cat "$1.err" >&2
+  return 1
+}
+
+# Poison-message protection comes from a policy, as in production: a
+# delivery limit, at-least-once dead-lettering to the topic exchange
+# ha.dlx (routing key = the queue name), reject-publish when full.
+rabbit_policy() {
+  "$1/rabbitmqctl" set_policy ha-readings '\.readings\.[0-9]+$' \
     '{"delivery-limit":20,"dead-letter-exchange":"ha.dlx","dead-letter-strategy":"at-least-once","overflow":"reject-publish"}' \
     --apply-to queues >/dev/null
-  servers_log "RabbitMQ ready on 127.0.0.1:$port"
+}
+
+start_rabbitmq() {
+  local dir="$SERVERS_DIR/rabbitmq"
+  rabbit_node_new "$dir" ha-test@localhost "$(free_port)" "ha-test-cookie-$RANDOM$RANDOM" || return 1
+  rabbit_policy "$dir"
+  servers_log "RabbitMQ ready on 127.0.0.1:$(. "$dir/env"; echo "$RABBITMQ_NODE_PORT")"
+}
+
+# A 3-node cluster (nodes ha-a, ha-b, ha-c @localhost, one private epmd):
+# the quorum queues get a member on each node. Used by scripts/faults.
+start_rabbitmq_cluster() {
+  local epmd cookie n dir
+  epmd=$(free_port)
+  cookie="ha-cluster-cookie-$RANDOM$RANDOM"
+  rabbit_node_new "$SERVERS_DIR/rabbit-a" ha-a@localhost "$epmd" "$cookie" || return 1
+  rabbit_node_new "$SERVERS_DIR/rabbit-b" ha-b@localhost "$epmd" "$cookie" & local pb=$!
+  rabbit_node_new "$SERVERS_DIR/rabbit-c" ha-c@localhost "$epmd" "$cookie" & local pc=$!
+  wait "$pb" && wait "$pc" || return 1
+  for n in b c; do
+    dir="$SERVERS_DIR/rabbit-$n"
+    "$dir/rabbitmqctl" stop_app >/dev/null
+    "$dir/rabbitmqctl" join_cluster ha-a@localhost >/dev/null \
+      || { servers_log "ha-$n could not join the cluster"; return 1; }
+    "$dir/rabbitmqctl" start_app >/dev/null
+  done
+  rabbit_policy "$SERVERS_DIR/rabbit-a"
+  servers_log "RabbitMQ cluster ready: $("$SERVERS_DIR/rabbit-a/rabbitmqctl" cluster_status --formatter json | python3 -c 'import json,sys; print(" ".join(json.load(sys.stdin)["running_nodes"]))')"
 }
 
 start_postgres() {
@@ -115,6 +188,19 @@ start_postgres() {
     -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300" start >/dev/null \
     || { servers_log "PostgreSQL did not start:"; tail -n 40 "$dir/server.log" >&2; return 1; }
   echo "$port" >"$dir/port"
+  # pg_ctl for this cluster, as the right user: `pgctl stop -m fast`,
+  # `pgctl start` (the fault drills restart the database with it).
+  cat >"$dir/pgctl" <<PGCTL
+#!/usr/bin/env bash
+set -e
+cmd=\$1; shift
+case "\$cmd" in
+  start) exec ${run[*]} '$bin/pg_ctl' -D '$dir/data' -l '$dir/server.log' -w -t 60 \\
+           -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300" start "\$@" ;;
+  *) exec ${run[*]} '$bin/pg_ctl' -D '$dir/data' -w -t 60 "\$cmd" "\$@" ;;
+esac
+PGCTL
+  chmod +x "$dir/pgctl"
   servers_log "PostgreSQL ready on 127.0.0.1:$port"
 }
 
@@ -126,7 +212,19 @@ export_server_urls() {
     HA_TEST_RABBITMQCTL="$rdir/rabbitmqctl"
     export HA_TEST_AMQP_URL HA_TEST_RABBITMQCTL
   fi
+  if [ -f "$SERVERS_DIR/rabbit-a/env" ]; then
+    local n urls=() dirs=()
+    for n in a b c; do
+      urls+=("amqp://guest:guest@127.0.0.1:$(. "$SERVERS_DIR/rabbit-$n/env"; echo "$RABBITMQ_NODE_PORT")/%2f")
+      dirs+=("$SERVERS_DIR/rabbit-$n")
+    done
+    HA_FAULT_AMQP_URLS=$(IFS=,; echo "${urls[*]}")
+    HA_FAULT_RABBIT_NODES=$(IFS=,; echo "${dirs[*]}")
+    export HA_FAULT_AMQP_URLS HA_FAULT_RABBIT_NODES
+  fi
   if [ -f "$pdir/port" ]; then
+    HA_FAULT_PGCTL="$pdir/pgctl"
+    export HA_FAULT_PGCTL
     HA_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$(cat "$pdir/port")/postgres"
     export HA_TEST_POSTGRES_URL
   fi
@@ -135,15 +233,20 @@ export_server_urls() {
 stop_servers() {
   [ -n "${SERVERS_DIR:-}" ] && [ -d "$SERVERS_DIR" ] || return 0
   local rdir="$SERVERS_DIR/rabbitmq" pdir="$SERVERS_DIR/postgres" pid bin
-  if [ -f "$rdir/pid" ]; then
-    pid=$(cat "$rdir/pid")
+  local d pids=()
+  for d in "$rdir" "$SERVERS_DIR"/rabbit-?; do
+    pid=$(cat "$d/pid" 2>/dev/null) || continue
     kill "$pid" 2>/dev/null || true
+    pids+=("$pid")
+  done
+  for pid in "${pids[@]}"; do
     for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
     kill -9 "$pid" 2>/dev/null || true
-  fi
-  if [ -f "$rdir/env" ]; then
-    (. "$rdir/env"; epmd -kill >/dev/null 2>&1 || "$(ls -d /usr/lib/erlang/erts-*/bin | tail -n 1)/epmd" -kill >/dev/null 2>&1) || true
-  fi
+  done
+  for d in "$rdir" "$SERVERS_DIR"/rabbit-a; do
+    [ -f "$d/env" ] || continue
+    (. "$d/env"; epmd -kill >/dev/null 2>&1 || "$(ls -d /usr/lib/erlang/erts-*/bin | tail -n 1)/epmd" -kill >/dev/null 2>&1) || true
+  done
   if [ -d "$pdir/data" ]; then
     bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
     if [ "$(id -u)" = 0 ]; then

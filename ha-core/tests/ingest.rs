@@ -462,6 +462,47 @@ async fn accepted_readings_are_on_the_queue_by_partition_in_order() {
     assert_eq!(env.readings[3].metric("u"), Some(-2.0));
 }
 
+/// A broker that stops answering after a success: still ready within the
+/// grace (a momentary stall must not pull every replica out of the
+/// balancer), and not ready once the background check has failed.
+#[tokio::test]
+async fn readiness_rides_out_a_moment_of_broker_silence_then_reports_it() {
+    let queue = MemoryQueue::with_partitions(PARTITIONS);
+    let app = service(
+        Arc::new(queue.clone()),
+        IngestConfig {
+            ready_cache: Duration::ZERO,
+            ready_grace: Duration::from_secs(30),
+            ..IngestConfig::default()
+        },
+    );
+    let readyz = || async {
+        app.clone()
+            .oneshot(Request::get("/readyz").body(Body::empty()).unwrap())
+            .await
+            .unwrap()
+            .status()
+    };
+    assert_eq!(readyz().await, StatusCode::OK);
+    queue.set_available(false);
+    assert_eq!(readyz().await, StatusCode::OK, "within the grace");
+    let mut status = StatusCode::OK;
+    for _ in 0..200 {
+        status = readyz().await;
+        if status != StatusCode::OK {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "after the failed check"
+    );
+    queue.set_available(true);
+    assert_eq!(readyz().await, StatusCode::OK);
+}
+
 #[tokio::test]
 async fn broker_outage_is_503_with_retry_after_and_not_ready() {
     let queue = MemoryQueue::with_partitions(PARTITIONS);

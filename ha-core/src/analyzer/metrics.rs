@@ -48,6 +48,9 @@ pub struct AnalyzerMetrics {
     pub stale_devices: Gauge,
     /// Devices this replica tracks (heard from since it took their partition).
     pub devices: Gauge,
+    /// Deliveries taken from the queue and not yet settled (in the batch
+    /// being gathered or processed): what a crash now would hand back.
+    pub unacked: Gauge,
 }
 
 impl AnalyzerMetrics {
@@ -73,6 +76,7 @@ impl AnalyzerMetrics {
             late_readings: Counter::default(),
             stale_devices: Gauge::default(),
             devices: Gauge::default(),
+            unacked: Gauge::default(),
         };
         let r = registry;
         r.register(
@@ -169,6 +173,11 @@ impl AnalyzerMetrics {
             "ha_analyzer_devices",
             "Devices tracked by this replica",
             m.devices.clone(),
+        );
+        r.register(
+            "ha_analyzer_unacked_deliveries",
+            "Deliveries taken from the queue and not yet acknowledged",
+            m.unacked.clone(),
         );
         m
     }

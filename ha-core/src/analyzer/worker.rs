@@ -80,6 +80,33 @@ struct Worker {
     stale: i64,
 }
 
+/// This batch's share of the unacked-deliveries gauge; given back when
+/// the batch is settled or abandoned (its deliveries then come back).
+struct Unacked {
+    gauge: prometheus_client::metrics::gauge::Gauge,
+    count: i64,
+}
+
+impl Unacked {
+    fn new(gauge: &prometheus_client::metrics::gauge::Gauge) -> Self {
+        Unacked {
+            gauge: gauge.clone(),
+            count: 0,
+        }
+    }
+
+    fn add(&mut self, n: i64) {
+        self.gauge.inc_by(n);
+        self.count += n;
+    }
+}
+
+impl Drop for Unacked {
+    fn drop(&mut self) {
+        self.gauge.dec_by(self.count);
+    }
+}
+
 /// A device silent for longer than this counts as stale.
 const STALE_AFTER: Duration = Duration::from_secs(300);
 
@@ -104,16 +131,23 @@ impl Worker {
                 _ = stop.changed() => return Ok(()),
             };
             let started = Instant::now();
+            let mut unacked = Unacked::new(&self.shared.metrics.unacked);
+            unacked.add(1);
             let mut batch = vec![first];
             let linger = tokio::time::sleep(self.shared.config.batch_linger);
             tokio::pin!(linger);
             while batch.len() < self.shared.config.batch_deliveries {
                 tokio::select! {
-                    d = sub.next() => batch.push(d?),
+                    d = sub.next() => {
+                        batch.push(d?);
+                        unacked.add(1);
+                    }
                     () = &mut linger => break,
                 }
             }
-            if !self.process(batch, stop).await {
+            let committed = self.process(batch, stop).await;
+            drop(unacked);
+            if !committed {
                 // Not acknowledged: the deliveries come back. Drop the
                 // detector state they already went through.
                 return Err(QueueError::Closed("batch not committed".into()));

@@ -49,6 +49,10 @@ pub fn load_tls(cert_pem: &[u8], key_pem: &[u8]) -> Result<Arc<ServerConfig>, Se
     Ok(Arc::new(config))
 }
 
+/// After the last accept, how long freshly accepted connections get to
+/// send their request before idle connections are closed.
+const ACCEPTED_GRACE: Duration = Duration::from_millis(100);
+
 /// Bound on a TLS handshake, so idle half-open connections cannot pile up.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -115,6 +119,11 @@ pub async fn serve(
         });
     }
     drop(listener);
+    // A connection accepted a moment ago whose request is not parsed yet
+    // counts as idle, and idle connections are closed at once by the
+    // graceful shutdown: give those requests a moment to be read, so they
+    // are served instead of dropped.
+    tokio::time::sleep(ACCEPTED_GRACE.min(drain)).await;
     if tokio::time::timeout(drain, graceful.shutdown())
         .await
         .is_err()

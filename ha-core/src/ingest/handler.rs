@@ -198,6 +198,7 @@ async fn publish(state: &State, readings: Vec<Reading>) -> Result<(), ApiError> 
             Ok(())
         }
         Err(e) => {
+            state.broker_failed();
             tracing::warn!(error = %e, "Publish failed; answering 503.");
             Err(unavailable(
                 state,
@@ -227,31 +228,51 @@ pub(super) async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// `GET /readyz`: the broker answers and the service is not draining.
+/// `GET /readyz`: the service is not draining and the broker answers.
+///
+/// A success within `ready_cache` answers at once. Within `ready_grace`
+/// of it, with no publish failed since, the answer stays "ready" while a
+/// check runs in the background. Otherwise (never checked, a failure, or
+/// silence past the grace) the broker is checked before answering.
 pub(super) async fn readyz(AxumState(state): S) -> Response {
     if state.draining.load(Ordering::SeqCst) {
         return (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response();
     }
-    let fresh = state
-        .now_ms()
-        .saturating_sub(state.last_broker_ok.load(Ordering::Relaxed))
-        < state.config.ready_cache.as_millis() as i64;
-    if fresh {
+    let ok = state.last_broker_ok.load(Ordering::Relaxed);
+    let healthy = state.last_broker_err.load(Ordering::Relaxed) < ok;
+    let since_ok = state.now_ms().saturating_sub(ok);
+    if healthy && since_ok < state.config.ready_cache.as_millis() as i64 {
         return (StatusCode::OK, "ready\n").into_response();
     }
-    let probe = tokio::time::timeout(std::time::Duration::from_secs(2), state.queue.depth(0)).await;
-    match probe {
-        Ok(Ok(_)) => {
-            state.broker_ok();
-            (StatusCode::OK, "ready\n").into_response()
+    if healthy && since_ok < state.config.ready_grace.as_millis() as i64 {
+        if !state.probing.swap(true, Ordering::SeqCst) {
+            let state = state.clone();
+            tokio::spawn(async move {
+                let _ = check_broker(&state).await;
+                state.probing.store(false, Ordering::SeqCst);
+            });
         }
-        Ok(Err(e)) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("broker unavailable: {e}\n"),
-        )
-            .into_response(),
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "broker did not answer\n").into_response(),
+        return (StatusCode::OK, "ready\n").into_response();
     }
+    match check_broker(&state).await {
+        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, reason).into_response(),
+    }
+}
+
+/// Asks the broker for a queue depth (2 s at most); records the outcome.
+async fn check_broker(state: &State) -> Result<(), String> {
+    let probe = tokio::time::timeout(std::time::Duration::from_secs(2), state.queue.depth(0)).await;
+    let result = match probe {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(format!("broker unavailable: {e}\n")),
+        Err(_) => Err("broker did not answer\n".to_owned()),
+    };
+    match &result {
+        Ok(()) => state.broker_ok(),
+        Err(_) => state.broker_failed(),
+    }
+    result
 }
 
 /// `GET /metrics`: Prometheus text format.

@@ -67,8 +67,16 @@ pub struct IngestConfig {
     pub retry_after_secs: u32,
     /// Serve `POST /kill` (failover drills).
     pub enable_kill: bool,
-    /// How long `/readyz` trusts the last successful broker contact.
+    /// How long `/readyz` trusts the last successful broker contact
+    /// without checking again.
     pub ready_cache: Duration,
+    /// After `ready_cache`, how long `/readyz` still answers from the last
+    /// success (checking the broker in the background) as long as no
+    /// publish failed since: a broker slow for a moment (a leader
+    /// election, a disk stall) must not take every replica out of the
+    /// balancer at once. Past it, or after a failure, `/readyz` waits for
+    /// a fresh check.
+    pub ready_grace: Duration,
 }
 
 impl Default for IngestConfig {
@@ -80,6 +88,7 @@ impl Default for IngestConfig {
             retry_after_secs: 1,
             enable_kill: false,
             ready_cache: Duration::from_secs(1),
+            ready_grace: Duration::from_secs(5),
         }
     }
 }
@@ -102,6 +111,10 @@ struct State {
     registry: Registry,
     /// Milliseconds (tokio clock, since `started`) of the last broker success.
     last_broker_ok: AtomicI64,
+    /// ... and of the last broker failure.
+    last_broker_err: AtomicI64,
+    /// A background broker check is under way.
+    probing: AtomicBool,
     started: tokio::time::Instant,
 }
 
@@ -120,6 +133,8 @@ impl IngestService {
                 metrics,
                 registry,
                 last_broker_ok: AtomicI64::new(i64::MIN),
+                last_broker_err: AtomicI64::new(i64::MIN),
+                probing: AtomicBool::new(false),
                 started: tokio::time::Instant::now(),
             }),
         }
@@ -159,5 +174,9 @@ impl State {
 
     fn broker_ok(&self) {
         self.last_broker_ok.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    fn broker_failed(&self) {
+        self.last_broker_err.store(self.now_ms(), Ordering::Relaxed);
     }
 }

@@ -16,6 +16,8 @@ pub struct FleetStats {
     pub retried: AtomicU64,
     /// Sends that gave up after their retries.
     pub gave_up: AtomicU64,
+    /// Sends under way now (one per device at most).
+    pub in_flight: AtomicU64,
 }
 
 impl FleetStats {
@@ -49,6 +51,21 @@ pub struct DeviceReport {
     pub counters: Counters,
     /// Why the device could not run, if it could not.
     pub error: Option<String>,
+    /// Every send, when [`GeneratorConfig::record_sends`](super::GeneratorConfig) is set.
+    pub sends: Vec<SendRecord>,
+}
+
+/// One send of a device: a flush of its buffer, with its retries.
+#[derive(Clone, Copy, Debug)]
+pub struct SendRecord {
+    /// When the send began.
+    pub started: tokio::time::Instant,
+    /// When it ended: acknowledged, or given up.
+    pub finished: tokio::time::Instant,
+    /// Retries it needed.
+    pub retries: u64,
+    /// Whether everything it carried was acknowledged.
+    pub ok: bool,
 }
 
 impl DeviceReport {

@@ -4,7 +4,10 @@
 //! server acknowledged.
 //!
 //! Each device is a task with its own client, started at a staggered
-//! offset so the fleet's load is spread over the interval. By default each
+//! offset so the fleet's load is spread over the interval. A device keeps
+//! sampling on schedule while a send is retrying (the readings wait in its
+//! buffer and go out in the next batches), as a real device does during
+//! an outage. By default each
 //! device also has its own connection, like real devices; with
 //! `connections > 0` the devices share a [`ConnectionPool`] of that many
 //! (an emulator's multiplexing, so that 100k devices fit under an
@@ -16,6 +19,7 @@ mod signal;
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use ha_core::ingest::DeviceKeys;
@@ -24,7 +28,7 @@ use ha_device_client::{
     Buffer, Client, ClientConfig, ConnectionPool, Event, MemoryBuffer, PoolConfig, RetryPolicy,
 };
 
-pub use fleet::{DeviceReport, FleetStats, GeneratorReport};
+pub use fleet::{DeviceReport, FleetStats, GeneratorReport, SendRecord};
 use signal::Signal;
 
 /// Settings of a generator run.
@@ -66,6 +70,9 @@ pub struct GeneratorConfig {
     pub batch: usize,
     /// Connections shared by all devices; 0: one connection per device.
     pub connections: usize,
+    /// Keep a [`SendRecord`] of every send in the device reports (the
+    /// failure drills measure failover from them).
+    pub record_sends: bool,
 }
 
 impl Default for GeneratorConfig {
@@ -88,6 +95,7 @@ impl Default for GeneratorConfig {
             local_addrs: Vec::new(),
             batch: 100,
             connections: 0,
+            record_sends: false,
         }
     }
 }
@@ -239,7 +247,10 @@ async fn device(
             return report;
         }
     };
-    let mut signal = Signal::new(config.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ index as u64);
+    let mut sampler = Sampler {
+        signal: Signal::new(config.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ index as u64),
+        seq: config.start_seq,
+    };
     // Stagger the fleet over one interval.
     let offset = config
         .interval
@@ -247,41 +258,60 @@ async fn device(
     let start = tokio::time::Instant::now() + offset;
     let mut tick = tokio::time::interval_at(start, config.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut seq = config.start_seq;
-    loop {
-        if config
+    let done = |report: &DeviceReport| {
+        config
             .readings_per_device
             .is_some_and(|n| report.generated >= n)
-        {
-            break;
+    };
+    // Readings sampled while a send (with its retries) was under way: a
+    // device keeps measuring while the server is unreachable.
+    let mut pending: Vec<Reading> = Vec::new();
+    let mut stopped = false;
+    while !stopped && (!done(&report) || !pending.is_empty()) {
+        if pending.is_empty() {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.changed() => break,
+            }
+            pending.push(sampler.next(&config, &device_id, &mut report, &stats));
         }
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.changed() => break,
+        for reading in pending.drain(..) {
+            if let Err(e) = client.push(reading) {
+                tracing::warn!(device = %device_id, error = %e, "Reading not buffered.");
+            }
         }
-        let spike = report.generated >= config.spike_after
-            && (report.spikes.len() as u32) < config.max_spikes_per_device
-            && signal.chance(config.anomaly_rate);
-        let value = signal.pulse(spike);
-        if spike {
-            report.spikes.push(seq);
-        }
-        let reading = Reading {
-            device_id: device_id.clone(),
-            seq,
-            ts: Timestamp::now(),
-            metrics: vec![Metric::new("pulse", value)],
-        };
-        if let Err(e) = client.push(reading) {
-            tracing::warn!(device = %device_id, error = %e, "Reading not buffered.");
-        }
-        report.generated += 1;
-        stats.generated();
-        seq += 1;
         // Errors are logged by the event callback; readings stay buffered.
         // Boxed: the flush future (connect, TLS, exchange) is large and
         // lives only while a flush runs, not in each idle device's task.
-        let _ = Box::pin(client.flush()).await;
+        let retried_before = client.counters().retried;
+        let started = tokio::time::Instant::now();
+        stats.in_flight.fetch_add(1, Ordering::Relaxed);
+        let ok = {
+            let mut flush = Box::pin(client.flush());
+            loop {
+                tokio::select! {
+                    r = &mut flush => break r.is_ok(),
+                    _ = tick.tick(), if !stopped && !done(&report) => {
+                        pending.push(sampler.next(&config, &device_id, &mut report, &stats));
+                    }
+                    _ = stop.changed(), if !stopped => stopped = true,
+                }
+            }
+        };
+        stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if config.record_sends {
+            report.sends.push(SendRecord {
+                started,
+                finished: tokio::time::Instant::now(),
+                retries: client.counters().retried - retried_before,
+                ok,
+            });
+        }
+    }
+    for reading in pending.drain(..) {
+        if let Err(e) = client.push(reading) {
+            tracing::warn!(device = %device_id, error = %e, "Reading not buffered.");
+        }
     }
     // Send what is left, with the normal retries.
     if !client.buffer().is_empty() {
@@ -289,6 +319,41 @@ async fn device(
     }
     report.finish(client.counters(), &acked);
     report
+}
+
+/// A device's value source and sequence numbers.
+struct Sampler {
+    signal: Signal,
+    seq: u64,
+}
+
+impl Sampler {
+    /// The device's next reading (a spike by the configured chance).
+    fn next(
+        &mut self,
+        config: &GeneratorConfig,
+        device_id: &str,
+        report: &mut DeviceReport,
+        stats: &FleetStats,
+    ) -> Reading {
+        let spike = report.generated >= config.spike_after
+            && (report.spikes.len() as u32) < config.max_spikes_per_device
+            && self.signal.chance(config.anomaly_rate);
+        let value = self.signal.pulse(spike);
+        if spike {
+            report.spikes.push(self.seq);
+        }
+        let reading = Reading {
+            device_id: device_id.to_owned(),
+            seq: self.seq,
+            ts: Timestamp::now(),
+            metrics: vec![Metric::new("pulse", value)],
+        };
+        report.generated += 1;
+        stats.generated();
+        self.seq += 1;
+        reading
+    }
 }
 
 impl std::fmt::Debug for GeneratorConfig {

@@ -1,0 +1,454 @@
+//! Processes the drills start, signal and kill, and haproxy in front of the
+//! ingest replicas.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running binary; killed when dropped.
+pub struct Proc {
+    pub name: String,
+    pub child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        // SIGCONT first: a stopped process cannot die of SIGKILL until resumed.
+        let _ = self.signal("CONT");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    /// Starts `bin` with `args`, waits for its `listening on <addr>` line and
+    /// keeps copying its stderr to `<dir>/<name>.log`.
+    pub fn start(dir: &Path, name: &str, bin: &str, args: &[&str]) -> Proc {
+        let mut child = Command::new(bin)
+            .args(args)
+            .env("HA_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {name}: {e}"));
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let log_path = dir.join(format!("{name}.log"));
+        std::thread::spawn(move || {
+            let mut log = std::fs::File::create(log_path).expect("log file");
+            let mut sent = false;
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = writeln!(log, "{line}");
+                if !sent && let Some(addr) = line.strip_prefix("listening on ") {
+                    let _ = tx.send(addr.trim().to_owned());
+                    sent = true;
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "{name} did not report its address; see {}",
+                    dir.join(format!("{name}.log")).display()
+                )
+            });
+        Proc {
+            name: name.to_owned(),
+            child,
+            addr: addr.parse().expect("socket address"),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends signal `sig` (a name: `KILL`, `STOP`, `TERM`, ...).
+    pub fn signal(&self, sig: &str) -> bool {
+        Command::new("kill")
+            .args([format!("-{sig}"), self.pid().to_string()])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// A signal ready to be sent with no process start in between: a shell
+    /// already waiting on its input runs its built-in `kill` as soon as
+    /// [`Trigger::fire`] writes a line (a `kill` command would first cost a
+    /// fork and an exec, a few milliseconds in which the work in flight
+    /// that was sampled may finish).
+    pub fn prepare_signal(&self, sig: &str) -> Trigger {
+        Trigger::new(sig, self.pid())
+    }
+
+    /// Waits up to `limit` for the process to exit.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// One sample of a Prometheus metric (sum over label sets), if exposed.
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        metric(self.addr, name)
+    }
+}
+
+/// A prepared signal (see [`Proc::prepare_signal`]).
+pub struct Trigger(Child);
+
+impl Trigger {
+    /// Signal `sig` for process `pid`, ready to fire.
+    pub fn new(sig: &str, pid: u32) -> Trigger {
+        let child = Command::new("sh")
+            .args(["-c", &format!("read _ && kill -{sig} {pid}")])
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("start sh");
+        Trigger(child)
+    }
+
+    /// Sends the signal; true when it was delivered.
+    pub fn fire(mut self) -> bool {
+        let sent = self
+            .0
+            .stdin
+            .take()
+            .is_some_and(|mut input| input.write_all(b"go\n").is_ok());
+        sent && self.0.wait().is_ok_and(|s| s.success())
+    }
+}
+
+/// Threads querying an HTTP API in a loop (one request per connection),
+/// counting what was answered, refused at connect, or failed after the
+/// request was sent.
+pub struct ApiClients {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    pub in_flight: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    threads: Vec<std::thread::JoinHandle<(u64, u64, u64)>>,
+}
+
+impl ApiClients {
+    /// `n` threads sending `GET path` with a bearer token to `addr`.
+    pub fn start(addr: SocketAddr, path: &str, token: &str, n: usize) -> ApiClients {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let in_flight = std::sync::Arc::new(AtomicU64::new(0));
+        let threads = (0..n)
+            .map(|_| {
+                let (stop, in_flight) = (stop.clone(), in_flight.clone());
+                let request = format!(
+                    "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+                );
+                std::thread::spawn(move || {
+                    let (mut ok, mut refused, mut failed) = (0, 0, 0);
+                    while !stop.load(Ordering::Relaxed) {
+                        let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+                        else {
+                            refused += 1;
+                            std::thread::sleep(Duration::from_millis(20));
+                            continue;
+                        };
+                        in_flight.fetch_add(1, Ordering::SeqCst);
+                        let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+                        let mut raw = Vec::new();
+                        let answered = s.write_all(request.as_bytes()).is_ok()
+                            && s.read_to_end(&mut raw).is_ok()
+                            && raw.starts_with(b"HTTP/1.1 200");
+                        in_flight.fetch_sub(1, Ordering::SeqCst);
+                        if answered {
+                            ok += 1;
+                        } else if raw.is_empty() {
+                            // Closed or reset before any byte of an answer:
+                            // the request was never processed (a connection
+                            // still in the listen backlog when the listener
+                            // closed); the same as refused, safe to retry.
+                            refused += 1;
+                        } else {
+                            failed += 1;
+                        }
+                    }
+                    (ok, refused, failed)
+                })
+            })
+            .collect();
+        ApiClients {
+            stop,
+            in_flight,
+            threads,
+        }
+    }
+
+    /// Stops the threads; `(answered 200, refused or closed before any
+    /// answer, answered otherwise or cut mid-answer)`.
+    pub fn finish(self) -> (u64, u64, u64) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.threads
+            .into_iter()
+            .filter_map(|t| t.join().ok())
+            .fold((0, 0, 0), |a, b| (a.0 + b.0, a.1 + b.1, a.2 + b.2))
+    }
+}
+
+/// A free port on 127.0.0.1 (bound, read, released).
+pub fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+}
+
+/// A plain HTTP/1.1 request; returns status and body (status 0: no answer).
+pub fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
+        return (0, String::new());
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    if write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .is_err()
+    {
+        return (0, String::new());
+    }
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, body.to_owned())
+}
+
+/// The sum of every sample of metric `name` on `addr`'s `/metrics`.
+pub fn metric(addr: SocketAddr, name: &str) -> Option<f64> {
+    metric_where(addr, name, |_| true)
+}
+
+/// The sum of the samples of metric `name` whose label set (`{...}`, or
+/// empty) passes `keep`, from one scrape.
+pub fn metric_where(addr: SocketAddr, name: &str, keep: impl Fn(&str) -> bool) -> Option<f64> {
+    let (status, body) = http(addr, "GET", "/metrics");
+    if status != 200 {
+        return None;
+    }
+    let mut found = None;
+    for line in body.lines() {
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
+        // `name{labels} v` or `name v`, not `name_more ...`.
+        let (labels, value) = if rest.starts_with('{') {
+            match rest.rsplit_once(' ') {
+                Some((l, v)) => (l, v),
+                None => continue,
+            }
+        } else if let Some(v) = rest.strip_prefix(' ') {
+            ("", v)
+        } else {
+            continue;
+        };
+        let total = found.get_or_insert(0.0);
+        if keep(labels)
+            && let Ok(v) = value.trim().parse::<f64>()
+        {
+            *total += v;
+        }
+    }
+    found
+}
+
+/// haproxy in front of the ingest replicas, as the seed's Kubernetes
+/// Service was: TLS at the balancer, active health checks on `/readyz`
+/// every 100 ms, one failed check takes a replica out, two passed ones
+/// bring it back; a request that met a dead, hung or draining replica is
+/// sent again to another one (safe: readings are idempotent on
+/// `(device_id, seq)`).
+pub struct Haproxy {
+    child: Child,
+    pub addr: SocketAddr,
+    socket: PathBuf,
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Haproxy {
+    /// Starts haproxy on a free port with `servers` (name, address) in
+    /// its backend; `pem` is the certificate chain and key of its TLS
+    /// listener. Without `resend`, a request that met a dead or hung
+    /// replica is not re-sent: the device sees the error and retries.
+    pub fn start(dir: &Path, servers: &[(&str, SocketAddr)], pem: &str, resend: bool) -> Haproxy {
+        let addr = free_addr();
+        let socket = dir.join("haproxy.sock");
+        let pem_path = dir.join("haproxy.pem");
+        std::fs::write(&pem_path, pem).expect("write haproxy.pem");
+        let mut config = format!(
+            "global
+    maxconn 4096
+    stats socket {socket} mode 600 level admin
+defaults
+    mode http
+    timeout connect 100ms
+    timeout client 30s
+    timeout server 1s
+    timeout check 200ms
+    retries 2
+    option redispatch
+    retry-on {retry_on}
+frontend devices
+    bind {addr} ssl crt {pem}
+    default_backend ingest
+backend ingest
+    balance roundrobin
+    option httpchk GET /readyz
+    http-check expect status 200
+    default-server inter 100ms fall 1 rise 2
+",
+            socket = socket.display(),
+            pem = pem_path.display(),
+            retry_on = if resend {
+                "conn-failure empty-response response-timeout 502 503 504"
+            } else {
+                "conn-failure"
+            },
+        );
+        for (name, server) in servers {
+            config.push_str(&format!("    server {name} {server} check\n"));
+        }
+        let cfg = dir.join("haproxy.cfg");
+        std::fs::write(&cfg, config).expect("write haproxy.cfg");
+        let log = std::fs::File::create(dir.join("haproxy.log")).expect("haproxy log");
+        let child = Command::new("haproxy")
+            .arg("-db")
+            .arg("-f")
+            .arg(&cfg)
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start haproxy (apt-get install haproxy): {e}"));
+        let lb = Haproxy {
+            child,
+            addr,
+            socket,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(addr).is_err() || lb.stats().is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "haproxy did not start; see {}",
+                dir.join("haproxy.log").display()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        lb
+    }
+
+    fn command(&self, cmd: &str) -> String {
+        let Ok(mut s) = UnixStream::connect(&self.socket) else {
+            return String::new();
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+        let _ = writeln!(s, "{cmd}");
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
+    }
+
+    /// `(server, status, total sessions)` of the backend's servers.
+    pub fn stats(&self) -> Vec<(String, String, u64)> {
+        let out = self.command("show stat");
+        let mut lines = out.lines();
+        let Some(header) = lines.next() else {
+            return Vec::new();
+        };
+        let cols: Vec<&str> = header.trim_start_matches("# ").split(',').collect();
+        let col = |name: &str| cols.iter().position(|c| *c == name);
+        let (Some(px), Some(sv), Some(st), Some(stot)) =
+            (col("pxname"), col("svname"), col("status"), col("stot"))
+        else {
+            return Vec::new();
+        };
+        lines
+            .map(|l| l.split(',').collect::<Vec<_>>())
+            .filter(|f| {
+                f.len() > stot && f[px] == "ingest" && f[sv] != "BACKEND" && f[sv] != "FRONTEND"
+            })
+            .map(|f| {
+                (
+                    f[sv].to_owned(),
+                    f[st].to_owned(),
+                    f[stot].parse().unwrap_or(0),
+                )
+            })
+            .collect()
+    }
+
+    /// The backend's totals: `(requests re-sent, requests re-dispatched to
+    /// another server, 5xx answers sent to devices)`.
+    pub fn resends(&self) -> (u64, u64, u64) {
+        let out = self.command("show stat");
+        let mut lines = out.lines();
+        let Some(header) = lines.next() else {
+            return (0, 0, 0);
+        };
+        let cols: Vec<&str> = header.trim_start_matches("# ").split(',').collect();
+        let col = |name: &str| cols.iter().position(|c| *c == name);
+        let (Some(px), Some(sv), Some(wretr), Some(wredis), Some(h5xx)) = (
+            col("pxname"),
+            col("svname"),
+            col("wretr"),
+            col("wredis"),
+            col("hrsp_5xx"),
+        ) else {
+            return (0, 0, 0);
+        };
+        let num = |f: &[&str], i: usize| f.get(i).and_then(|v| v.parse().ok()).unwrap_or(0);
+        lines
+            .map(|l| l.split(',').collect::<Vec<_>>())
+            .find(|f| f.get(px) == Some(&"ingest") && f.get(sv) == Some(&"BACKEND"))
+            .map_or((0, 0, 0), |f| {
+                (num(&f, wretr), num(&f, wredis), num(&f, h5xx))
+            })
+    }
+
+    /// Waits until exactly the servers `up` are UP.
+    pub fn wait_up(&self, up: &[&str], limit: Duration) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let stats = self.stats();
+            let now_up: Vec<&str> = stats
+                .iter()
+                .filter(|(_, st, _)| st.starts_with("UP"))
+                .map(|(n, _, _)| n.as_str())
+                .collect();
+            if now_up.len() == up.len() && up.iter().all(|u| now_up.contains(u)) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "haproxy servers: {stats:?}, expected up: {up:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
