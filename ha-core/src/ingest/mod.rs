@@ -107,7 +107,7 @@ impl Default for IngestConfig {
             retry_after_secs: 1,
             enable_kill: false,
             ready_cache: Duration::from_secs(1),
-            publishes_per_partition: 2,
+            publishes_per_partition: 1,
             max_message_readings: crate::wire::MAX_READINGS,
             max_message_bytes: crate::wire::MAX_BODY_BYTES,
             linger: Duration::ZERO,
