@@ -763,3 +763,365 @@ async fn metrics_and_openapi_are_served() {
         .unwrap();
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
 }
+
+/// A [`MemoryQueue`] whose publishes to each partition wait for that
+/// partition's gate, and which counts publish calls and messages.
+struct GatedQueue {
+    inner: MemoryQueue,
+    gates: Vec<tokio::sync::Semaphore>,
+    publishes: std::sync::atomic::AtomicUsize,
+    messages: std::sync::atomic::AtomicUsize,
+}
+
+impl GatedQueue {
+    fn closed() -> Arc<Self> {
+        Arc::new(GatedQueue {
+            inner: MemoryQueue::with_partitions(PARTITIONS),
+            gates: (0..PARTITIONS)
+                .map(|_| tokio::sync::Semaphore::new(0))
+                .collect(),
+            publishes: Default::default(),
+            messages: Default::default(),
+        })
+    }
+
+    fn open(&self, partition: u32) {
+        self.gates[partition as usize].add_permits(tokio::sync::Semaphore::MAX_PERMITS / 2);
+    }
+
+    fn messages(&self) -> usize {
+        self.messages.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn publishes(&self) -> usize {
+        self.publishes.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Every reading in the queue as `(device_id, seq)`, in no set order.
+    async fn drain_readings(&self) -> Vec<(String, u64)> {
+        let mut out = Vec::new();
+        for p in 0..PARTITIONS {
+            let n = self.inner.depth(p).await.unwrap();
+            let mut sub = self.inner.subscribe(p, u16::MAX).await.unwrap();
+            for _ in 0..n {
+                let d = sub.next().await.unwrap();
+                for r in Envelope::decode(&d.payload).unwrap().readings {
+                    assert_eq!(ha_core::queue::partition_for(&r.device_id, PARTITIONS), p);
+                    out.push((r.device_id, r.seq));
+                }
+                d.ack().await.unwrap();
+            }
+        }
+        out
+    }
+}
+
+#[async_trait]
+impl Queue for GatedQueue {
+    fn partitions(&self) -> u32 {
+        PARTITIONS
+    }
+    async fn publish(&self, messages: Vec<OutgoingMessage>) -> Result<(), QueueError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.publishes.fetch_add(1, SeqCst);
+        for m in &messages {
+            let gate = self
+                .gates
+                .get(m.partition as usize)
+                .ok_or(QueueError::Unavailable("no such gate".into()))?;
+            gate.acquire()
+                .await
+                .map_err(|_| QueueError::Unavailable("gate closed".into()))?
+                .forget();
+        }
+        self.messages.fetch_add(messages.len(), SeqCst);
+        self.inner.publish(messages).await
+    }
+    async fn subscribe(&self, p: u32, prefetch: u16) -> Result<Box<dyn Subscription>, QueueError> {
+        self.inner.subscribe(p, prefetch).await
+    }
+    async fn depth(&self, p: u32) -> Result<u64, QueueError> {
+        self.inner.depth(p).await
+    }
+}
+
+fn keyed(queue: Arc<dyn Queue>, config: IngestConfig) -> IngestService {
+    IngestService::new(
+        queue,
+        IngestConfig {
+            keys: Some(DeviceKeys::from_keys(vec![KEY.to_vec()]).unwrap()),
+            ..config
+        },
+    )
+}
+
+/// Devices whose readings go to `partition`.
+fn devices_of(partition: u32, n: usize) -> Vec<String> {
+    (0..)
+        .map(|i| format!("dev-{i:05}"))
+        .filter(|d| ha_core::queue::partition_for(d, PARTITIONS) == partition)
+        .take(n)
+        .collect()
+}
+
+fn spawn_post(
+    app: &Router,
+    device: &str,
+    seq: u64,
+) -> tokio::task::JoinHandle<(StatusCode, serde_json::Value)> {
+    let app = app.clone();
+    let device = device.to_owned();
+    tokio::spawn(async move {
+        let body = body_of(&[reading(&device, &seq.to_string(), &now_ts(), r#"{"v":1}"#)]);
+        let (status, json, _) = send(
+            &app,
+            Some(&auth(&device)),
+            Some("application/json"),
+            body.into(),
+        )
+        .await;
+        (status, json)
+    })
+}
+
+async fn wait_for_waiting_requests(svc: &IngestService, n: i64) {
+    while svc.metrics().in_flight.get() < n {
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test]
+async fn concurrent_requests_share_messages_and_every_reading_is_queued_once() {
+    let queue = GatedQueue::closed();
+    let svc = keyed(
+        queue.clone(),
+        IngestConfig {
+            publishes_per_partition: 1,
+            ..IngestConfig::default()
+        },
+    );
+    let app = svc.router();
+    // 50 devices per partition, two requests each.
+    let devices: Vec<String> = (0..PARTITIONS).flat_map(|p| devices_of(p, 50)).collect();
+    let mut requests = Vec::new();
+    for seq in [1, 2] {
+        for d in &devices {
+            requests.push(spawn_post(&app, d, seq));
+        }
+    }
+    let n = requests.len();
+    // Every request is waiting: one message per partition is held at the
+    // gate, the others queue behind it.
+    wait_for_waiting_requests(&svc, n as i64).await;
+    for p in 0..PARTITIONS {
+        queue.open(p);
+    }
+    for r in requests {
+        let (status, json) = r.await.unwrap();
+        assert_eq!(
+            (status, json["accepted"].as_u64()),
+            (StatusCode::ACCEPTED, Some(1))
+        );
+    }
+    let messages = queue.messages();
+    assert!(
+        messages <= 2 * PARTITIONS as usize,
+        "{messages} messages for {n} requests: one held per partition, then one with the rest"
+    );
+    let mut got = queue.drain_readings().await;
+    got.sort();
+    let mut want: Vec<(String, u64)> = devices
+        .iter()
+        .flat_map(|d| [(d.clone(), 1), (d.clone(), 2)])
+        .collect();
+    want.sort();
+    assert_eq!(got, want, "every accepted reading exactly once");
+    assert_eq!(svc.metrics().readings_accepted.get(), n as u64);
+    assert_eq!(svc.metrics().in_flight.get(), 0);
+    assert_eq!(svc.metrics().messages_in_flight.get(), 0);
+}
+
+#[tokio::test]
+async fn messages_respect_the_reading_limit() {
+    let queue = GatedQueue::closed();
+    let svc = keyed(
+        queue.clone(),
+        IngestConfig {
+            publishes_per_partition: 1,
+            max_message_readings: 4,
+            ..IngestConfig::default()
+        },
+    );
+    let app = svc.router();
+    let devices = devices_of(2, 21);
+    let requests: Vec<_> = devices.iter().map(|d| spawn_post(&app, d, 1)).collect();
+    wait_for_waiting_requests(&svc, 21).await;
+    queue.open(2);
+    for r in requests {
+        assert_eq!(r.await.unwrap().0, StatusCode::ACCEPTED);
+    }
+    // At least ceil(21 / 4) messages, each of at most 4 readings.
+    assert!(queue.messages() >= 6, "{}", queue.messages());
+    let mut sub = queue.inner.subscribe(2, u16::MAX).await.unwrap();
+    let mut total = 0;
+    for _ in 0..queue.messages() {
+        let env = Envelope::decode(&sub.next().await.unwrap().payload).unwrap();
+        assert!(
+            (1..=4).contains(&env.readings.len()),
+            "{}",
+            env.readings.len()
+        );
+        total += env.readings.len();
+    }
+    assert_eq!(total, 21);
+}
+
+#[tokio::test]
+async fn a_failed_message_answers_503_to_every_request_in_it() {
+    let queue = GatedQueue::closed();
+    let svc = keyed(
+        queue.clone(),
+        IngestConfig {
+            publishes_per_partition: 1,
+            ..IngestConfig::default()
+        },
+    );
+    let app = svc.router();
+    let devices = devices_of(1, 30);
+    let requests: Vec<_> = devices.iter().map(|d| spawn_post(&app, d, 1)).collect();
+    wait_for_waiting_requests(&svc, 30).await;
+    queue.inner.set_available(false);
+    queue.open(1);
+    for r in requests {
+        let (status, json) = r.await.unwrap();
+        assert_eq!(
+            (status, json["error"].as_str()),
+            (StatusCode::SERVICE_UNAVAILABLE, Some("broker_unavailable"))
+        );
+    }
+    assert!(
+        queue.publishes() <= 2,
+        "30 requests shared at most 2 messages, got {}",
+        queue.publishes()
+    );
+    assert_eq!(svc.metrics().readings_accepted.get(), 0);
+    queue.inner.set_available(true);
+    assert!(queue.drain_readings().await.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_publishes_what_was_handed_over_and_waits_for_it() {
+    let queue = GatedQueue::closed();
+    let svc = keyed(
+        queue.clone(),
+        IngestConfig {
+            publishes_per_partition: 1,
+            ..IngestConfig::default()
+        },
+    );
+    let app = svc.router();
+    let devices = devices_of(3, 10);
+    let mut requests: Vec<_> = devices.iter().map(|d| spawn_post(&app, d, 7)).collect();
+    wait_for_waiting_requests(&svc, 10).await;
+    // A client that hangs up: its readings were handed over and still go out.
+    let gone = requests.pop().unwrap();
+    gone.abort();
+    assert!(gone.await.unwrap_err().is_cancelled());
+
+    let stopping = tokio::spawn({
+        let svc = svc.clone();
+        async move { svc.shutdown().await }
+    });
+    // (Paused clock: this only lets every task run until it blocks.)
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert!(
+        !stopping.is_finished(),
+        "shutdown waits for the held message"
+    );
+    assert!(requests.iter().all(|r| !r.is_finished()));
+    let (status, json, _) = send(
+        &app,
+        Some(&auth(&devices[0])),
+        Some("application/json"),
+        ok_body(&devices[0]).into(),
+    )
+    .await;
+    assert_eq!(
+        (status, json["error"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("draining"))
+    );
+
+    queue.open(3);
+    stopping.await.unwrap();
+    for r in requests {
+        assert_eq!(r.await.unwrap().0, StatusCode::ACCEPTED);
+    }
+    let mut got = queue.drain_readings().await;
+    got.sort();
+    let mut want: Vec<(String, u64)> = devices.iter().map(|d| (d.clone(), 7)).collect();
+    want.sort();
+    assert_eq!(got, want);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_spanning_partitions_waits_for_all_of_them() {
+    let queue = GatedQueue::closed();
+    // Without device keys one body may carry several devices' readings.
+    let app = IngestService::new(queue.clone(), IngestConfig::default()).router();
+    let (a, b) = (devices_of(0, 1).remove(0), devices_of(1, 1).remove(0));
+    let body = body_of(&[
+        reading(&a, "1", &now_ts(), r#"{"v":1}"#),
+        reading(&b, "1", &now_ts(), r#"{"v":2}"#),
+        reading(&a, "2", &now_ts(), r#"{"v":3}"#),
+    ]);
+    queue.open(0);
+    let request = tokio::spawn({
+        let app = app.clone();
+        async move { send(&app, None, Some("application/json"), body.into()).await }
+    });
+    while queue.inner.depth(0).await.unwrap() < 1 {
+        tokio::task::yield_now().await;
+    }
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert!(!request.is_finished(), "partition 1 is not confirmed yet");
+    queue.open(1);
+    let (status, json, _) = request.await.unwrap();
+    assert_eq!(
+        (status, json["accepted"].as_u64()),
+        (StatusCode::ACCEPTED, Some(3))
+    );
+    let mut got = queue.drain_readings().await;
+    got.sort();
+    let mut want = vec![(a.clone(), 1), (a, 2), (b, 1)];
+    want.sort();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn group_commit_settings_are_validated() {
+    assert!(IngestConfig::default().validate().is_ok());
+    for bad in [
+        IngestConfig {
+            publishes_per_partition: 0,
+            ..IngestConfig::default()
+        },
+        IngestConfig {
+            max_message_readings: 0,
+            ..IngestConfig::default()
+        },
+        IngestConfig {
+            max_message_bytes: 10,
+            ..IngestConfig::default()
+        },
+        IngestConfig {
+            linger: Duration::from_secs(5),
+            ..IngestConfig::default()
+        },
+        IngestConfig {
+            max_in_flight: 0,
+            ..IngestConfig::default()
+        },
+    ] {
+        assert!(bad.validate().is_err(), "{bad:?}");
+    }
+}

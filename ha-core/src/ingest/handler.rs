@@ -10,12 +10,13 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http_body_util::BodyExt;
+use prometheus_client::metrics::gauge::Gauge;
 
-use super::State;
 use super::metrics::Outcome;
+use super::{State, batcher};
 use crate::http::ApiError;
-use crate::queue::{OutgoingMessage, partition_for};
-use crate::wire::{Envelope, MAX_BODY_BYTES, ParseError, Reading, Timestamp, UncheckedBody};
+use crate::queue::partition_for;
+use crate::wire::{EncodedReadings, MAX_BODY_BYTES, ParseError, Reading, Timestamp, UncheckedBody};
 
 type S = AxumState<Arc<State>>;
 
@@ -166,46 +167,95 @@ async fn accept(state: &State, headers: &HeaderMap, body: Body) -> Result<usize,
     Ok(n)
 }
 
-/// One message per partition touched, all published at once; resolves
-/// after the broker confirmed every one.
+/// Hands the readings to the batcher of each partition they touch and
+/// resolves once every message carrying them was confirmed.
 async fn publish(state: &State, readings: Vec<Reading>) -> Result<(), ApiError> {
     let partitions = state.queue.partitions();
-    let mut by_partition: BTreeMap<u32, Vec<Reading>> = BTreeMap::new();
-    for r in readings {
+    let Some(first) = readings
+        .first()
+        .map(|r| partition_for(&r.device_id, partitions))
+    else {
+        return Ok(());
+    };
+    let parts: Vec<(u32, EncodedReadings)> = if readings
+        .iter()
+        .all(|r| partition_for(&r.device_id, partitions) == first)
+    {
+        // The common case: an authenticated device's readings.
+        vec![(first, EncodedReadings::encode(&readings))]
+    } else {
+        let mut by_partition: BTreeMap<u32, Vec<Reading>> = BTreeMap::new();
+        for r in readings {
+            by_partition
+                .entry(partition_for(&r.device_id, partitions))
+                .or_default()
+                .push(r);
+        }
         by_partition
-            .entry(partition_for(&r.device_id, partitions))
-            .or_default()
-            .push(r);
-    }
-    let messages = by_partition
-        .into_iter()
-        .map(|(partition, rs)| OutgoingMessage {
-            partition,
-            payload: Bytes::from(Envelope::encode(&rs)),
-        })
-        .collect();
-    state.metrics.in_flight.inc();
+            .into_iter()
+            .map(|(p, rs)| (p, EncodedReadings::encode(&rs)))
+            .collect()
+    };
+    let _waiting = Waiting::new(&state.metrics.in_flight);
     let started = tokio::time::Instant::now();
-    let result = state.queue.publish(messages).await;
-    state.metrics.in_flight.dec();
-    match result {
-        Ok(()) => {
-            state
-                .metrics
-                .confirm_latency
-                .observe(started.elapsed().as_secs_f64());
-            state.broker_ok();
-            Ok(())
+    let mut outcomes = Vec::with_capacity(parts.len());
+    for (partition, encoded) in parts {
+        match state.batchers.submit(partition, encoded).await {
+            Ok(outcome) => outcomes.push(outcome),
+            Err(batcher::Closed) => {
+                return Err(unavailable(
+                    state,
+                    "draining",
+                    "this replica is shutting down; retry",
+                ));
+            }
         }
-        Err(e) => {
-            state.broker_failed();
-            tracing::warn!(error = %e, "Publish failed; answering 503.");
-            Err(unavailable(
-                state,
-                "broker_unavailable",
-                "the queue did not confirm the readings; retry",
-            ))
+    }
+    for outcome in outcomes {
+        match outcome.await {
+            Ok(Ok(())) => {}
+            // The batcher logged the error once for the whole message.
+            Ok(Err(_)) => {
+                state.broker_failed();
+                return Err(unavailable(
+                    state,
+                    "broker_unavailable",
+                    "the queue did not confirm the readings; retry",
+                ));
+            }
+            Err(_) => {
+                tracing::warn!("A batcher ended without answering; answering 503.");
+                state.broker_failed();
+                return Err(unavailable(
+                    state,
+                    "broker_unavailable",
+                    "the queue did not confirm the readings; retry",
+                ));
+            }
         }
+    }
+    state
+        .metrics
+        .ack_wait
+        .observe(started.elapsed().as_secs_f64());
+    state.broker_ok();
+    Ok(())
+}
+
+/// Counts a request as waiting for as long as it lives (also when the
+/// client hangs up and the request future is dropped).
+struct Waiting<'a>(&'a Gauge);
+
+impl<'a> Waiting<'a> {
+    fn new(gauge: &'a Gauge) -> Self {
+        gauge.inc();
+        Waiting(gauge)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 

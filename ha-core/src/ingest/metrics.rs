@@ -23,12 +23,21 @@ pub struct IngestMetrics {
     pub requests: Family<Outcome, Counter>,
     /// Readings acknowledged (confirmed by the broker).
     pub readings_accepted: Counter,
-    /// Time from the start of a publish to the broker's confirm.
+    /// Time from the start of a message's publish to the broker's confirm.
     pub confirm_latency: Histogram,
+    /// Time a request waited for the confirm of the message(s) carrying its
+    /// readings, queueing behind earlier messages included.
+    pub ack_wait: Histogram,
     /// Readings per accepted request.
     pub batch_readings: Histogram,
-    /// Publishes waiting for the broker right now.
+    /// Readings per queue message (group commit coalesces requests).
+    pub readings_per_message: Histogram,
+    /// Requests (per partition) whose readings share one queue message.
+    pub requests_per_message: Histogram,
+    /// Requests waiting for the broker's confirm of their readings right now.
     pub in_flight: Gauge,
+    /// Queue messages awaiting the broker's confirm right now.
+    pub messages_in_flight: Gauge,
 }
 
 impl IngestMetrics {
@@ -38,8 +47,12 @@ impl IngestMetrics {
             requests: Family::default(),
             readings_accepted: Counter::default(),
             confirm_latency: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            ack_wait: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             batch_readings: Histogram::new(exponential_buckets(1.0, 2.0, 11)),
+            readings_per_message: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
+            requests_per_message: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
             in_flight: Gauge::default(),
+            messages_in_flight: Gauge::default(),
         };
         registry.register(
             "ha_ingest_requests",
@@ -53,8 +66,13 @@ impl IngestMetrics {
         );
         registry.register(
             "ha_ingest_confirm_latency_seconds",
-            "Publish-to-confirm latency",
+            "Publish-to-confirm latency of one queue message",
             m.confirm_latency.clone(),
+        );
+        registry.register(
+            "ha_ingest_ack_wait_seconds",
+            "Time a request waited for the confirm of its readings",
+            m.ack_wait.clone(),
         );
         registry.register(
             "ha_ingest_batch_readings",
@@ -62,9 +80,24 @@ impl IngestMetrics {
             m.batch_readings.clone(),
         );
         registry.register(
+            "ha_ingest_readings_per_message",
+            "Readings per queue message (requests coalesced by group commit)",
+            m.readings_per_message.clone(),
+        );
+        registry.register(
+            "ha_ingest_requests_per_message",
+            "Requests whose readings share one queue message",
+            m.requests_per_message.clone(),
+        );
+        registry.register(
             "ha_ingest_in_flight_publishes",
-            "Publishes awaiting a broker confirm",
+            "Requests awaiting the broker confirm of their readings",
             m.in_flight.clone(),
+        );
+        registry.register(
+            "ha_ingest_messages_in_flight",
+            "Queue messages awaiting a broker confirm",
+            m.messages_in_flight.clone(),
         );
         m
     }

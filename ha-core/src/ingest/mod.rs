@@ -31,8 +31,20 @@
 //! → 415 (content type) → 413 (over 1 MiB) → 400 (shape) → 403 (a reading of
 //! another device) → 422 (a rule) → 429 (device rate limit) → 503 (too many
 //! publishes in flight, broker unavailable, draining).
+//!
+//! **Group commit.** Concurrent requests' readings bound for the same
+//! partition are coalesced into one queue message (one batcher task per
+//! partition, started on first use on the current Tokio runtime). A batcher
+//! keeps up to [`IngestConfig::publishes_per_partition`] messages awaiting
+//! their confirm; requests arriving meanwhile join the next message, so
+//! messages grow with the load without a fixed delay. Each request still
+//! gets its `202` only after the message holding its readings was
+//! confirmed, and every request of a failed message gets `503`. On shutdown,
+//! call [`IngestService::shutdown`] after the HTTP server stopped: it
+//! publishes what was already handed to the batchers.
 
 mod auth;
+mod batcher;
 mod handler;
 mod metrics;
 mod ratelimit;
@@ -77,6 +89,21 @@ pub struct IngestConfig {
     /// balancer at once. Past it, or after a failure, `/readyz` waits for
     /// a fresh check.
     pub ready_grace: Duration,
+    /// Group commit: queue messages of one partition awaiting their confirm
+    /// at once. Requests arriving while all are out join the next message;
+    /// fewer means larger messages (less broker work per reading), more
+    /// means less queueing at light load.
+    pub publishes_per_partition: usize,
+    /// Group commit: most readings coalesced into one queue message. One
+    /// request's readings for a partition are never split, so a single
+    /// large request can exceed it.
+    pub max_message_readings: usize,
+    /// Group commit: most bytes in one queue message (same exception).
+    pub max_message_bytes: usize,
+    /// Group commit: how long a batcher waits for more requests before
+    /// publishing a message that is not full. Zero (the default) publishes
+    /// at once; batching then comes only from messages already in flight.
+    pub linger: Duration,
 }
 
 impl Default for IngestConfig {
@@ -89,7 +116,33 @@ impl Default for IngestConfig {
             enable_kill: false,
             ready_cache: Duration::from_secs(1),
             ready_grace: Duration::from_secs(5),
+            publishes_per_partition: 1,
+            max_message_readings: crate::wire::MAX_READINGS,
+            max_message_bytes: crate::wire::MAX_BODY_BYTES,
+            linger: Duration::ZERO,
         }
+    }
+}
+
+impl IngestConfig {
+    /// Checks the settings; the message names the bad one.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_in_flight == 0 {
+            return Err("max_in_flight must be at least 1".into());
+        }
+        if self.publishes_per_partition == 0 {
+            return Err("publishes_per_partition must be at least 1".into());
+        }
+        if self.max_message_readings == 0 {
+            return Err("max_message_readings must be at least 1".into());
+        }
+        if self.max_message_bytes < 1024 {
+            return Err("max_message_bytes must be at least 1024".into());
+        }
+        if self.linger > Duration::from_secs(1) {
+            return Err("linger must be at most 1 s".into());
+        }
+        Ok(())
     }
 }
 
@@ -106,6 +159,7 @@ struct State {
     config: IngestConfig,
     in_flight: Semaphore,
     draining: AtomicBool,
+    batchers: batcher::Batchers,
     limiter: Option<ratelimit::Limiter>,
     metrics: IngestMetrics,
     registry: Registry,
@@ -119,14 +173,29 @@ struct State {
 }
 
 impl IngestService {
-    /// A service publishing to `queue`.
+    /// A service publishing to `queue`. Settings out of range are clamped
+    /// to the nearest valid value; see [`IngestConfig::validate`].
     pub fn new(queue: Arc<dyn Queue>, config: IngestConfig) -> Self {
         let mut registry = Registry::default();
         let metrics = IngestMetrics::register(&mut registry);
+        let batchers = batcher::Batchers::new(
+            queue.clone(),
+            batcher::Limits {
+                max_readings: config.max_message_readings.max(1),
+                max_bytes: config.max_message_bytes,
+                publishes_in_flight: config.publishes_per_partition.max(1),
+                linger: config.linger.min(Duration::from_secs(1)),
+                // Each request in flight queues at most one submission per
+                // partition, so the channels never fill.
+                channel_capacity: config.max_in_flight.max(1),
+            },
+            metrics.clone(),
+        );
         IngestService {
             state: Arc::new(State {
                 in_flight: Semaphore::new(config.max_in_flight.max(1)),
                 limiter: config.rate_limit.map(ratelimit::Limiter::new),
+                batchers,
                 queue,
                 config,
                 draining: AtomicBool::new(false),
@@ -159,6 +228,16 @@ impl IngestService {
     /// publishing complete.
     pub fn drain(&self) {
         self.state.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// Drains, then stops the group-commit batchers: readings already handed
+    /// to them are published (requests still waiting get their answer) and
+    /// this resolves once every message was confirmed or failed. Requests
+    /// arriving later get `503`. Call it after the HTTP server stopped; each
+    /// publish is bounded by the queue's own timeout.
+    pub async fn shutdown(&self) {
+        self.drain();
+        self.state.batchers.shutdown().await;
     }
 
     /// The service's metrics.

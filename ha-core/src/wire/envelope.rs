@@ -90,6 +90,101 @@ impl Envelope {
     }
 }
 
+/// Readings serialised once, to be joined with other requests' readings
+/// into one envelope by an [`EnvelopeWriter`] without encoding them again.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EncodedReadings {
+    /// The readings as JSON objects separated by commas, no brackets.
+    json: Vec<u8>,
+    count: usize,
+}
+
+impl EncodedReadings {
+    /// Encodes `readings` in the current format.
+    pub fn encode(readings: &[Reading]) -> Self {
+        let mut json = Vec::with_capacity(readings.len() * 96);
+        for (i, r) in readings.iter().enumerate() {
+            if i > 0 {
+                json.push(b',');
+            }
+            // Serialising plain structs of strings and finite numbers cannot fail.
+            if let Err(e) = serde_json::to_writer(&mut json, r) {
+                unreachable!("serialising a reading failed: {e}");
+            }
+        }
+        EncodedReadings {
+            json,
+            count: readings.len(),
+        }
+    }
+
+    /// How many readings.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Size of the encoded readings in bytes.
+    pub fn byte_len(&self) -> usize {
+        self.json.len()
+    }
+}
+
+/// Builds one envelope out of separately encoded parts: the bytes equal
+/// [`Envelope::encode`] of all their readings in the order pushed.
+#[derive(Debug)]
+pub struct EnvelopeWriter {
+    buf: Vec<u8>,
+    readings: usize,
+}
+
+impl EnvelopeWriter {
+    /// An envelope with no readings yet.
+    pub fn new() -> Self {
+        let mut buf = Vec::with_capacity(256);
+        buf.extend_from_slice(format!(r#"{{"v":{FORMAT_VERSION},"readings":["#).as_bytes());
+        EnvelopeWriter { buf, readings: 0 }
+    }
+
+    /// Appends `part`'s readings.
+    pub fn push(&mut self, part: &EncodedReadings) {
+        if part.is_empty() {
+            return;
+        }
+        if self.readings > 0 {
+            self.buf.push(b',');
+        }
+        self.buf.extend_from_slice(&part.json);
+        self.readings += part.count;
+    }
+
+    /// Readings pushed so far.
+    pub fn readings(&self) -> usize {
+        self.readings
+    }
+
+    /// Size of the finished envelope in bytes, were it finished now.
+    pub fn bytes(&self) -> usize {
+        self.buf.len() + 2
+    }
+
+    /// The envelope.
+    pub fn finish(mut self) -> Vec<u8> {
+        self.buf.extend_from_slice(b"]}");
+        self.buf
+    }
+}
+
+impl Default for EnvelopeWriter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,6 +201,38 @@ mod tests {
         let bytes = Envelope::encode(&readings);
         assert!(bytes.starts_with(br#"{"v":1,"#));
         assert_eq!(Envelope::decode(&bytes).unwrap().readings, readings);
+    }
+
+    #[test]
+    fn a_written_envelope_equals_the_encoding_of_all_its_readings() {
+        let reading = |device: &str, seq: u64| Reading {
+            device_id: device.into(),
+            seq,
+            ts: Timestamp::from_unix_micros(1_795_694_400_000_000 + seq as i64),
+            metrics: vec![
+                Metric::new("pulse", 60.0 + seq as f64),
+                Metric::new("t", -0.5),
+            ],
+        };
+        let a = vec![reading("dev-1", 1), reading("dev-1", 2)];
+        let b = vec![reading("dev-2", 7)];
+        let c = vec![
+            reading("dev-3", 9),
+            reading("dev-3", 10),
+            reading("dev-3", 11),
+        ];
+        let mut writer = EnvelopeWriter::new();
+        for part in [&a, &Vec::new(), &b, &c] {
+            writer.push(&EncodedReadings::encode(part));
+        }
+        assert_eq!(writer.readings(), 6);
+        let expected_len = writer.bytes();
+        let bytes = writer.finish();
+        assert_eq!(bytes.len(), expected_len);
+        let all: Vec<Reading> = a.into_iter().chain(b).chain(c).collect();
+        assert_eq!(bytes, Envelope::encode(&all));
+        assert_eq!(Envelope::decode(&bytes).unwrap().readings, all);
+        assert_eq!(EnvelopeWriter::new().finish(), Envelope::encode(&[]));
     }
 
     #[test]

@@ -29,7 +29,9 @@ mod timestamp;
 
 use std::time::Duration;
 
-pub use envelope::{Envelope, EnvelopeError, FORMAT_VERSION, SUPPORTED_FORMATS};
+pub use envelope::{
+    EncodedReadings, Envelope, EnvelopeError, EnvelopeWriter, FORMAT_VERSION, SUPPORTED_FORMATS,
+};
 pub use error::{ParseError, Rule, ValidationError};
 pub use reading::{IngestBody, Metric, Reading, UncheckedBody, is_valid_device_id};
 pub use timestamp::{Timestamp, TimestampError};

@@ -53,6 +53,20 @@ struct Args {
     /// Bound on one publish, reconnects included; then 503.
     #[arg(long, env = "HA_PUBLISH_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     publish_timeout: Duration,
+    /// Group commit: queue messages per partition awaiting their confirm at
+    /// once; requests arriving meanwhile share the next message.
+    #[arg(long, env = "HA_BATCH_IN_FLIGHT", default_value_t = IngestConfig::default().publishes_per_partition)]
+    batch_in_flight: usize,
+    /// Group commit: most readings in one queue message.
+    #[arg(long, env = "HA_BATCH_MAX_READINGS", default_value_t = IngestConfig::default().max_message_readings)]
+    batch_max_readings: usize,
+    /// Group commit: most bytes in one queue message.
+    #[arg(long, env = "HA_BATCH_MAX_BYTES", default_value_t = IngestConfig::default().max_message_bytes)]
+    batch_max_bytes: usize,
+    /// Group commit: wait this long for more requests before publishing a
+    /// message that is not full (`0s`: never wait).
+    #[arg(long, env = "HA_BATCH_LINGER", default_value = "0s", value_parser = parse_duration)]
+    batch_linger: Duration,
     #[command(flatten)]
     common: CommonArgs,
 }
@@ -106,21 +120,26 @@ async fn main() -> ExitCode {
         Ok(q) => Arc::new(q),
         Err(e) => return service::config_error("ingest-api", e),
     };
-    let ingest = IngestService::new(
-        queue,
-        IngestConfig {
-            keys,
-            max_in_flight: args.max_in_flight,
-            rate_limit: args.rate_limit.map(|r| RateLimit {
-                per_second: r,
-                burst: r * 10.0,
-            }),
-            enable_kill: args.enable_kill,
-            ..IngestConfig::default()
-        },
-    );
+    let config = IngestConfig {
+        keys,
+        max_in_flight: args.max_in_flight,
+        rate_limit: args.rate_limit.map(|r| RateLimit {
+            per_second: r,
+            burst: r * 10.0,
+        }),
+        enable_kill: args.enable_kill,
+        publishes_per_partition: args.batch_in_flight,
+        max_message_readings: args.batch_max_readings,
+        max_message_bytes: args.batch_max_bytes,
+        linger: args.batch_linger,
+        ..IngestConfig::default()
+    };
+    if let Err(e) = config.validate() {
+        return service::config_error("ingest-api", e);
+    }
+    let ingest = IngestService::new(queue, config);
     let draining = ingest.clone();
-    service::serve_until_signal(
+    let code = service::serve_until_signal(
         "ingest-api",
         args.listen,
         ingest.router(),
@@ -128,5 +147,19 @@ async fn main() -> ExitCode {
         move || draining.drain(),
         args.common.drain_timeout,
     )
-    .await
+    .await;
+    // The server waited for open requests; publish whatever a request that
+    // hung up left with the batchers. Each publish is bounded by
+    // --publish-timeout; the extra bound guards a broker that never answers.
+    let flush = args.publish_timeout + Duration::from_secs(1);
+    if tokio::time::timeout(flush, ingest.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::error!(
+            ?flush,
+            "Batchers did not finish publishing in time; unconfirmed readings were not acknowledged."
+        );
+    }
+    code
 }

@@ -422,11 +422,25 @@ mod tests {
         );
         assert_eq!(report.total(|c| c.retried), 0, "{}", report.summary());
         assert_eq!(stats.snapshot().1, 900);
-        let mut depth = 0;
+        // Ingest coalesces concurrent requests into fewer messages: count
+        // the readings, each (device, seq) exactly once.
+        let mut readings = std::collections::BTreeSet::new();
+        let mut total = 0;
         for p in 0..4 {
-            depth += queue.depth(p).await.unwrap();
+            let messages = queue.depth(p).await.unwrap();
+            let mut sub = queue.subscribe(p, u16::MAX).await.unwrap();
+            for _ in 0..messages {
+                let d = sub.next().await.unwrap();
+                for r in ha_core::wire::Envelope::decode(&d.payload)
+                    .unwrap()
+                    .readings
+                {
+                    total += 1;
+                    readings.insert((r.device_id, r.seq));
+                }
+            }
         }
-        assert_eq!(depth, 900);
+        assert_eq!((total, readings.len()), (900, 900));
     }
 
     #[tokio::test]
