@@ -182,7 +182,7 @@ def main():
         "",
         "Every drill runs the real binaries on loopback: two `ingest-api` replicas "
         "behind haproxy (TLS at the balancer, health check `GET /readyz` every "
-        "100 ms, `fall 1 rise 2`, failed or timed-out requests re-sent to another "
+        "100 ms with a 300 ms timeout, `fall 2 rise 2`, failed or timed-out requests re-sent to another "
         "replica), `analyzer` replicas, a 3-node RabbitMQ cluster with quorum "
         "queues (4 partitions) and PostgreSQL. The load is the seed's fleet "
         "emulated with `ha-device-client`: 100 devices, one reading every 200 ms "
@@ -244,6 +244,14 @@ def main():
         "closes are reset before any byte is answered (counted as refused: never "
         "processed, safe to retry); the balancer's readiness check is what keeps "
         "new connections away from a draining replica.",
+        "",
+        "- **Health checks tuned for fast detection flap on a busy machine.** "
+        "With one failed 200 ms check taking a replica out (`fall 1`), a moment "
+        "of CPU starvation on the 2-core machine took both replicas out and "
+        "haproxy answered 503 to every device. Two failed checks of 300 ms "
+        "(`fall 2`) still remove a hung replica within about half a second "
+        "(`balancer_removed_ms` in the `SIGSTOP` drill) without those false "
+        "outages.",
         "",
         "## What each drill proves",
         "",

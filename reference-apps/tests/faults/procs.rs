@@ -275,10 +275,12 @@ pub fn metric_where(addr: SocketAddr, name: &str, keep: impl Fn(&str) -> bool) -
 
 /// haproxy in front of the ingest replicas, as the seed's Kubernetes
 /// Service was: TLS at the balancer, active health checks on `/readyz`
-/// every 100 ms, one failed check takes a replica out, two passed ones
-/// bring it back; a request that met a dead, hung or draining replica is
-/// sent again to another one (safe: readings are idempotent on
-/// `(device_id, seq)`).
+/// every 100 ms, two failed ones (no answer within 300 ms, or not 200)
+/// take a replica out, two passed ones bring it back (one failed check of
+/// 200 ms, as first tried, took both replicas out whenever the 2-core
+/// machine stalled for a moment); a request that met a dead, hung or
+/// draining replica is sent again to another one (safe: readings are
+/// idempotent on `(device_id, seq)`).
 pub struct Haproxy {
     child: Child,
     pub addr: SocketAddr,
@@ -311,7 +313,7 @@ defaults
     timeout connect 100ms
     timeout client 30s
     timeout server 1s
-    timeout check 200ms
+    timeout check 300ms
     retries 2
     option redispatch
     retry-on {retry_on}
@@ -322,7 +324,7 @@ backend ingest
     balance roundrobin
     option httpchk GET /readyz
     http-check expect status 200
-    default-server inter 100ms fall 1 rise 2
+    default-server inter 100ms fall 2 rise 2
 ",
             socket = socket.display(),
             pem = pem_path.display(),

@@ -29,7 +29,10 @@ SELECT
     (SELECT count(*) FROM r_ins),
     (SELECT count(*) FROM r_in JOIN readings r
         ON r.device_id = r_in.device_id AND r.seq = r_in.seq AND r.metric = r_in.metric
-        WHERE r.ts <> r_in.ts OR r.value <> r_in.value),
+        WHERE (r.ts <> r_in.ts OR r.value <> r_in.value)
+          -- Only when some key was already stored (a redelivery, a resend):
+          -- a one-time filter, so the common batch skips this join.
+          AND (SELECT count(*) FROM r_ins) < (SELECT count(*) FROM r_in)),
     (SELECT count(*) FROM a_ins)";
 
 /// The newest `$4` values of a series with `seq <= $3`, oldest first.
