@@ -249,7 +249,7 @@ def main():
         "With one failed 200 ms check taking a replica out (`fall 1`), a moment "
         "of CPU starvation on the 2-core machine took both replicas out and "
         "haproxy answered 503 to every device. Two failed checks of 300 ms "
-        "(`fall 2`) still remove a hung replica within about half a second "
+        "(`fall 2`) still remove a hung replica in under a second "
         "(`balancer_removed_ms` in the `SIGSTOP` drill) without those false "
         "outages.",
         "",
