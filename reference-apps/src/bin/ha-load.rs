@@ -51,6 +51,9 @@ enum Command {
         /// Where to write.
         #[arg(long, default_value = "docs")]
         out_dir: PathBuf,
+        /// Also write the headline into this README.
+        #[arg(long)]
+        readme: Option<PathBuf>,
     },
 }
 
@@ -85,6 +88,10 @@ struct RunArgs {
     /// Where performance.{md,svg,json} go.
     #[arg(long, default_value = "docs")]
     out_dir: PathBuf,
+    /// Also write the headline into this README, between its
+    /// `<!-- perf-headline -->` markers.
+    #[arg(long)]
+    readme: Option<PathBuf>,
     /// Scratch directory (certificates, logs of the started processes).
     #[arg(long)]
     work_dir: Option<PathBuf>,
@@ -145,7 +152,11 @@ async fn main() -> ExitCode {
             tls_cert,
             tls_key,
         } => naive_server(listen, &amqp_url, &tls_cert, &tls_key).await,
-        Command::Report { json, out_dir } => {
+        Command::Report {
+            json,
+            out_dir,
+            readme,
+        } => {
             let results: RunResults = match std::fs::read(&json)
                 .map_err(|e| e.to_string())
                 .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
@@ -155,13 +166,17 @@ async fn main() -> ExitCode {
                     return service::config_error("ha-load", format!("{}: {e}", json.display()));
                 }
             };
-            write(&results, &out_dir)
+            write(&results, &out_dir, readme.as_deref())
         }
     }
 }
 
-fn write(results: &RunResults, out_dir: &std::path::Path) -> ExitCode {
-    match load::write_docs(results, out_dir) {
+fn write(
+    results: &RunResults,
+    out_dir: &std::path::Path,
+    readme: Option<&std::path::Path>,
+) -> ExitCode {
+    match load::write_docs(results, out_dir, readme) {
         Ok(()) => {
             eprintln!(
                 "[ha-load] Wrote {}/performance.{{md,svg,json}}.",
@@ -244,7 +259,7 @@ async fn run(a: RunArgs) -> ExitCode {
     };
     eprintln!("[ha-load] Scratch files in {}.", config.work_dir.display());
     match load::run(config).await {
-        Ok(results) => write(&results, &a.out_dir),
+        Ok(results) => write(&results, &a.out_dir, a.readme.as_deref()),
         Err(e) => {
             eprintln!("[ha-load] Run failed: {e}");
             ExitCode::FAILURE

@@ -38,8 +38,25 @@ pub use histogram::LatencyHistogram;
 pub use results::RunResults;
 pub use run::{LoadConfig, run};
 
-/// Writes `performance.md`, `performance.svg` and `performance.json` into `dir`.
-pub fn write_docs(results: &RunResults, dir: &std::path::Path) -> std::io::Result<()> {
+/// Writes `performance.md`, `performance.svg` and `performance.json` into
+/// `dir`, and the headline into `readme` between its markers when given.
+pub fn write_docs(
+    results: &RunResults,
+    dir: &std::path::Path,
+    readme: Option<&std::path::Path>,
+) -> std::io::Result<()> {
+    if let Some(path) = readme {
+        let text = std::fs::read_to_string(path)?;
+        match report::with_headline(&text, results) {
+            Some(updated) => std::fs::write(path, updated)?,
+            None => {
+                return Err(std::io::Error::other(format!(
+                    "{} has no <!-- perf-headline --> markers",
+                    path.display()
+                )));
+            }
+        }
+    }
     std::fs::create_dir_all(dir)?;
     std::fs::write(dir.join("performance.md"), report::markdown(results))?;
     std::fs::write(dir.join("performance.svg"), report::svg(results))?;

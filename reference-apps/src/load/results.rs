@@ -93,7 +93,7 @@ pub struct StepRow {
 impl StepRow {
     /// Whether the step was within the bounds.
     pub fn sustained(&self) -> bool {
-        self.verdict == "sustained"
+        self.verdict.starts_with("sustained")
     }
 }
 
@@ -199,6 +199,13 @@ pub struct RunResults {
     pub conns: Option<Connections>,
     /// Window memory.
     pub windows: Option<Windows>,
+    /// Load average (1, 5, 15 min) when the run started: other work on
+    /// the machine competes for its cores.
+    #[serde(default)]
+    pub load_average_start: String,
+    /// And when it ended.
+    #[serde(default)]
+    pub load_average_end: String,
     /// What could not be measured, and why.
     pub notes: Vec<String>,
 }
