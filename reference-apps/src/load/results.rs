@@ -179,6 +179,9 @@ pub struct RunResults {
     pub connections: usize,
     /// Our pipeline, one reading per request.
     pub ours: Vec<StepRow>,
+    /// Our ingest alone (analyzer stopped), like the naive composition.
+    #[serde(default)]
+    pub ingest_only: Vec<StepRow>,
     /// The naive composition, same driver, same steps.
     pub naive: Vec<StepRow>,
     /// Our pipeline, batched requests.

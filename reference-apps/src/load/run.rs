@@ -368,6 +368,8 @@ async fn measured_step(
     };
     let verdict = bound.judge(&outcome);
     let mut r = row(&stats, driver.devices(), &verdict);
+    // The window the CPU figures cover (the step and its answers).
+    r.seconds = elapsed;
     let acked_after = acked_before + stats.acked_readings;
     if let (Some(s), Some(before)) = (probes.store, stored_before) {
         let now = s.count(prefix).await;
@@ -610,7 +612,8 @@ pub async fn run(config: LoadConfig) -> Result<RunResults, String> {
         }
     }
 
-    // 4. Backlog drain: stop the analyzer, build a backlog, restart it.
+    // 4. Ingest alone, then the backlog drain: stop the analyzer, step the
+    // load (the backlog), restart it.
     if let (Some(a), Some(s)) = (p.analyzer.take(), &store) {
         a.stop(Duration::from_secs(20)).await;
         let dprefix = run_prefix("d");
@@ -618,7 +621,7 @@ pub async fn run(config: LoadConfig) -> Result<RunResults, String> {
             endpoint.clone(),
             DriverConfig {
                 connections: config.connections,
-                devices: config.window_devices,
+                devices: config.devices,
                 device_prefix: dprefix.clone(),
                 keys: Some(p.keys.clone()),
                 ..DriverConfig::default()
@@ -627,12 +630,20 @@ pub async fn run(config: LoadConfig) -> Result<RunResults, String> {
         )
         .await
         .map_err(|e| format!("connecting the driver: {e}"))?;
-        log("Drain: analyzer stopped; building a backlog with batched requests…");
-        let st = ddriver
-            .step(config.batch_rate, config.batch, config.step, |_, _, _| {})
-            .await;
+        // Ingest alone, like the naive composition (nothing consumes while
+        // it runs): the like-for-like comparison. Its readings are the
+        // backlog the restarted analyzer then drains.
+        log("Analyzer stopped: ingest-only steps (they build the backlog for the drain)…");
+        let iprobes = Probes {
+            store: None,
+            queue: None,
+            partitions: config.partitions,
+            components: components(&config, &p, None),
+        };
+        let (rows, backlog) =
+            stepped("ingest-only", &mut ddriver, &config, &iprobes, &dprefix, 0).await;
+        results.ingest_only = rows;
         drop(ddriver);
-        let backlog = st.acked_readings;
         log(format!(
             "Drain: {backlog} readings queued; restarting the analyzer."
         ));
