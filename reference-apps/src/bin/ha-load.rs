@@ -104,9 +104,10 @@ struct RunArgs {
     /// First offered rate, requests/s.
     #[arg(long, default_value_t = 1000.0)]
     start_rate: f64,
-    /// Each step offers this many times the previous one.
-    #[arg(long, default_value_t = 1.5)]
-    factor: f64,
+    /// Each step offers this many times the previous one (default 1.5;
+    /// 2 with --quick).
+    #[arg(long)]
+    factor: Option<f64>,
     /// Highest rate offered.
     #[arg(long, default_value_t = 80_000.0)]
     max_rate: f64,
@@ -207,7 +208,7 @@ async fn run(a: RunArgs) -> ExitCode {
     };
     let plan = StepPlan {
         start: a.start_rate,
-        factor: a.factor,
+        factor: a.factor.unwrap_or(if a.quick { 2.0 } else { 1.5 }),
         max: a.max_rate,
     };
     if plan.rates().is_empty() {
