@@ -16,6 +16,9 @@ pub struct Component {
     pub name: String,
     /// Its main process.
     pub pid: u32,
+    /// Count its descendants' CPU too (not for a process whose children
+    /// are other components, like the harness itself).
+    pub tree: bool,
 }
 
 impl std::str::FromStr for Component {
@@ -32,6 +35,7 @@ impl std::str::FromStr for Component {
         Ok(Component {
             name: name.trim().to_owned(),
             pid,
+            tree: true,
         })
     }
 }
@@ -121,7 +125,14 @@ pub fn sample(components: &[Component]) -> Vec<Usage> {
     components
         .iter()
         .map(|c| Usage {
-            cpu: Duration::from_secs_f64(tree_ticks(&procs, c.pid) as f64 / TICKS_PER_SECOND),
+            cpu: Duration::from_secs_f64(
+                if c.tree {
+                    tree_ticks(&procs, c.pid)
+                } else {
+                    procs.get(&c.pid).map_or(0, |(_, t)| *t)
+                } as f64
+                    / TICKS_PER_SECOND,
+            ),
             rss: rss(c.pid),
         })
         .collect()
@@ -175,6 +186,7 @@ mod tests {
         let s = sample(&[Component {
             name: "me".into(),
             pid: me,
+            tree: false,
         }]);
         assert!(s[0].rss > 0);
     }

@@ -274,12 +274,15 @@ fn components(config: &LoadConfig, p: &Pipeline, naive: Option<&Spawned>) -> Vec
         c.push(Component {
             name: s.name.clone(),
             pid: s.pid(),
+            tree: true,
         });
     }
     c.extend(config.components.iter().cloned());
     c.push(Component {
         name: "ha-load".into(),
         pid: std::process::id(),
+        // Its children are the other components.
+        tree: false,
     });
     c
 }
@@ -782,11 +785,14 @@ async fn naive(
     let mut comps = vec![Component {
         name: "naive".into(),
         pid: server.pid(),
+        tree: true,
     }];
     comps.extend(config.components.iter().cloned());
     comps.push(Component {
         name: "ha-load".into(),
         pid: std::process::id(),
+        // Its children are the other components.
+        tree: false,
     });
     let probes = Probes {
         store: None,
