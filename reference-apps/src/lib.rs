@@ -11,6 +11,7 @@
 //! | `alerts-api` | `src/bin/alerts-api.rs` over `ha_core::alerts` | anomalies API, live stream and web UI for operators |
 //! | `data-generator` | [`generator`] | emulates a fleet of devices through `ha-device-client` |
 //! | `ha-admin` | `src/bin/ha-admin.rs`, [`admin`] | schema migrations, device tokens, seq gaps, dead-letter queue |
+//! | `ha-load` | [`load`] | load harness: stepped load to the knee, same-run baselines, docs/performance.md |
 //! | `hello` | [`hello`] | walkthrough app: greets, shows its host and user, a log file on a volume |
 //! | `cpu-stresser` | [`cpu_stresser`] | walkthrough app: burns CPU for the autoscaler demo |
 //! | `ram-hogger` | [`ram_hogger`] | walkthrough app: grows its resident memory for the memory-limit demo |
@@ -38,5 +39,6 @@ pub mod demo_tls;
 pub mod detect;
 pub mod generator;
 pub mod hello;
+pub mod load;
 pub mod ram_hogger;
 pub mod service;

@@ -1,0 +1,229 @@
+//! What a run measured, in one serialisable value: the doc and the plot
+//! are written from it (and can be rewritten from its JSON).
+
+use serde::{Deserialize, Serialize};
+
+use super::baseline::Rate;
+
+/// The machine the run was on.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Machine {
+    /// Online CPUs.
+    pub cores: usize,
+    /// `model name` from /proc/cpuinfo.
+    pub model: String,
+    /// Kernel release.
+    pub kernel: String,
+    /// MemTotal, bytes.
+    pub memory: u64,
+}
+
+impl Machine {
+    /// Reads /proc.
+    pub fn detect() -> Machine {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let model = cpuinfo
+            .lines()
+            .find(|l| l.starts_with("model name"))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, m)| m.trim().to_owned())
+            .unwrap_or_else(|| "unknown".into());
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_else(|_| "unknown".into());
+        let memory = std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|m| {
+                m.lines()
+                    .find(|l| l.starts_with("MemTotal:"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|k| k.parse::<u64>().ok())
+            })
+            .unwrap_or(0)
+            * 1024;
+        Machine {
+            cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
+            model,
+            kernel,
+            memory,
+        }
+    }
+}
+
+/// One load step.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct StepRow {
+    /// Offered requests per second.
+    pub offered_rps: f64,
+    /// Readings per request.
+    pub batch: usize,
+    /// Distinct devices the requests cycled through.
+    pub devices: usize,
+    /// Acknowledged readings per second.
+    pub acked_rps: f64,
+    /// Stored readings per second over the step (plus its drain); `None`
+    /// when the target has no store (the naive composition).
+    pub stored_rps: Option<f64>,
+    /// Ack latency quantiles, milliseconds.
+    pub p50_ms: f64,
+    /// p99.
+    pub p99_ms: f64,
+    /// p99.9.
+    pub p999_ms: f64,
+    /// Requests sent.
+    pub requests: u64,
+    /// Requests that failed or could not be sent.
+    pub errors: u64,
+    /// Messages ready in the partition queues at the end of the step.
+    pub queue_depth: Option<u64>,
+    /// Acknowledged but not yet stored readings at the end of the step.
+    pub backlog: Option<i64>,
+    /// CPU seconds per component during the step.
+    pub cpu: Vec<(String, f64)>,
+    /// RSS per component at the end of the step, bytes.
+    pub rss: Vec<(String, u64)>,
+    /// `sustained` or why not.
+    pub verdict: String,
+    /// The first error, if any.
+    pub first_error: Option<String>,
+    /// Step length, seconds.
+    pub seconds: f64,
+}
+
+impl StepRow {
+    /// Whether the step was within the bounds.
+    pub fn sustained(&self) -> bool {
+        self.verdict.starts_with("sustained")
+    }
+}
+
+/// Memory per connection.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Connections {
+    /// Persistent TLS connections held by the ingest process at the
+    /// measurement.
+    pub connections: usize,
+    /// What was asked for.
+    pub attempted: usize,
+    /// Generator processes the devices were split over.
+    pub generators: usize,
+    /// Ingest RSS before the devices connected / after, bytes.
+    pub ingest_rss_before: u64,
+    /// After.
+    pub ingest_rss_after: u64,
+    /// Generator RSS with `small_devices` connected devices, bytes.
+    pub generator_rss_small: u64,
+    /// Devices of that small run.
+    pub small_devices: usize,
+    /// Mean RSS of the big generators, bytes.
+    pub generator_rss_big: u64,
+    /// Devices per big generator.
+    pub devices_per_generator: usize,
+    /// The hard open-file limit that capped the run.
+    pub fd_hard_limit: u64,
+}
+
+impl Connections {
+    /// Ingest bytes per connected device.
+    pub fn ingest_per_connection(&self) -> f64 {
+        self.ingest_rss_after.saturating_sub(self.ingest_rss_before) as f64
+            / self.connections.max(1) as f64
+    }
+    /// Generator bytes per simulated device.
+    pub fn generator_per_device(&self) -> f64 {
+        self.generator_rss_big
+            .saturating_sub(self.generator_rss_small) as f64
+            / self
+                .devices_per_generator
+                .saturating_sub(self.small_devices)
+                .max(1) as f64
+    }
+}
+
+/// Analyzer memory per (device, metric) window.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Windows {
+    /// New windows (devices × 1 metric).
+    pub windows: u64,
+    /// Readings each received (≥ the window size fills it).
+    pub readings_per_window: u64,
+    /// Analyzer RSS before / after, bytes.
+    pub rss_before: u64,
+    /// After.
+    pub rss_after: u64,
+}
+
+impl Windows {
+    /// Bytes per window.
+    pub fn per_window(&self) -> f64 {
+        self.rss_after.saturating_sub(self.rss_before) as f64 / self.windows.max(1) as f64
+    }
+}
+
+/// Everything one run measured.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct RunResults {
+    /// The machine.
+    pub machine: Machine,
+    /// When the run started (RFC 3339).
+    pub started: String,
+    /// `--quick` (short steps).
+    pub quick: bool,
+    /// The command that produced this.
+    pub command: String,
+    /// Step length, seconds.
+    pub step_seconds: f64,
+    /// Knee: p99 bound, milliseconds.
+    pub p99_bound_ms: f64,
+    /// Keep-alive connections of the driver (same for ours and naive).
+    pub connections: usize,
+    /// Our pipeline, one reading per request.
+    pub ours: Vec<StepRow>,
+    /// Our ingest alone (analyzer stopped), like the naive composition.
+    #[serde(default)]
+    pub ingest_only: Vec<StepRow>,
+    /// The naive composition, same driver, same steps.
+    pub naive: Vec<StepRow>,
+    /// Our pipeline, batched requests.
+    pub batched: Option<StepRow>,
+    /// Raw lapin, confirms pipelined (messages/s).
+    pub raw_publish: Option<Rate>,
+    /// Raw consume, `multiple` acks.
+    pub raw_consume: Option<Rate>,
+    /// Raw binary COPY, rows.
+    pub raw_copy: Option<Rate>,
+    /// The analyzer draining a backlog (readings).
+    pub drain: Option<Rate>,
+    /// Readings acknowledged over the whole run (one-reading steps).
+    pub acked_total: u64,
+    /// Of them, found in the store at the end.
+    pub stored_total: u64,
+    /// Connection memory.
+    pub conns: Option<Connections>,
+    /// Window memory.
+    pub windows: Option<Windows>,
+    /// Load average (1, 5, 15 min) when the run started: other work on
+    /// the machine competes for its cores.
+    #[serde(default)]
+    pub load_average_start: String,
+    /// And when it ended.
+    #[serde(default)]
+    pub load_average_end: String,
+    /// What could not be measured, and why.
+    pub notes: Vec<String>,
+}
+
+impl RunResults {
+    /// Highest acknowledged rate (readings/s) of a sustained step before
+    /// the first knee.
+    pub fn max_sustained(steps: &[StepRow]) -> Option<f64> {
+        let mut best: Option<f64> = None;
+        for s in steps {
+            if !s.sustained() {
+                break;
+            }
+            best = Some(best.map_or(s.acked_rps, |b: f64| b.max(s.acked_rps)));
+        }
+        best
+    }
+}
