@@ -115,17 +115,22 @@ async fn many_clients_share_two_connections_and_each_reading_is_acknowledged_onc
 
 #[tokio::test]
 async fn broken_connections_are_replaced_and_retries_stay_per_device() {
-    // dev-3's first two requests get 503; requests 5 and 17 (whoever makes
-    // them) are cut off without an answer.
-    let mut dev3 = 0;
-    let server = FakeServer::start(move |n, readings| {
+    // dev-3's first two requests get 503; the 5th and 17th requests of the
+    // other devices (whichever they are) are cut off without an answer.
+    // Counted apart, so a drop can never land on one of dev-3's 503s (which
+    // made the expected number of retries depend on scheduling).
+    let (mut dev3, mut others) = (0, 0);
+    let server = FakeServer::start(move |_, readings| {
         if readings[0].device_id == "dev-3" {
             dev3 += 1;
-            if dev3 <= 2 {
-                return Reply::status(503, "broker_unavailable");
-            }
+            return if dev3 <= 2 {
+                Reply::status(503, "broker_unavailable")
+            } else {
+                Reply::Accept
+            };
         }
-        match n {
+        others += 1;
+        match others {
             5 | 17 => Reply::Drop,
             _ => Reply::Accept,
         }
