@@ -23,6 +23,9 @@ pub enum Rule {
     TsNotUtc,
     /// `ts` is more than [`MAX_FUTURE_SKEW`](super::MAX_FUTURE_SKEW) ahead of the server clock.
     TsInFuture,
+    /// `ts` is older than the ingest's maximum reading age (`--max-reading-age`,
+    /// 30 days by default): it would fall to the next retention run.
+    TsTooOld,
     /// `metrics` is empty.
     NoMetrics,
     /// `metrics` has more than [`MAX_METRICS`](super::MAX_METRICS) entries.
@@ -46,11 +49,42 @@ impl Rule {
             Rule::TsFormat => "ts_format",
             Rule::TsNotUtc => "ts_not_utc",
             Rule::TsInFuture => "ts_in_future",
+            Rule::TsTooOld => "ts_too_old",
             Rule::NoMetrics => "no_metrics",
             Rule::TooManyMetrics => "too_many_metrics",
             Rule::MetricName => "metric_name",
             Rule::NonFiniteValue => "non_finite_value",
         }
+    }
+
+    /// Every rule, in declaration order.
+    pub const ALL: [Rule; 13] = [
+        Rule::NoReadings,
+        Rule::TooManyReadings,
+        Rule::DeviceIdLength,
+        Rule::DeviceIdCharset,
+        Rule::SeqRange,
+        Rule::TsFormat,
+        Rule::TsNotUtc,
+        Rule::TsInFuture,
+        Rule::TsTooOld,
+        Rule::NoMetrics,
+        Rule::TooManyMetrics,
+        Rule::MetricName,
+        Rule::NonFiniteValue,
+    ];
+
+    /// The rule whose [`code`](Rule::code) is `code`, if any: lets clients
+    /// act on a server's answer without matching strings.
+    pub fn from_code(code: &str) -> Option<Rule> {
+        Rule::ALL.into_iter().find(|r| r.code() == code)
+    }
+
+    /// Whether the reading was refused for its clock (`ts_in_future`,
+    /// `ts_too_old`) rather than for being malformed: the same reading may be
+    /// welcome once the device's clock is fixed.
+    pub fn is_clock(self) -> bool {
+        matches!(self, Rule::TsInFuture | Rule::TsTooOld)
     }
 
     /// A human-readable statement of the rule.
@@ -64,6 +98,7 @@ impl Rule {
             Rule::TsFormat => "ts must be an RFC 3339 timestamp such as 2026-11-26T12:00:00Z",
             Rule::TsNotUtc => "ts must be in UTC (offset Z or +00:00)",
             Rule::TsInFuture => "ts must not be more than 5 minutes in the future",
+            Rule::TsTooOld => "ts must not be older than the server's maximum reading age",
             Rule::NoMetrics => "a reading must carry at least one metric",
             Rule::TooManyMetrics => "a reading may carry at most 32 metrics",
             Rule::MetricName => "metric names must be 1 to 64 characters of [A-Za-z0-9_.-]",
@@ -138,4 +173,19 @@ pub enum ParseError {
     /// Well-formed, but a reading breaks a rule (HTTP 422).
     #[error(transparent)]
     Invalid(#[from] ValidationError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Rule;
+
+    #[test]
+    fn every_code_parses_back_to_its_rule() {
+        for rule in Rule::ALL {
+            assert_eq!(Rule::from_code(rule.code()), Some(rule));
+        }
+        assert_eq!(Rule::from_code("no_such_rule"), None);
+        let clock: Vec<_> = Rule::ALL.into_iter().filter(|r| r.is_clock()).collect();
+        assert_eq!(clock, [Rule::TsInFuture, Rule::TsTooOld]);
+    }
 }
