@@ -14,7 +14,8 @@ output). Checks, each failure printed as `FAIL <where>: <what>`:
 2. the properties deploy/README.md promises (replicas, spreading, probes,
    PDB, HPA, rolling update, grace period, restricted security context,
    service accounts, NetworkPolicies, Ingress, RabbitMQ topology, database
-   size, the shared partition count);
+   size, the shared partition count); for the `walkthrough` overlay its own
+   promises instead of the pipeline's (check_walkthrough);
 3. at most 5 policy-scanner skips in deploy/, each with a justification;
 4. the compose file against the Compose Specification's JSON schema, its
    completeness and the files it mounts;
