@@ -346,6 +346,19 @@ def check_walkthrough(name, docs):
             fail(where, "needs the annotation walkthrough/observe saying what to watch")
 
 
+def images(docs):
+    return {c["image"] for d in by_kind(docs, "Deployment") + by_kind(docs, "Job") for c in d["spec"]["template"]["spec"]["containers"]}
+
+
+def check_same_image(rendered):
+    """The walkthrough runs from the pipeline's one image (deploy/README.md)."""
+    load = lambda n: [d for d in yaml.safe_load_all((rendered / f"{n}.yaml").read_text()) if d]  # noqa: E731
+    if (rendered / "walkthrough.yaml").exists() and (rendered / "base.yaml").exists():
+        walk, base = images(load("walkthrough")), images(load("base"))
+        if walk != base:
+            fail("walkthrough", f"must use the pipeline's image {sorted(base)}, uses {sorted(walk)}")
+
+
 # --- 3. policy-scanner skips ---------------------------------------------------
 
 
@@ -448,6 +461,7 @@ def main():
         validate_schemas(f.stem, docs, crds)
         check_properties(f.stem, docs)
         print(f"  {f.stem}: {len(docs)} objects, {'ok' if len(FAILURES) == before else 'FAILED'}")
+    check_same_image(rendered)
     n = check_skips()
     print(f"  policy-scanner skips: {n}")
     check_compose()
