@@ -11,9 +11,16 @@
 //! ```
 //!
 //! The CRC-32 (IEEE) covers `kind` and the payload. A record is only ever
-//! appended, so a crash can only leave a *torn tail*: on open, the first
-//! record that is short or fails its checksum ends the log, and the file is
-//! truncated there (the lost record was never reported as stored). When
+//! appended, so a crash can only leave a *torn tail*: on open, a record
+//! that is short or fails its checksum and is followed by no intact record
+//! ends the log, and the file is truncated there (the lost record was
+//! never reported as stored). A corrupt stretch *followed* by intact
+//! records (a bit flip, a bad flash page) is skipped instead: replay
+//! resynchronises on the next intact record, keeps everything after it,
+//! counts what it skipped in [`Recovery`], and rewrites the file without
+//! it. If the skipped stretch held a removal record, the readings it
+//! removed come back and are sent again; the server deduplicates them by
+//! `(device_id, seq)`. When
 //! dead records outweigh the live ones, the file is compacted: the live
 //! readings are written to `<path>.tmp`, synced, and renamed over the log.
 //!
@@ -24,13 +31,14 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
-use super::{Buffer, BufferLimits, EncodedReading, MemoryBuffer, Pushed};
+use format::{HEADER, MAGIC, encode_reading, encode_removal, reading_record_len, replay};
+
+use crate::buffer::memory::MemoryBuffer;
+use crate::buffer::{Buffer, BufferLimits, EncodedReading, Pushed};
 use crate::error::{Error, ServerError};
 
-const MAGIC: &[u8; 8] = b"HADCBUF1";
-const HEADER: usize = 9;
-const KIND_READING: u8 = 1;
-const KIND_REMOVED: u8 = 2;
+mod format;
+
 /// Compaction is not worth it below this many dead bytes.
 const COMPACT_MIN_DEAD: u64 = 64 * 1024;
 
@@ -42,6 +50,12 @@ pub struct Recovery {
     /// Bytes of a torn or corrupt tail that were cut off (0 after a clean
     /// shutdown).
     pub discarded_bytes: u64,
+    /// Corrupt stretches in the middle of the file (between intact
+    /// records) that were skipped; every intact record after them was
+    /// kept. The file is rewritten without them.
+    pub skipped_regions: usize,
+    /// Their total size in bytes.
+    pub skipped_bytes: u64,
 }
 
 /// A [`Buffer`] kept in an append-only file, with an in-memory index.
@@ -98,53 +112,52 @@ impl FileBuffer {
                 )));
             }
         }
-        let mut index = MemoryBuffer::new(limits);
-        let mut pos = MAGIC.len();
-        let mut record_bytes = 0u64;
-        while let Some((kind, payload, next)) = parse_record(&bytes, pos) {
-            record_bytes += (next - pos) as u64;
-            match kind {
-                KIND_READING => {
-                    let seq = read_u64(payload);
-                    let reading = EncodedReading::from_parts(seq, payload[8..].to_vec());
-                    match index.plan_push(&reading) {
-                        Ok(dropped) => index.apply_push(reading, &dropped),
-                        Err(e) => {
-                            tracing::warn!(seq, error = %e, "Skipping a buffered reading on replay.")
-                        }
-                    }
-                }
-                _ => {
-                    let seqs: Vec<u64> = payload.chunks_exact(8).map(read_u64).collect();
-                    index.remove(&seqs);
-                }
-            }
-            pos = next;
-        }
-        let discarded = (bytes.len() - pos) as u64;
+        let replay = replay(&bytes, limits);
+        let end = replay.end;
+        let discarded = (bytes.len() - end) as u64;
+        drop(bytes);
         if discarded > 0 {
             tracing::warn!(
                 path = %path.display(),
                 discarded_bytes = discarded,
                 "Cut off a torn write at the end of the buffer file."
             );
-            file.set_len(pos as u64).map_err(Error::Storage)?;
+            file.set_len(end as u64).map_err(Error::Storage)?;
             file.sync_all().map_err(Error::Storage)?;
         }
+        let index = replay.index;
         let live = live_bytes(&index);
         let mut buffer = FileBuffer {
             path,
             file,
-            file_len: pos as u64,
-            dead_bytes: record_bytes.saturating_sub(live),
+            file_len: end as u64,
+            // Skipped stretches are dead weight in the file too.
+            dead_bytes: (replay.record_bytes + replay.skipped_bytes).saturating_sub(live),
             sync: true,
             recovery: Recovery {
                 readings: index.len(),
                 discarded_bytes: discarded,
+                skipped_regions: replay.skipped_regions,
+                skipped_bytes: replay.skipped_bytes,
             },
             index,
         };
-        buffer.maybe_compact();
+        if replay.skipped_regions > 0 {
+            tracing::warn!(
+                path = %buffer.path.display(),
+                regions = replay.skipped_regions,
+                skipped_bytes = replay.skipped_bytes,
+                readings = buffer.index.len(),
+                "Skipped corrupt records in the middle of the buffer file; kept every intact record after them."
+            );
+            // Rewrite now, so that the corrupt bytes are not skipped (and
+            // counted) again at the next start.
+            if let Err(e) = buffer.compact() {
+                tracing::warn!(error = %e, "Could not rewrite the buffer file after skipping corrupt records.");
+            }
+        } else {
+            buffer.maybe_compact();
+        }
         Ok(buffer)
     }
 
@@ -262,7 +275,7 @@ impl FileBuffer {
             return None;
         }
         let mut record = Vec::with_capacity(HEADER + payload.len());
-        encode_record(&mut record, KIND_REMOVED, &[&payload]);
+        encode_removal(&mut record, &payload);
         Some((record, freed))
     }
 
@@ -351,96 +364,8 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(s)
 }
 
-fn reading_record_len(json_len: usize) -> u64 {
-    (HEADER + 8 + json_len) as u64
-}
-
 fn live_bytes(index: &MemoryBuffer) -> u64 {
     index.iter().map(|(_, j)| reading_record_len(j.len())).sum()
-}
-
-fn read_u64(b: &[u8]) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[..8]);
-    u64::from_le_bytes(a)
-}
-
-fn encode_reading(out: &mut Vec<u8>, seq: u64, json: &[u8]) {
-    encode_record(out, KIND_READING, &[&seq.to_le_bytes(), json]);
-}
-
-fn encode_record(out: &mut Vec<u8>, kind: u8, parts: &[&[u8]]) {
-    let len: usize = parts.iter().map(|p| p.len()).sum();
-    let mut crc = Crc32::new();
-    crc.update(&[kind]);
-    for p in parts {
-        crc.update(p);
-    }
-    // Payloads are bounded by the buffer's byte bound, far below 4 GiB.
-    out.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_le_bytes());
-    out.extend_from_slice(&crc.finish().to_le_bytes());
-    out.push(kind);
-    for p in parts {
-        out.extend_from_slice(p);
-    }
-}
-
-/// The record at `pos`: `(kind, payload, next position)`, or `None` if it
-/// is incomplete or corrupt.
-fn parse_record(bytes: &[u8], pos: usize) -> Option<(u8, &[u8], usize)> {
-    let head = bytes.get(pos..pos + HEADER)?;
-    let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
-    let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
-    let kind = head[8];
-    let payload = bytes.get(pos + HEADER..(pos + HEADER).checked_add(len)?)?;
-    let mut c = Crc32::new();
-    c.update(&[kind]);
-    c.update(payload);
-    let well_formed = match kind {
-        KIND_READING => len > 8,
-        KIND_REMOVED => len > 0 && len.is_multiple_of(8),
-        _ => false,
-    };
-    (c.finish() == crc && well_formed).then_some((kind, payload, pos + HEADER + len))
-}
-
-/// CRC-32 (IEEE 802.3, reflected, polynomial 0xEDB88320).
-struct Crc32(u32);
-
-const CRC_TABLE: [u32; 256] = {
-    let mut table = [0u32; 256];
-    let mut i = 0;
-    while i < 256 {
-        let mut c = i as u32;
-        let mut k = 0;
-        while k < 8 {
-            c = if c & 1 != 0 {
-                0xEDB8_8320 ^ (c >> 1)
-            } else {
-                c >> 1
-            };
-            k += 1;
-        }
-        table[i] = c;
-        i += 1;
-    }
-    table
-};
-
-impl Crc32 {
-    fn new() -> Self {
-        Crc32(0xFFFF_FFFF)
-    }
-
-    fn update(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = CRC_TABLE[((self.0 ^ u32::from(b)) & 0xFF) as usize] ^ (self.0 >> 8);
-        }
-    }
-
-    fn finish(&self) -> u32 {
-        self.0 ^ 0xFFFF_FFFF
-    }
 }
 
 #[cfg(test)]
