@@ -10,6 +10,7 @@ use crate::buffer::{Buffer, EncodedReading, MemoryBuffer};
 use crate::config::{ClientConfig, EventCallback};
 use crate::error::{Error, ServerError, is_transient_status};
 use crate::event::{Counters, Event};
+use crate::retry::RetryCause;
 use crate::state::{Action, Delivery, Outcome};
 use crate::transport::{Response, Transport};
 
@@ -315,7 +316,7 @@ fn classify(result: Result<Response, Error>) -> (Outcome, Option<Error>) {
     let reason = server_error(status, &response.body);
     let outcome = match status {
         s if is_transient_status(s) => Outcome::Transient {
-            cause: crate::RetryCause::Status(s),
+            cause: RetryCause::Status(s),
             retry_after: response.retry_after,
         },
         413 => Outcome::TooLarge,

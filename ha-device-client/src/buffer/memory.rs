@@ -130,10 +130,10 @@ impl Buffer for MemoryBuffer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::buffer::suite;
+    use crate::buffer::conformance;
 
     #[test]
     fn conformance() {
-        suite::run_all(MemoryBuffer::new);
+        conformance::run_all(MemoryBuffer::new);
     }
 }

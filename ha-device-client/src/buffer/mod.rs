@@ -192,5 +192,5 @@ impl<B: Buffer + ?Sized> Buffer for Box<B> {
     }
 }
 
-#[cfg(test)]
-pub(crate) mod suite;
+#[cfg(any(test, feature = "test-util"))]
+pub mod conformance;

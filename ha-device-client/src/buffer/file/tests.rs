@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::*;
 use crate::buffer::OverflowPolicy;
-use crate::buffer::suite::{self, reading};
+use crate::buffer::conformance::{self as suite, reading};
 
 /// A fresh directory under the system temp dir, removed on drop.
 pub(crate) struct TempDir(PathBuf);

@@ -1,11 +1,30 @@
-//! One test suite run against every buffer implementation.
+//! The test suite every [`Buffer`] must pass (feature `test-util`): the
+//! crate runs it against [`MemoryBuffer`](super::MemoryBuffer) and
+//! [`FileBuffer`](super::FileBuffer); run it against your own buffer (on
+//! flash, in a database) from a test:
+//!
+//! ```
+//! use ha_device_client::MemoryBuffer;
+//! use ha_device_client::buffer::conformance;
+//!
+//! // `make` builds a fresh, empty buffer with the given bounds.
+//! conformance::run_all(MemoryBuffer::new);
+//! ```
+//!
+//! Each case panics (fails the test) with a message naming what broke.
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test suite: a failed step fails the test"
+)]
 
 use ha_core::wire::{Metric, Reading, Timestamp};
 
 use super::{Buffer, BufferLimits, EncodedReading, OverflowPolicy};
 use crate::error::{Error, ServerError};
 
-pub(crate) fn reading(seq: u64) -> EncodedReading {
+/// The reading with this `seq` the suite pushes: device `dev-1`, one
+/// metric, a fixed time stamp (the same bytes for the same `seq`).
+pub fn reading(seq: u64) -> EncodedReading {
     EncodedReading::encode(&Reading {
         device_id: "dev-1".into(),
         seq,
@@ -30,8 +49,9 @@ fn limits(max_readings: usize, max_bytes: usize, overflow: OverflowPolicy) -> Bu
     }
 }
 
-/// Runs every case against buffers made by `make`.
-pub(crate) fn run_all<B: Buffer>(mut make: impl FnMut(BufferLimits) -> B) {
+/// Runs every case against buffers made by `make`, each case on a fresh
+/// buffer (`make` is called once per case with the bounds it needs).
+pub fn run_all<B: Buffer>(mut make: impl FnMut(BufferLimits) -> B) {
     peeks_in_seq_order_within_bounds(make(BufferLimits::default()));
     acknowledge_removes_only_named(make(BufferLimits::default()));
     duplicates_are_refused(make(BufferLimits::default()));
