@@ -39,6 +39,7 @@ pub type EventCallback = Box<dyn FnMut(&Event) + Send>;
 /// | plain `http://` | refused unless [`with_plain_http`](Self::with_plain_http) |
 /// | batch | up to 100 readings and 1 MiB per request |
 /// | pacing | 200 ms between the requests of one flush |
+/// | clock retry | readings refused with `ts_in_future` are sent again after 60 s |
 /// | jitter seed | derived from the device id and the clock |
 pub struct ClientConfig {
     pub(crate) url: String,
@@ -50,6 +51,7 @@ pub struct ClientConfig {
     pub(crate) max_batch: usize,
     pub(crate) max_batch_bytes: usize,
     pub(crate) pacing: Duration,
+    pub(crate) clock_retry: Duration,
     pub(crate) jitter_seed: Option<u64>,
     pub(crate) on_event: Option<EventCallback>,
     pub(crate) pool: Option<ConnectionPool>,
@@ -67,6 +69,7 @@ impl fmt::Debug for ClientConfig {
             .field("max_batch", &self.max_batch)
             .field("max_batch_bytes", &self.max_batch_bytes)
             .field("pacing", &self.pacing)
+            .field("clock_retry", &self.clock_retry)
             .field("pool", &self.pool)
             .finish_non_exhaustive()
     }
@@ -91,6 +94,7 @@ impl ClientConfig {
             max_batch: 100,
             max_batch_bytes: MAX_BODY_BYTES,
             pacing: Duration::from_millis(200),
+            clock_retry: Duration::from_secs(60),
             jitter_seed: None,
             on_event: None,
             pool: None,
@@ -184,6 +188,15 @@ impl ClientConfig {
         self
     }
 
+    /// How long readings refused with `ts_in_future` stay held before a
+    /// flush sends them again (default 60 s): the server's clock catches up
+    /// with a device clock running a little ahead. See
+    /// [`buffer`](crate::buffer#clock-refusals).
+    pub fn with_clock_retry(mut self, after: Duration) -> Self {
+        self.clock_retry = after;
+        self
+    }
+
     /// Seeds the jitter generator (for reproducible tests).
     pub fn with_jitter_seed(mut self, seed: u64) -> Self {
         self.jitter_seed = Some(seed);
@@ -238,8 +251,13 @@ impl ClientConfig {
         } else {
             self.connection.validate(&endpoint, &self.url)?;
         }
-        if self.connection.connect_timeout.is_zero() || self.request_timeout.is_zero() {
-            return Err(Error::Config("timeouts must be positive".into()));
+        if self.connection.connect_timeout.is_zero()
+            || self.request_timeout.is_zero()
+            || self.clock_retry.is_zero()
+        {
+            return Err(Error::Config(
+                "timeouts and the clock retry must be positive".into(),
+            ));
         }
         if !(1..=MAX_READINGS).contains(&self.max_batch) {
             return Err(Error::Config(format!(

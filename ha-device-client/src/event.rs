@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use ha_core::wire::Reading;
 
-use crate::buffer::OverflowPolicy;
+use crate::buffer::{ClockRefusal, OverflowPolicy};
 use crate::error::ServerError;
 use crate::retry::RetryCause;
 
@@ -71,6 +71,30 @@ pub enum Event {
         /// The server's reason.
         reason: ServerError,
     },
+    /// The server refused these readings for a clock rule (`ts_in_future`,
+    /// `ts_too_old`): they were moved to the buffer's holding area for
+    /// `refusal` instead of the rejected sink (see
+    /// [`buffer`](crate::buffer#clock-refusals)).
+    Held {
+        /// Which clock rule.
+        refusal: ClockRefusal,
+        /// The held readings.
+        readings: Vec<Reading>,
+        /// The server's reason.
+        reason: ServerError,
+        /// `seq`s the holding area's bound dropped to make room (lost).
+        dropped: Vec<u64>,
+    },
+    /// Readings held for `ts_in_future` went back into the flush order
+    /// after the clock-retry interval.
+    Released {
+        /// Which holding area.
+        refusal: ClockRefusal,
+        /// Readings moved back.
+        count: usize,
+        /// `seq`s dropped by the main buffer's overflow policy (lost).
+        dropped: Vec<u64>,
+    },
     /// The server refused the credentials (401/403); readings stay buffered.
     Unauthorized {
         /// The server's reason.
@@ -93,6 +117,13 @@ pub struct Counters {
     pub dropped: u64,
     /// Readings moved to the rejected-readings sink.
     pub rejected: u64,
+    /// Readings moved to a holding area (clock refusals; counted again if
+    /// released and refused again).
+    pub held: u64,
+    /// Held readings dropped by a holding area's bound.
+    pub held_dropped: u64,
+    /// Held readings moved back into the flush order.
+    pub released: u64,
     /// Sends that gave up after exhausting their retries.
     pub gave_up: u64,
 }

@@ -16,7 +16,10 @@
 //!   errors, timeouts, 408, 429, 5xx. 413 splits the batch; 401/403 keep
 //!   the readings and return [`Error::Unauthorized`]; 400/422 move the
 //!   refused readings to the rejected-readings sink ([`Event::Rejected`],
-//!   and a file with the [`FileBuffer`]).
+//!   and a size-bounded file with the [`FileBuffer`]) — except readings
+//!   refused for their time stamp (`ts_in_future`, `ts_too_old`), which
+//!   are held apart, bounded, and sent again later or left for the
+//!   application ([`Event::Held`]; see [`buffer`](buffer#clock-refusals)).
 //! - **Store-and-forward**: readings wait in a bounded [`Buffer`]
 //!   ([`MemoryBuffer`], or the crash-safe append-only [`FileBuffer`], or
 //!   your own on flash) until a 2xx covers them, and are flushed in `seq`
@@ -151,8 +154,8 @@ pub mod state;
 mod transport;
 
 pub use buffer::{
-    Buffer, BufferLimits, EncodedReading, FileBuffer, MemoryBuffer, OverflowPolicy, Pushed,
-    Recovery,
+    Buffer, BufferLimits, ClockRefusal, EncodedReading, FileBuffer, FileOptions, MemoryBuffer,
+    OverflowPolicy, Pushed, Recovery,
 };
 pub use client::{Client, FlushReport};
 pub use config::{ClientConfig, EventCallback};

@@ -25,19 +25,31 @@
 //! readings are written to `<path>.tmp`, synced, and renamed over the log.
 //!
 //! Readings refused by the server for good are appended, one JSON object
-//! per line with the server's reason, to `<path>.rejected`.
+//! per line with the server's reason, to `<path>.rejected`, which is
+//! rotated to `<path>.rejected.1` past its limit (1 MiB by default, see
+//! [`FileOptions`]): the previous `.1` is deleted and its lines counted
+//! ([`FileBuffer::rejected_dropped`]). Readings refused for a clock rule
+//! are held instead, in `<path>.held-future` and `<path>.held-old` (see
+//! [the buffer docs](super#clock-refusals)).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
-use format::{HEADER, MAGIC, encode_reading, encode_removal, reading_record_len, replay};
+pub use options::FileOptions;
 
+use format::{HEADER, MAGIC, encode_reading, encode_removal, reading_record_len, replay};
+use rejected::RejectedFile;
+
+use crate::buffer::held::Release;
 use crate::buffer::memory::MemoryBuffer;
+use crate::buffer::refusal::ClockRefusal;
 use crate::buffer::{Buffer, BufferLimits, EncodedReading, Pushed};
 use crate::error::{Error, ServerError};
 
 mod format;
+mod options;
+mod rejected;
 
 /// Compaction is not worth it below this many dead bytes.
 const COMPACT_MIN_DEAD: u64 = 64 * 1024;
@@ -75,16 +87,46 @@ pub struct FileBuffer {
     dead_bytes: u64,
     sync: bool,
     recovery: Recovery,
+    options: FileOptions,
+    /// The holding areas (in-future, too-old), opened when first needed.
+    held: [Option<Box<FileBuffer>>; 2],
+    rejected: RejectedFile,
 }
 
 impl FileBuffer {
     /// Opens (or creates) the buffer at `path` with these bounds, replaying
-    /// the log and cutting off a torn tail.
+    /// the log and cutting off a torn tail, with the default
+    /// [`FileOptions`].
     ///
     /// Errors: [`Error::Storage`] if the file cannot be read or written, or
     /// is not a buffer file.
     pub fn open(path: impl AsRef<Path>, limits: BufferLimits) -> Result<Self, Error> {
-        let path = path.as_ref().to_path_buf();
+        Self::open_with(path, limits, FileOptions::default())
+    }
+
+    /// Like [`open`](Self::open), with these options; also opens the
+    /// holding areas `<path>.held-future` and `<path>.held-old` if they
+    /// exist.
+    ///
+    /// Errors: [`Error::Config`] for invalid options; [`Error::Storage`].
+    pub fn open_with(
+        path: impl AsRef<Path>,
+        limits: BufferLimits,
+        options: FileOptions,
+    ) -> Result<Self, Error> {
+        options.validate()?;
+        let mut buffer = Self::open_log(path.as_ref().to_path_buf(), limits, options)?;
+        for refusal in ClockRefusal::ALL {
+            let held = buffer.held_path(refusal);
+            if held.exists() {
+                let log = Self::open_log(held, options.hold, options)?;
+                buffer.held[slot(refusal)] = Some(Box::new(log));
+            }
+        }
+        Ok(buffer)
+    }
+
+    fn open_log(path: PathBuf, limits: BufferLimits, options: FileOptions) -> Result<Self, Error> {
         let mut file = OpenOptions::new()
             .read(true)
             .append(true)
@@ -127,13 +169,21 @@ impl FileBuffer {
         }
         let index = replay.index;
         let live = live_bytes(&index);
+        let rejected = RejectedFile::new(
+            with_suffix(&path, ".rejected"),
+            with_suffix(&path, ".rejected.1"),
+            options.rejected_max_bytes,
+        );
         let mut buffer = FileBuffer {
+            rejected,
             path,
             file,
             file_len: end as u64,
             // Skipped stretches are dead weight in the file too.
             dead_bytes: (replay.record_bytes + replay.skipped_bytes).saturating_sub(live),
-            sync: true,
+            sync: options.sync,
+            options,
+            held: [None, None],
             recovery: Recovery {
                 readings: index.len(),
                 discarded_bytes: discarded,
@@ -165,6 +215,10 @@ impl FileBuffer {
     /// (default `true`).
     pub fn set_sync(&mut self, sync: bool) {
         self.sync = sync;
+        self.options.sync = sync;
+        for log in self.held.iter_mut().flatten() {
+            log.set_sync(sync);
+        }
     }
 
     /// What opening the file found.
@@ -177,9 +231,37 @@ impl FileBuffer {
         &self.path
     }
 
-    /// The rejected-readings file: `<path>.rejected`, JSON lines.
+    /// The rejected-readings file: `<path>.rejected`, JSON lines (rotated
+    /// to `<path>.rejected.1` past its limit, see [`FileOptions`]).
     pub fn rejected_path(&self) -> PathBuf {
-        with_suffix(&self.path, ".rejected")
+        self.rejected.path().clone()
+    }
+
+    /// Rejected readings deleted by the rotation of the rejected file since
+    /// the buffer was opened (lines of the dropped `<path>.rejected.1`).
+    pub fn rejected_dropped(&self) -> u64 {
+        self.rejected.dropped()
+    }
+
+    /// The log of the holding area for `refusal`: `<path>.held-future` or
+    /// `<path>.held-old` (same format as the buffer file).
+    pub fn held_path(&self, refusal: ClockRefusal) -> PathBuf {
+        match refusal {
+            ClockRefusal::InFuture => with_suffix(&self.path, ".held-future"),
+            ClockRefusal::TooOld => with_suffix(&self.path, ".held-old"),
+        }
+    }
+
+    /// The holding area for `refusal`, opened (created) if need be.
+    fn held_log(&mut self, refusal: ClockRefusal) -> Result<&mut FileBuffer, Error> {
+        let path = self.held_path(refusal);
+        let (hold, options) = (self.options.hold, self.options);
+        let slot = &mut self.held[slot(refusal)];
+        if slot.is_none() {
+            *slot = Some(Box::new(Self::open_log(path, hold, options)?));
+        }
+        slot.as_deref_mut()
+            .ok_or_else(|| Error::Storage(io::Error::other("holding area not open")))
     }
 
     /// Current size of the log file in bytes.
@@ -320,33 +402,89 @@ impl Buffer for FileBuffer {
     }
 
     fn reject(&mut self, readings: &[EncodedReading], reason: &ServerError) -> Result<(), Error> {
-        let mut lines = Vec::new();
-        for r in readings {
-            let reason_json = serde_json::json!({
-                "status": reason.status,
-                "error": reason.code,
-                "message": reason.message,
-                "field": reason.field,
-                "index": reason.index,
-            });
-            lines.extend_from_slice(br#"{"reason":"#);
-            lines.extend_from_slice(reason_json.to_string().as_bytes());
-            lines.extend_from_slice(br#","reading":"#);
-            lines.extend_from_slice(r.json());
-            lines.extend_from_slice(b"}\n");
-        }
         // Into the rejected file first: a crash in between leaves the
         // reading in both places, never in neither.
-        let mut f = OpenOptions::new()
-            .append(true)
-            .create(true)
-            .open(self.rejected_path())
-            .map_err(Error::Storage)?;
-        f.write_all(&lines)
-            .and_then(|()| f.sync_data())
+        self.rejected
+            .append(readings, reason)
             .map_err(Error::Storage)?;
         let seqs: Vec<u64> = readings.iter().map(EncodedReading::seq).collect();
         self.append_removed(&seqs)
+    }
+
+    fn hold(
+        &mut self,
+        readings: &[EncodedReading],
+        refusal: ClockRefusal,
+    ) -> Result<Option<Pushed>, Error> {
+        // Into the holding area first, as for `reject`; pushing a reading
+        // held already (after such a crash) is a no-op.
+        let log = self.held_log(refusal)?;
+        let mut pushed = Pushed::default();
+        for r in readings {
+            match log.push(r.clone()) {
+                Ok(p) => pushed.dropped.extend(p.dropped),
+                Err(Error::DuplicateSeq(_)) => {}
+                Err(e) if e.is_buffer_full() => pushed.dropped.push(r.seq()),
+                Err(e) => return Err(e),
+            }
+        }
+        let seqs: Vec<u64> = readings.iter().map(EncodedReading::seq).collect();
+        self.append_removed(&seqs)?;
+        Ok(Some(pushed))
+    }
+
+    fn held(&self, refusal: ClockRefusal) -> Result<Vec<EncodedReading>, Error> {
+        match &self.held[slot(refusal)] {
+            Some(log) => log.peek(usize::MAX, usize::MAX),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    fn held_len(&self, refusal: ClockRefusal) -> usize {
+        self.held[slot(refusal)].as_ref().map_or(0, |log| log.len())
+    }
+
+    fn release(&mut self, refusal: ClockRefusal) -> Result<Pushed, Error> {
+        let held = self.held(refusal)?;
+        let mut out = Pushed::default();
+        let mut moved = Vec::new();
+        let mut result = Ok(());
+        for r in held {
+            let seq = r.seq();
+            let step = match Release::decide(seq, self.index.plan_push(&r)) {
+                Ok(step) => step,
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            };
+            match step {
+                // Into the flush order first: a crash before the holding
+                // area forgets it leaves it in both, never in neither.
+                Release::Push(_) => match self.push(r) {
+                    Ok(p) => out.dropped.extend(p.dropped),
+                    Err(e) => {
+                        result = Err(e);
+                        break;
+                    }
+                },
+                Release::AlreadyThere => {}
+                Release::Lost => out.dropped.push(seq),
+                Release::Stop => break,
+            }
+            moved.push(seq);
+        }
+        if let Some(log) = self.held[slot(refusal)].as_deref_mut() {
+            log.acknowledge(&moved)?;
+        }
+        result.map(|()| out)
+    }
+
+    fn forget_held(&mut self, seqs: &[u64]) -> Result<(), Error> {
+        for log in self.held.iter_mut().flatten() {
+            log.acknowledge(seqs)?;
+        }
+        Ok(())
     }
 
     fn len(&self) -> usize {
@@ -355,6 +493,13 @@ impl Buffer for FileBuffer {
 
     fn bytes(&self) -> usize {
         self.index.bytes()
+    }
+}
+
+fn slot(refusal: ClockRefusal) -> usize {
+    match refusal {
+        ClockRefusal::InFuture => 0,
+        ClockRefusal::TooOld => 1,
     }
 }
 

@@ -321,6 +321,60 @@ fn rejected_readings_go_to_their_file() {
     );
 }
 
+/// The rejected file rotates past its limit: `.rejected.1` holds the
+/// previous lines, the one before is deleted and its lines counted.
+#[test]
+fn rejected_file_is_bounded_by_rotation() {
+    let dir = TempDir::new("rotate");
+    let path = dir.join("buf");
+    let options = FileOptions::default().with_rejected_limit(4096);
+    let mut b = FileBuffer::open_with(&path, BufferLimits::default(), options).unwrap();
+    let reason = ServerError {
+        status: 400,
+        code: "malformed".into(),
+        ..ServerError::default()
+    };
+    let line_len = {
+        b.push(reading(0)).unwrap();
+        b.reject(&[reading(0)], &reason).unwrap();
+        fs::metadata(b.rejected_path()).unwrap().len()
+    };
+    let per_file = 4096 / line_len;
+    let total = 3 * per_file + 2;
+    for s in 1..total {
+        b.push(reading(s)).unwrap();
+        b.reject(&[reading(s)], &reason).unwrap();
+        assert!(fs::metadata(b.rejected_path()).unwrap().len() <= 4096);
+    }
+    let rotated = with_suffix(&b.rejected_path(), ".1");
+    let lines = |p: &Path| fs::read_to_string(p).unwrap().lines().count() as u64;
+    let kept = lines(&b.rejected_path()) + lines(&rotated);
+    assert_eq!(
+        kept + b.rejected_dropped(),
+        total,
+        "every line kept or counted"
+    );
+    assert!(b.rejected_dropped() >= per_file);
+    let last: serde_json::Value = serde_json::from_str(
+        fs::read_to_string(b.rejected_path())
+            .unwrap()
+            .lines()
+            .last()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(last["reading"]["seq"], total - 1, "the newest are kept");
+    assert!(b.is_empty());
+    assert!(
+        FileBuffer::open_with(
+            &path,
+            BufferLimits::default(),
+            FileOptions::default().with_rejected_limit(10)
+        )
+        .is_err()
+    );
+}
+
 const CHILD_ENV: &str = "HA_DC_FILEBUF_CHILD";
 
 /// Not a test on its own: the body of the child process that
