@@ -309,7 +309,9 @@ impl FileBuffer {
     /// Compacts when dead records outweigh live ones. A failed compaction
     /// is logged and tried again later: the log itself is intact.
     fn maybe_compact(&mut self) {
-        let live = self.file_len - MAGIC.len() as u64 - self.dead_bytes;
+        let live = self
+            .file_len
+            .saturating_sub(MAGIC.len() as u64 + self.dead_bytes);
         if self.dead_bytes >= COMPACT_MIN_DEAD
             && self.dead_bytes > live
             && let Err(e) = self.compact()
@@ -345,9 +347,14 @@ impl FileBuffer {
     /// The removal record for those of `seqs` that are buffered, and the
     /// record bytes it makes dead.
     fn removal_record(&self, seqs: &[u64]) -> Option<(Vec<u8>, u64)> {
+        // A seq named twice frees its record once (found by fuzzing:
+        // counting it twice drove the dead-byte count past the file size).
+        let mut seqs = seqs.to_vec();
+        seqs.sort_unstable();
+        seqs.dedup();
         let mut payload = Vec::with_capacity(8 * seqs.len());
         let mut freed = 0;
-        for &seq in seqs {
+        for seq in seqs {
             if let Some(len) = self.index.size_of(seq) {
                 payload.extend_from_slice(&seq.to_le_bytes());
                 freed += reading_record_len(len);
