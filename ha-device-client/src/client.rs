@@ -289,7 +289,7 @@ impl<B: Buffer> Client<B> {
     pub fn release_held(&mut self, refusal: ClockRefusal) -> Result<usize, Error> {
         let before = self.buffer.held_len(refusal);
         let pushed = self.buffer.release(refusal)?;
-        let count = before - self.buffer.held_len(refusal);
+        let count = before.saturating_sub(self.buffer.held_len(refusal));
         self.counters.released += count as u64;
         self.counters.buffered = self.buffer.len() as u64;
         if !pushed.dropped.is_empty() {
@@ -317,7 +317,7 @@ impl<B: Buffer> Client<B> {
         let left = self.buffer.held_len(refusal);
         // What did not fit (`RejectNew`) is tried again after another interval.
         self.next_release = (left > 0).then(|| tokio::time::Instant::now() + self.clock_retry);
-        let count = before - left;
+        let count = before.saturating_sub(left);
         self.counters.released += count as u64;
         self.counters.dropped += pushed.dropped.len() as u64;
         self.counters.buffered = self.buffer.len() as u64;

@@ -20,9 +20,11 @@
 //! counts what it skipped in [`Recovery`], and rewrites the file without
 //! it. If the skipped stretch held a removal record, the readings it
 //! removed come back and are sent again; the server deduplicates them by
-//! `(device_id, seq)`. When
-//! dead records outweigh the live ones, the file is compacted: the live
-//! readings are written to `<path>.tmp`, synced, and renamed over the log.
+//! `(device_id, seq)`.
+//!
+//! When dead records outweigh the live ones, the file is compacted: the
+//! live readings are written to `<path>.tmp`, synced, and renamed over the
+//! log.
 //!
 //! Readings refused by the server for good are appended, one JSON object
 //! per line with the server's reason, to `<path>.rejected`, which is
