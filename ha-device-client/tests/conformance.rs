@@ -2,7 +2,7 @@
 //! buffer written outside the crate, as a user would, and shown to catch a
 //! buffer that breaks the contract.
 //!
-//! `cargo test -p ha-device-client --features test-util --test conformance`
+//! `cargo test -p ha-device-client --test conformance`
 
 use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
