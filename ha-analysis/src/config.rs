@@ -29,6 +29,9 @@ pub enum DetectorKind {
 }
 
 impl DetectorKind {
+    /// Every detector, the recommended one first.
+    pub const ALL: [Self; 2] = [Self::ZScore, Self::Mad];
+
     /// The name used on command lines: `zscore` or `mad`.
     pub fn as_str(self) -> &'static str {
         match self {

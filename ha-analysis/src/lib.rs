@@ -20,8 +20,11 @@
 //! - `score = (x − mean) / stdev` (sample, n − 1); anomaly when
 //!   `|score| > z`, `z = Φ⁻¹(1 − p/2)` from the two-sided false-alarm
 //!   probability `p` (default 1e-4) or given directly;
-//! - `anomaly_score = 2Φ(|score|) − 1` ([`Verdict::anomaly_score`]), 0
-//!   without a verdict.
+//! - `anomaly_score = L / (1 + L)`, `L = −log10 p`, `p = 2(1 − Φ(|score|))`
+//!   the two-sided tail probability ([`Verdict::anomaly_score`]), 0 without
+//!   a verdict. It ranks: strictly increasing in `|score|` and below 1 even
+//!   at |z| = 1000. (Up to 0.1.0 it was `1 − p`, which rounds to exactly 1
+//!   for |z| > 8.3.)
 //!
 //! [`DetectorKind::Mad`] uses median and 1.4826 × MAD instead of mean and
 //! standard deviation, so one outlier in the baseline masks nothing.
@@ -48,7 +51,7 @@
 //!     series.feed(key(), u64::from(seq), value)?;
 //! }
 //! let verdict = series.feed(key(), 40, 140.0)?.expect("seq 40 is new");
-//! assert!(verdict.is_anomaly && verdict.anomaly_score() > 0.999);
+//! assert!(verdict.is_anomaly && verdict.anomaly_score() > 0.99);
 //! # Ok::<(), ha_analysis::AnalysisError>(())
 //! ```
 //!

@@ -13,6 +13,9 @@ fn ha_detect(args: &[&str], stdin: &str) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ha-detect"))
         .args(args)
         .env_remove("HA_DETECT_WINDOW")
+        .env_remove("HA_WINDOW")
+        .env_remove("HA_DETECTOR")
+        .env_remove("HA_EMIT")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -231,5 +234,50 @@ fn mad_detector_flags_the_masked_dip_more_strongly() {
         out.lines()
             .any(|l| l.starts_with("dev-a,14,") && l.ends_with(",true")),
         "{out}"
+    );
+}
+
+#[test]
+fn detectors_lists_one_name_per_line() {
+    let output = ha_detect(&["--detectors"], "");
+    assert!(output.status.success());
+    let names: Vec<String> = stdout(&output).lines().map(str::to_string).collect();
+    assert!(names.contains(&"zscore".to_string()) && names.contains(&"mad".to_string()));
+    for name in &names {
+        let output = ha_detect(&["--detector", name, "--emit", "all"], GOLDEN_INPUT);
+        assert!(output.status.success(), "{name}: {}", stderr(&output));
+        assert_eq!(
+            stdout(&output).lines().count(),
+            GOLDEN_INPUT.lines().count()
+        );
+    }
+}
+
+#[test]
+fn ha_names_and_deprecated_ha_detect_names() {
+    let path = std::env::temp_dir().join(format!("ha-detect-env-{}.csv", std::process::id()));
+    std::fs::write(&path, GOLDEN_INPUT).unwrap();
+    let run = |var: &str| {
+        Command::new(env!("CARGO_BIN_EXE_ha-detect"))
+            .args(&GOLDEN_FLAGS[2..8])
+            .arg(&path)
+            .env_remove("HA_WINDOW")
+            .env_remove("HA_DETECT_WINDOW")
+            .env(var, "8")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let new = run("HA_WINDOW");
+    assert!(new.status.success(), "{}", stderr(&new));
+    assert!(stderr(&new).is_empty(), "{}", stderr(&new));
+    let old = run("HA_DETECT_WINDOW");
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(old.stdout, new.stdout, "the same window either way");
+    assert!(old.status.success(), "{}", stderr(&old));
+    assert!(
+        stderr(&old).contains("warning: HA_DETECT_WINDOW is deprecated"),
+        "{}",
+        stderr(&old)
     );
 }
