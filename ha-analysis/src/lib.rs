@@ -86,6 +86,7 @@
 mod config;
 mod detector;
 mod error;
+mod kestrel;
 mod keyed;
 mod moments;
 mod robust;
@@ -98,6 +99,7 @@ mod zscore;
 pub use config::{DEFAULT_FALSE_ALARM, DetectorConfig, DetectorKind, MAX_WINDOW};
 pub use detector::WindowDetector;
 pub use error::AnalysisError;
+pub use kestrel::KESTREL_MARGIN;
 pub use keyed::SeriesSet;
 pub use robust::{MAD_SCALE, MadDetector};
 pub use verdict::Verdict;

@@ -281,3 +281,35 @@ fn ha_names_and_deprecated_ha_detect_names() {
         stderr(&old)
     );
 }
+
+/// `ha-detect eval` on two NAB series (tests/data/nab_fixture, MIT): every
+/// detector at its defaults. The figures are this implementation's,
+/// recorded, so that a change to a detector or to the scoring shows here.
+#[test]
+fn eval_scores_every_detector_on_the_nab_fixture() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/nab_fixture");
+    let detections = std::env::temp_dir().join(format!("ha-eval-{}.csv", std::process::id()));
+    let output = ha_detect(
+        &["eval", dir, "--detections", detections.to_str().unwrap()],
+        "",
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let table = stdout(&output);
+    for row in [
+        "| nab_fixture | 2 | kestrel | 48.8 | 5 | 4 | 22 | 0.154 | 0.800 | 0.258 |",
+        "| nab_fixture | 2 | zscore | 64.2 | 5 | 4 | 11 | 0.267 | 0.800 | 0.400 |",
+        "| nab_fixture | 2 | mad | -78.2 | 5 | 3 | 123 | 0.024 | 0.600 | 0.046 |",
+    ] {
+        assert!(table.contains(row), "{row}\n{table}");
+    }
+    let written = std::fs::read_to_string(&detections).unwrap();
+    std::fs::remove_file(&detections).unwrap();
+    // One line per flagged reading (probation included) plus the header.
+    let kestrel = written.lines().filter(|l| l.contains(",kestrel,")).count();
+    assert!(kestrel >= 4 + 22, "{kestrel}");
+    assert!(written.starts_with("corpus,series,detector,index\n"));
+
+    let output = ha_detect(&["eval", "/nonexistent-corpus"], "");
+    assert_eq!(output.status.code(), Some(64));
+    assert!(stderr(&output).contains("/nonexistent-corpus/labels.json"));
+}
