@@ -175,7 +175,7 @@ impl DetectorConfig {
             recent: self.recent,
             min_history: self.min_history,
             z,
-            kestrel_margin: (crate::kestrel::KESTREL_MARGIN + z - default_z).max(0.1),
+            kestrel_margin: (crate::kestrel::KESTREL_MARGIN + (z - default_z)).max(0.1),
             kind: self.kind,
         })
     }
@@ -313,6 +313,22 @@ mod tests {
             ..DetectorConfig::default()
         };
         assert!(tiny_p.z_threshold().unwrap() > 30.0);
+    }
+
+    #[test]
+    fn kestrel_margin_follows_the_threshold() {
+        let margin = |config: DetectorConfig| config.resolve().unwrap().kestrel_margin;
+        assert_eq!(margin(DetectorConfig::default()), crate::KESTREL_MARGIN);
+        let stricter = margin(DetectorConfig {
+            z: Some(5.0),
+            ..DetectorConfig::default()
+        });
+        assert!((stricter - (crate::KESTREL_MARGIN + 5.0 - 3.890_591_886_413_094)).abs() < 1e-9);
+        let floor = margin(DetectorConfig {
+            false_alarm: Some(0.5),
+            ..DetectorConfig::default()
+        });
+        assert_eq!(floor, 0.1);
     }
 
     #[test]

@@ -29,6 +29,13 @@
 //! [`DetectorKind::Mad`] uses median and 1.4826 × MAD instead of mean and
 //! standard deviation, so one outlier in the baseline masks nothing.
 //!
+//! [`DetectorKind::Kestrel`] (recommended on real series, first in
+//! [`DetectorKind::ALL`]) flags a reading that breaks out of the range of
+//! the `W − 2` readings before it by more than a margin (default
+//! [`KESTREL_MARGIN`] σ), and only the first reading of a breakout; its
+//! verdicts depend on the newest `W` readings only, so warm start is exact.
+//! Its evaluation on public labelled corpora is in `docs/detection.md`.
+//!
 //! ## Example
 //!
 //! `cargo test -p ha-analysis --doc` runs it.
@@ -61,6 +68,7 @@
 //! |---|---|---|
 //! | [`ZScoreDetector`] | O(1): ring write + shifted compensated sums; O(W) exact recompute only when the sums drift (rare, amortised O(1)) | `8·W` bytes + ~100 (W = 200: ≈ 1.7 KiB) |
 //! | [`MadDetector`] | O(log W) search + O(W) memmove in a sorted baseline, O(log W) median and MAD; no sort | `8·(2W − k)` bytes + ~100 |
+//! | Kestrel | amortised O(1): ring write, compensated sums, two monotonic deques for max and min | `16·W` bytes + ~100 (W = 200: ≈ 3.3 KiB) |
 //!
 //! [`SeriesSet`] adds one hash-map lookup per reading.
 //!
