@@ -2,6 +2,7 @@
 //! keeps for each series.
 
 use crate::config::Resolved;
+use crate::kestrel::KestrelState;
 use crate::robust::MadState;
 use crate::zscore::ZScoreState;
 use crate::{AnalysisError, DetectorKind, Verdict};
@@ -24,6 +25,7 @@ pub trait WindowDetector {
 pub(crate) enum DetectorState {
     ZScore(ZScoreState),
     Mad(MadState),
+    Kestrel(KestrelState),
 }
 
 impl DetectorState {
@@ -31,6 +33,7 @@ impl DetectorState {
         match config.kind {
             DetectorKind::ZScore => Self::ZScore(ZScoreState::new(config)),
             DetectorKind::Mad => Self::Mad(MadState::new(config)),
+            DetectorKind::Kestrel => Self::Kestrel(KestrelState::new(config)),
         }
     }
 
@@ -38,6 +41,7 @@ impl DetectorState {
         match self {
             Self::ZScore(state) => state.heap_bytes(),
             Self::Mad(state) => state.heap_bytes(),
+            Self::Kestrel(state) => state.heap_bytes(),
         }
     }
 
@@ -46,6 +50,7 @@ impl DetectorState {
         match self {
             Self::ZScore(state) => state.push(config, value),
             Self::Mad(state) => state.push(config, value),
+            Self::Kestrel(state) => state.push(config, value),
         }
     }
 
@@ -54,6 +59,7 @@ impl DetectorState {
         match self {
             Self::ZScore(state) => state.observe(config, value),
             Self::Mad(state) => state.observe(config, value),
+            Self::Kestrel(state) => state.observe(config, value),
         }
     }
 }

@@ -33,6 +33,9 @@ impl SeriesState {
         let floats = match config.kind {
             DetectorKind::ZScore => config.window,
             DetectorKind::Mad => config.window + config.baseline_capacity(),
+            DetectorKind::Kestrel => {
+                return crate::kestrel::KestrelState::new_heap_bytes(config);
+            }
         };
         floats * std::mem::size_of::<f64>()
     }
