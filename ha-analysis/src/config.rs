@@ -8,6 +8,10 @@ use statrs::distribution::{ContinuousCDF, Normal};
 
 use crate::AnalysisError;
 
+/// Default margin in σ beyond the previous range for a Kestrel breakout:
+/// the best of 0.1 … 3 on the tuning corpus (SKAB; docs/detection.md).
+pub const KESTREL_MARGIN: f64 = 0.3;
+
 /// Two-sided false-alarm probability used when neither
 /// [`DetectorConfig::false_alarm`] nor [`DetectorConfig::z`] is set.
 pub const DEFAULT_FALSE_ALARM: f64 = 1e-4;
@@ -175,7 +179,7 @@ impl DetectorConfig {
             recent: self.recent,
             min_history: self.min_history,
             z,
-            kestrel_margin: (crate::kestrel::KESTREL_MARGIN + (z - default_z)).max(0.1),
+            kestrel_margin: (KESTREL_MARGIN + (z - default_z)).max(0.1),
             kind: self.kind,
         })
     }

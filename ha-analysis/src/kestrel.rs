@@ -23,7 +23,7 @@
 //! - `e = (x − max R) / sd(R)` when `x > max R`, `(x − min R) / sd(R)`
 //!   when `x < min R`, else 0 — the **score** (signed breakout in σ);
 //! - a verdict needs `|R| ≥ min_history` and `sd(R) > 0`;
-//! - *beyond* when `|e| > m` (the margin, [`KESTREL_MARGIN`] σ unless `z`
+//! - *beyond* when `|e| > m` (the margin, [`KESTREL_MARGIN`](crate::KESTREL_MARGIN) σ unless `z`
 //!   or `false_alarm` is configured: then `m = z − 3`, floored at 0.1);
 //! - **anomaly** when beyond and the previous reading was not beyond.
 //!
@@ -44,10 +44,6 @@ use crate::Verdict;
 use crate::config::Resolved;
 use crate::moments::ShiftedMoments;
 use crate::window::Window;
-
-/// Default margin in σ beyond the previous range for a breakout: the best
-/// of 0.1 … 3 on the tuning corpus (SKAB; docs/detection.md).
-pub const KESTREL_MARGIN: f64 = 0.3;
 
 /// Per-series state.
 #[derive(Debug, Clone)]

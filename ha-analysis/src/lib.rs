@@ -100,14 +100,14 @@ mod moments;
 mod robust;
 mod series;
 mod sorted_baseline;
+mod state;
 mod verdict;
 mod window;
 mod zscore;
 
-pub use config::{DEFAULT_FALSE_ALARM, DetectorConfig, DetectorKind, MAX_WINDOW};
+pub use config::{DEFAULT_FALSE_ALARM, DetectorConfig, DetectorKind, KESTREL_MARGIN, MAX_WINDOW};
 pub use detector::WindowDetector;
 pub use error::AnalysisError;
-pub use kestrel::KESTREL_MARGIN;
 pub use keyed::SeriesSet;
 pub use robust::{MAD_SCALE, MadDetector};
 pub use verdict::Verdict;

@@ -2,7 +2,7 @@
 //! the idle stamp, and the detector state.
 
 use crate::config::Resolved;
-use crate::detector::DetectorState;
+use crate::state::DetectorState;
 use crate::{AnalysisError, DetectorKind, Verdict};
 
 /// A series' state; the config is passed in by the owning container.
