@@ -5,7 +5,9 @@
 use std::sync::Arc;
 
 use ha_core::conformance::{server_url, unique_name};
-use ha_core::store::postgres::{LATEST_VERSION, PostgresConfig, PostgresStore};
+use ha_core::store::postgres::{
+    LATEST_VERSION, PostgresConfig, PostgresConfigError, PostgresStore,
+};
 use ha_core::store::{Store, StoreError};
 
 fn config(url: String, schema: String) -> PostgresConfig {
@@ -79,6 +81,12 @@ fn bad_schema_names_are_refused() {
             schema: Some(bad.into()),
             ..PostgresConfig::default()
         };
-        assert!(PostgresStore::new(cfg).is_err(), "{bad}");
+        assert!(
+            matches!(
+                PostgresStore::new(cfg),
+                Err(StoreError::Config(PostgresConfigError::Schema(_)))
+            ),
+            "{bad}"
+        );
     }
 }
