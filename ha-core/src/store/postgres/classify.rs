@@ -55,6 +55,9 @@ fn class(code: &SqlState) -> &str {
 /// What a database error amounts to for the caller.
 pub(super) fn kind(e: &tokio_postgres::Error) -> StoreErrorKind {
     let Some(code) = e.code() else {
+        if certificate_refused(e) {
+            return StoreErrorKind::Denied;
+        }
         return StoreErrorKind::Unavailable;
     };
     if *code == SqlState::INSUFFICIENT_PRIVILEGE {
@@ -70,6 +73,26 @@ pub(super) fn kind(e: &tokio_postgres::Error) -> StoreErrorKind {
         "28" => StoreErrorKind::Denied,
         _ => StoreErrorKind::Unavailable,
     }
+}
+
+/// Whether the TLS handshake failed on the certificate (a wrong CA, an
+/// expired or misnamed certificate): a configuration fault that retrying
+/// will not mend.
+fn certificate_refused(e: &tokio_postgres::Error) -> bool {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(err) = next {
+        // tokio-rustls hands rustls' error over inside an io::Error, whose
+        // source() skips it.
+        let inner = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .map(|i| i as &(dyn std::error::Error + 'static));
+        if let Some(tls) = inner.unwrap_or(err).downcast_ref::<rustls::Error>() {
+            return matches!(tls, rustls::Error::InvalidCertificate(_));
+        }
+        next = err.source();
+    }
+    false
 }
 
 /// Maps a database error to a [`StoreError`] keeping it as the source.

@@ -1,13 +1,23 @@
 //! Settings of a [`PostgresStore`](super::PostgresStore) and their checks.
 
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
 use std::time::Duration;
 
 /// Settings of a [`PostgresStore`](super::PostgresStore).
 #[derive(Clone, Debug)]
 pub struct PostgresConfig {
-    /// `postgres://user:password@host:port/database` (key-value strings work
-    /// too). TLS is not supported yet: use a local connection or a sidecar.
+    /// `postgres://user:password@host:port/database?sslmode=verify-full`
+    /// (key-value strings work too). `sslmode` is one of `disable`,
+    /// `prefer` (the default), `require`, `verify-ca`, `verify-full`; see
+    /// the [TLS table](super#tls). `sslrootcert=PATH` names the CA file
+    /// unless [`ca_file`](Self::ca_file) is set.
     pub url: String,
+    /// PEM file of the CA(s) that sign the server's certificate. With it,
+    /// every TLS connection verifies the chain; `verify-full` also the
+    /// host name.
+    pub ca_file: Option<PathBuf>,
     /// Put the tables in this schema (created by
     /// [`PostgresStore::migrate`](super::PostgresStore::migrate)) instead of
     /// the default `search_path`. Lowercase letters, digits, `_`.
@@ -24,6 +34,7 @@ impl Default for PostgresConfig {
     fn default() -> Self {
         PostgresConfig {
             url: "postgres://postgres@127.0.0.1:5432/postgres".into(),
+            ca_file: None,
             schema: None,
             pool_size: 4,
             connect_timeout: Duration::from_secs(5),
@@ -48,6 +59,82 @@ pub enum PostgresConfigError {
         "postgres schema `{0}` must be 1-63 characters of [a-z0-9_], not starting with a digit"
     )]
     Schema(String),
+    /// The URL does not parse (the source says why; it never echoes the
+    /// password).
+    #[error("postgres url is invalid")]
+    Url(#[source] tokio_postgres::Error),
+    /// `sslmode` has a value outside the table.
+    #[error(
+        "postgres sslmode `{0}` is not one of disable, prefer, require, verify-ca, verify-full"
+    )]
+    SslMode(String),
+    /// `verify-ca`/`verify-full` without a CA file to verify against.
+    #[error("postgres sslmode={0} needs a CA file (ca_file or sslrootcert)")]
+    CaFileNeeded(SslMode),
+    /// The CA file cannot be read or holds no usable certificate.
+    #[error("postgres CA file {}", path.display())]
+    CaFile {
+        /// The file.
+        path: PathBuf,
+        /// Why it is unusable.
+        #[source]
+        source: std::io::Error,
+    },
+    /// rustls refused the TLS settings.
+    #[error("postgres TLS settings: {0}")]
+    Tls(String),
+}
+
+/// How a connection uses TLS: libpq's `sslmode`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SslMode {
+    /// Plain TCP.
+    Disable,
+    /// TLS when the server offers it, else plain.
+    #[default]
+    Prefer,
+    /// TLS or no connection.
+    Require,
+    /// TLS with the certificate chain verified against the CA file.
+    VerifyCa,
+    /// As `VerifyCa`, and the certificate names the host connected to.
+    VerifyFull,
+}
+
+impl FromStr for SslMode {
+    type Err = PostgresConfigError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "disable" => SslMode::Disable,
+            "prefer" => SslMode::Prefer,
+            "require" => SslMode::Require,
+            "verify-ca" => SslMode::VerifyCa,
+            "verify-full" => SslMode::VerifyFull,
+            other => return Err(PostgresConfigError::SslMode(other.to_owned())),
+        })
+    }
+}
+
+impl fmt::Display for SslMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SslMode::Disable => "disable",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        })
+    }
+}
+
+/// A parsed URL: what tokio-postgres connects with, and the TLS settings
+/// it does not know.
+pub(super) struct Target {
+    pub(super) connect: tokio_postgres::Config,
+    pub(super) ssl_mode: SslMode,
+    pub(super) ca_file: Option<PathBuf>,
 }
 
 impl PostgresConfig {
@@ -60,15 +147,78 @@ impl PostgresConfig {
             return Err(PostgresConfigError::Attempts);
         }
         if let Some(s) = &self.schema
-            && !valid_schema(s)
+            && !valid_identifier(s)
         {
             return Err(PostgresConfigError::Schema(s.clone()));
         }
-        Ok(())
+        self.target().map(|_| ())
+    }
+
+    /// Parses [`url`](Self::url), taking out `sslmode` and `sslrootcert`.
+    pub(super) fn target(&self) -> Result<Target, PostgresConfigError> {
+        let mut url = self.url.clone();
+        let mode = take_param(&mut url, "sslmode");
+        let root = take_param(&mut url, "sslrootcert");
+        let ssl_mode = mode.as_deref().map_or(Ok(SslMode::Prefer), str::parse)?;
+        let mut connect =
+            tokio_postgres::Config::from_str(&url).map_err(PostgresConfigError::Url)?;
+        connect.ssl_mode(match ssl_mode {
+            SslMode::Disable => tokio_postgres::config::SslMode::Disable,
+            SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
+            _ => tokio_postgres::config::SslMode::Require,
+        });
+        let ca_file = self.ca_file.clone().or(root.map(PathBuf::from));
+        if ca_file.is_none() && matches!(ssl_mode, SslMode::VerifyCa | SslMode::VerifyFull) {
+            return Err(PostgresConfigError::CaFileNeeded(ssl_mode));
+        }
+        Ok(Target {
+            connect,
+            ssl_mode,
+            ca_file,
+        })
     }
 }
 
-fn valid_schema(s: &str) -> bool {
+/// Removes `key` from a URL's query or a key-value string and returns its
+/// value. Values of these keys hold no spaces or quotes.
+fn take_param(url: &mut String, key: &str) -> Option<String> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let (base, query) = url.split_once('?')?;
+        let mut value = None;
+        let rest: Vec<&str> = query
+            .split('&')
+            .filter(|kv| match kv.split_once('=') {
+                Some((k, v)) if k == key => {
+                    value = Some(v.to_owned());
+                    false
+                }
+                _ => true,
+            })
+            .collect();
+        let rebuilt = if rest.is_empty() {
+            base.to_owned()
+        } else {
+            format!("{base}?{}", rest.join("&"))
+        };
+        *url = rebuilt;
+        return value;
+    }
+    let needle = format!("{key}=");
+    let start = url
+        .match_indices(&needle)
+        .map(|(i, _)| i)
+        .find(|&i| url[..i].chars().next_back().is_none_or(char::is_whitespace))?;
+    let from = start + needle.len();
+    let end = url[from..]
+        .find(char::is_whitespace)
+        .map_or(url.len(), |n| from + n);
+    let value = url[from..end].to_owned();
+    url.replace_range(start..end, "");
+    Some(value)
+}
+
+/// A lowercase SQL identifier that needs no escaping beyond quotes.
+pub(super) fn valid_identifier(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
         && s.bytes()
@@ -100,5 +250,47 @@ mod tests {
             PostgresConfigError::Schema(_)
         ));
         assert!(PostgresConfig::default().validate().is_ok());
+        assert!(matches!(
+            bad(|c| c.url = "postgres://h/db?sslmode=verify-everything".into()),
+            PostgresConfigError::SslMode(_)
+        ));
+        assert!(matches!(
+            bad(|c| c.url = "postgres://h/db?sslmode=verify-full".into()),
+            PostgresConfigError::CaFileNeeded(SslMode::VerifyFull)
+        ));
+        assert!(matches!(
+            bad(|c| c.url = "postgres://h:notaport/db".into()),
+            PostgresConfigError::Url(_)
+        ));
+    }
+
+    #[test]
+    fn tls_parameters_are_taken_out_of_both_url_forms() {
+        let target = |url: &str| {
+            PostgresConfig {
+                url: url.into(),
+                ..PostgresConfig::default()
+            }
+            .target()
+            .unwrap()
+        };
+        let t =
+            target("postgres://u@h/db?sslmode=verify-ca&sslrootcert=/ca.pem&application_name=x");
+        assert_eq!(t.ssl_mode, SslMode::VerifyCa);
+        assert_eq!(t.ca_file, Some(PathBuf::from("/ca.pem")));
+        assert_eq!(t.connect.get_application_name(), Some("x"));
+        let t = target("host=h user=u sslmode=require dbname=db");
+        assert_eq!(t.ssl_mode, SslMode::Require);
+        assert_eq!(t.connect.get_dbname(), Some("db"));
+        assert_eq!(target("postgres://u@h/db").ssl_mode, SslMode::Prefer);
+        // The explicit CA file wins over the URL's.
+        let t = PostgresConfig {
+            url: "postgres://h/db?sslmode=verify-full&sslrootcert=/a.pem".into(),
+            ca_file: Some("/b.pem".into()),
+            ..PostgresConfig::default()
+        }
+        .target()
+        .unwrap();
+        assert_eq!(t.ca_file, Some(PathBuf::from("/b.pem")));
     }
 }

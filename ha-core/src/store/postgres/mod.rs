@@ -18,21 +18,41 @@
 //! - **Portability**: no `LISTEN/NOTIFY`, temporary tables, advisory locks,
 //!   `SERIAL` or `COPY`; row-value comparisons, `unnest`, data-modifying
 //!   CTEs and window functions are supported by both databases.
+//!
+//! # TLS
+//!
+//! rustls with the ring provider (no OpenSSL), set by `sslmode` in the URL
+//! and [`PostgresConfig::ca_file`]:
+//!
+//! | `sslmode` | encrypted | server certificate checked |
+//! |---|---|---|
+//! | `disable` | no | - |
+//! | `prefer` (default) | when the server offers it | against the CA file if one is set, else not |
+//! | `require` | yes | against the CA file if one is set, else not |
+//! | `verify-ca` | yes | chain against the CA file (needed) |
+//! | `verify-full` | yes | chain against the CA file (needed) and the host name |
+//!
+//! Production uses `verify-full` (CockroachDB's and CloudNativePG's
+//! certificates name the service); unverified encryption stops passive
+//! listeners only.
 
 mod classify;
 mod config;
 mod migrate;
 mod pool;
+mod roles;
 mod rows;
 mod sql;
+mod tls;
 
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use tokio_postgres::types::ToSql;
 
-pub use config::{PostgresConfig, PostgresConfigError};
+pub use config::{PostgresConfig, PostgresConfigError, SslMode};
 pub use migrate::{LATEST_VERSION, MIGRATIONS, Migration};
+pub use roles::Roles;
 
 use super::{
     Anomaly, AnomalyQuery, DeviceStatus, Page, ReadingQuery, SeqGap, Store, StoreError,
@@ -53,9 +73,8 @@ impl PostgresStore {
     ///
     /// Errors: [`StoreError::Config`] for invalid settings.
     pub fn new(config: PostgresConfig) -> Result<Self, StoreError> {
-        config.validate()?;
         Ok(PostgresStore {
-            pool: Pool::new(config),
+            pool: Pool::new(config)?,
         })
     }
 
@@ -64,6 +83,18 @@ impl PostgresStore {
     pub async fn migrate(&self) -> Result<Vec<i64>, StoreError> {
         let mut client = self.pool.connect().await?;
         migrate::run(&mut client, self.pool.config().schema.as_deref()).await
+    }
+
+    /// Creates the writer and read-only roles if missing and grants them on
+    /// the store's tables (run by an owner after [`migrate`](Self::migrate);
+    /// again after each new migration). Idempotent.
+    ///
+    /// Errors: [`StoreError::InvalidQuery`] for a role name outside
+    /// `[a-z0-9_]`; a database error whose [`kind`](StoreError::kind) is
+    /// `Denied` when this connection's role may not create roles or grant.
+    pub async fn grant_roles(&self, roles: &Roles) -> Result<(), StoreError> {
+        let client = self.pool.connect().await?;
+        roles::grant(&client, self.pool.config().schema.as_deref(), roles).await
     }
 
     /// Fails with [`StoreError::Schema`] unless the schema is at the version

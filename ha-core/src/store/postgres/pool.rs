@@ -5,11 +5,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::Mutex;
-use tokio_postgres::{Client, NoTls, Statement};
+use tokio_postgres::{Client, Statement};
 
 use super::classify::{Retry, classify, classify_after, retry};
-use super::config::PostgresConfig;
+use super::config::{PostgresConfig, PostgresConfigError};
 use super::sql;
+use super::tls::{MakeRustls, client_config};
 use crate::store::StoreError;
 
 /// One connection with its prepared statements.
@@ -22,19 +23,27 @@ pub(super) struct Conn {
 /// `pool_size` lazily (re)connected slots, handed out round-robin.
 pub(super) struct Pool {
     config: PostgresConfig,
+    connect: tokio_postgres::Config,
+    tls: MakeRustls,
     slots: Vec<Mutex<Option<Arc<Conn>>>>,
     next: AtomicUsize,
 }
 
 impl Pool {
-    /// A pool for a validated `config`; connects nothing yet.
-    pub(super) fn new(config: PostgresConfig) -> Self {
+    /// A pool for `config` (validated here, the CA file read); connects
+    /// nothing yet.
+    pub(super) fn new(config: PostgresConfig) -> Result<Self, PostgresConfigError> {
+        config.validate()?;
+        let target = config.target()?;
+        let tls = MakeRustls(client_config(target.ssl_mode, target.ca_file.as_deref())?);
         let slots = (0..config.pool_size).map(|_| Mutex::new(None)).collect();
-        Pool {
+        Ok(Pool {
             config,
+            connect: target.connect,
+            tls,
             slots,
             next: AtomicUsize::new(0),
-        }
+        })
     }
 
     pub(super) fn config(&self) -> &PostgresConfig {
@@ -43,7 +52,7 @@ impl Pool {
 
     /// A new connection outside the pool, its `search_path` set.
     pub(super) async fn connect(&self) -> Result<Client, StoreError> {
-        let connecting = tokio_postgres::connect(&self.config.url, NoTls);
+        let connecting = self.connect.connect(self.tls.clone());
         let (client, connection) = tokio::time::timeout(self.config.connect_timeout, connecting)
             .await
             .map_err(|_| StoreError::Unavailable("connecting to the database timed out".into()))?
