@@ -24,7 +24,9 @@
 //!   publishing never stalls acknowledgements.
 
 mod connector;
+mod tls;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -46,10 +48,19 @@ use super::{Acknowledger, Delivery, OutgoingMessage, Queue, QueueError, Subscrip
 /// Settings of an [`AmqpQueue`].
 #[derive(Clone, Debug)]
 pub struct AmqpConfig {
-    /// Broker URLs (`amqp://user:pass@host:5672/%2f`), tried in order; on
-    /// connection loss the list is tried again from the start. A
-    /// `heartbeat` query parameter is added when absent.
+    /// Broker URLs (`amqp://user:pass@host:5672/%2f`, or `amqps://...:5671`
+    /// for TLS), tried in order; on connection loss the list is tried again
+    /// from the start. A `heartbeat` query parameter is added when absent.
     pub urls: Vec<String>,
+    /// PEM file of the CA(s) that sign the brokers' certificates; needed
+    /// for `amqps://` URLs and the only trust anchor (no system roots).
+    /// The certificate must name the URL's host.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate chain, for brokers that verify clients
+    /// (with [`client_key_file`](Self::client_key_file)).
+    pub client_cert_file: Option<PathBuf>,
+    /// PEM PKCS#8 key of [`client_cert_file`](Self::client_cert_file).
+    pub client_key_file: Option<PathBuf>,
     /// Number of partition queues; must match every other replica.
     pub partitions: u32,
     /// Partition `p` is the queue `{queue_prefix}.{p}`.
@@ -71,6 +82,9 @@ impl Default for AmqpConfig {
     fn default() -> Self {
         AmqpConfig {
             urls: vec!["amqp://guest:guest@127.0.0.1:5672/%2f".into()],
+            ca_file: None,
+            client_cert_file: None,
+            client_key_file: None,
             partitions: 4,
             queue_prefix: "ha.readings".into(),
             heartbeat_secs: 5,
@@ -105,6 +119,12 @@ impl AmqpConfig {
         if self.heartbeat_secs == 0 {
             return Err("heartbeat_secs must be at least 1".into());
         }
+        if self.client_cert_file.is_some() != self.client_key_file.is_some() {
+            return Err("client_cert_file and client_key_file go together".into());
+        }
+        if self.ca_file.is_none() && self.urls.iter().any(|u| u.starts_with("amqps://")) {
+            return Err("amqps:// URLs need ca_file (the CA of the brokers' certificates)".into());
+        }
         Ok(())
     }
 }
@@ -137,9 +157,15 @@ impl AmqpQueue {
     /// Errors: [`QueueError::Misconfigured`] for invalid settings.
     pub fn new(config: AmqpConfig) -> Result<Self, QueueError> {
         config.validate().map_err(QueueError::Misconfigured)?;
+        let tls = tls::load(&config)?;
         Ok(AmqpQueue {
-            publisher: Connector::new("publish", config.clone(), config.publish_channels),
-            consumer: Connector::new("consume", config.clone(), 0),
+            publisher: Connector::new(
+                "publish",
+                config.clone(),
+                tls.clone(),
+                config.publish_channels,
+            ),
+            consumer: Connector::new("consume", config.clone(), tls, 0),
             config,
             unconfirmed: Arc::new(AtomicU64::new(0)),
             republished: AtomicU64::new(0),
