@@ -61,7 +61,7 @@ pub enum PostgresConfigError {
     Schema(String),
     /// The URL does not parse (the source says why; it never echoes the
     /// password).
-    #[error("postgres url is invalid")]
+    #[error("postgres url is invalid: {0}")]
     Url(#[source] tokio_postgres::Error),
     /// `sslmode` has a value outside the table.
     #[error(
@@ -72,7 +72,7 @@ pub enum PostgresConfigError {
     #[error("postgres sslmode={0} needs a CA file (ca_file or sslrootcert)")]
     CaFileNeeded(SslMode),
     /// The CA file cannot be read or holds no usable certificate.
-    #[error("postgres CA file {}", path.display())]
+    #[error("postgres CA file {}: {source}", path.display())]
     CaFile {
         /// The file.
         path: PathBuf,
