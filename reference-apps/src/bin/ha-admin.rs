@@ -32,6 +32,13 @@ enum Command {
         /// The alerts API's role: reads only.
         #[arg(long, env = "HA_READER_ROLE")]
         reader_role: Option<String>,
+        /// File holding the writer role's password, set on every run (omit
+        /// where the database operator manages it, e.g. CloudNativePG).
+        #[arg(long, env = "HA_WRITER_PASSWORD_FILE", requires = "writer_role")]
+        writer_password_file: Option<PathBuf>,
+        /// File holding the reader role's password, set on every run.
+        #[arg(long, env = "HA_READER_PASSWORD_FILE", requires = "reader_role")]
+        reader_password_file: Option<PathBuf>,
     },
     /// Print a device's token: hex(HMAC-SHA256(key, device_id)).
     Token {
@@ -66,6 +73,21 @@ struct DbArgs {
     /// PEM CA of the database's certificate (`sslmode=verify-full` in the URL).
     #[arg(long, env = "HA_POSTGRES_CA_FILE")]
     postgres_ca_file: Option<PathBuf>,
+    /// PEM client certificate, where the database authenticates by
+    /// certificate (CockroachDB's `root`).
+    #[arg(
+        long,
+        env = "HA_POSTGRES_CLIENT_CERT_FILE",
+        requires = "postgres_client_key_file"
+    )]
+    postgres_client_cert_file: Option<PathBuf>,
+    /// PEM private key of `--postgres-client-cert-file`.
+    #[arg(
+        long,
+        env = "HA_POSTGRES_CLIENT_KEY_FILE",
+        requires = "postgres_client_cert_file"
+    )]
+    postgres_client_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -140,6 +162,8 @@ fn store(db: DbArgs) -> Result<PostgresStore, (u8, String)> {
     PostgresStore::new(PostgresConfig {
         url: db.postgres_url,
         ca_file: db.postgres_ca_file,
+        client_cert_file: db.postgres_client_cert_file,
+        client_key_file: db.postgres_client_key_file,
         pool_size: 1,
         ..PostgresConfig::default()
     })
@@ -152,7 +176,18 @@ async fn run(args: Args) -> Result<(), (u8, String)> {
             db,
             writer_role,
             reader_role,
+            writer_password_file,
+            reader_password_file,
         } => {
+            let password = |f: Option<PathBuf>| {
+                f.map(|f| reference_apps::service::read_secret(&f))
+                    .transpose()
+                    .map_err(|e| (64, e.to_string()))
+            };
+            let (writer_password, reader_password) = (
+                password(writer_password_file)?,
+                password(reader_password_file)?,
+            );
             let store = store(db)?;
             let applied = store.migrate().await.map_err(|e| (1, e.to_string()))?;
             if applied.is_empty() {
@@ -164,6 +199,8 @@ async fn run(args: Args) -> Result<(), (u8, String)> {
                 let roles = Roles {
                     writer: writer_role,
                     reader: reader_role,
+                    writer_password,
+                    reader_password,
                 };
                 store.grant_roles(&roles).await.map_err(|e| {
                     let code = if e.is_invalid_query() { 64 } else { 1 };

@@ -18,6 +18,14 @@ pub struct PostgresConfig {
     /// every TLS connection verifies the chain; `verify-full` also the
     /// host name.
     pub ca_file: Option<PathBuf>,
+    /// PEM client certificate (chain) for servers that authenticate
+    /// clients by certificate (CockroachDB's `root`), with
+    /// [`client_key_file`](Self::client_key_file). `sslcert=PATH` in the
+    /// URL works too.
+    pub client_cert_file: Option<PathBuf>,
+    /// PEM private key of [`client_cert_file`](Self::client_cert_file)
+    /// (`sslkey=PATH` in the URL).
+    pub client_key_file: Option<PathBuf>,
     /// Put the tables in this schema (created by
     /// [`PostgresStore::migrate`](super::PostgresStore::migrate)) instead of
     /// the default `search_path`. Lowercase letters, digits, `_`.
@@ -35,6 +43,8 @@ impl Default for PostgresConfig {
         PostgresConfig {
             url: "postgres://postgres@127.0.0.1:5432/postgres".into(),
             ca_file: None,
+            client_cert_file: None,
+            client_key_file: None,
             schema: None,
             pool_size: 4,
             connect_timeout: Duration::from_secs(5),
@@ -74,6 +84,18 @@ pub enum PostgresConfigError {
     /// The CA file cannot be read or holds no usable certificate.
     #[error("postgres CA file {}: {source}", path.display())]
     CaFile {
+        /// The file.
+        path: PathBuf,
+        /// Why it is unusable.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A client certificate without its key or the other way round.
+    #[error("postgres client certificate and key go together")]
+    ClientCertPair,
+    /// The client certificate or key cannot be read or used.
+    #[error("postgres client certificate {}: {source}", path.display())]
+    ClientCert {
         /// The file.
         path: PathBuf,
         /// Why it is unusable.
@@ -135,6 +157,7 @@ pub(super) struct Target {
     pub(super) connect: tokio_postgres::Config,
     pub(super) ssl_mode: SslMode,
     pub(super) ca_file: Option<PathBuf>,
+    pub(super) client_cert: Option<(PathBuf, PathBuf)>,
 }
 
 impl PostgresConfig {
@@ -159,6 +182,8 @@ impl PostgresConfig {
         let mut url = self.url.clone();
         let mode = take_param(&mut url, "sslmode");
         let root = take_param(&mut url, "sslrootcert");
+        let cert = take_param(&mut url, "sslcert");
+        let key = take_param(&mut url, "sslkey");
         let ssl_mode = mode.as_deref().map_or(Ok(SslMode::Prefer), str::parse)?;
         let mut connect =
             tokio_postgres::Config::from_str(&url).map_err(PostgresConfigError::Url)?;
@@ -171,10 +196,18 @@ impl PostgresConfig {
         if ca_file.is_none() && matches!(ssl_mode, SslMode::VerifyCa | SslMode::VerifyFull) {
             return Err(PostgresConfigError::CaFileNeeded(ssl_mode));
         }
+        let cert = self.client_cert_file.clone().or(cert.map(PathBuf::from));
+        let key = self.client_key_file.clone().or(key.map(PathBuf::from));
+        let client_cert = match (cert, key) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => None,
+            _ => return Err(PostgresConfigError::ClientCertPair),
+        };
         Ok(Target {
             connect,
             ssl_mode,
             ca_file,
+            client_cert,
         })
     }
 }
@@ -257,6 +290,10 @@ mod tests {
         assert!(matches!(
             bad(|c| c.url = "postgres://h/db?sslmode=verify-full".into()),
             PostgresConfigError::CaFileNeeded(SslMode::VerifyFull)
+        ));
+        assert!(matches!(
+            bad(|c| c.client_cert_file = Some("/c.pem".into())),
+            PostgresConfigError::ClientCertPair
         ));
         assert!(matches!(
             bad(|c| c.url = "postgres://h:notaport/db".into()),

@@ -35,7 +35,15 @@ impl Pool {
     pub(super) fn new(config: PostgresConfig) -> Result<Self, PostgresConfigError> {
         config.validate()?;
         let target = config.target()?;
-        let tls = MakeRustls(client_config(target.ssl_mode, target.ca_file.as_deref())?);
+        let client_cert = target
+            .client_cert
+            .as_ref()
+            .map(|(c, k)| (c.as_path(), k.as_path()));
+        let tls = MakeRustls(client_config(
+            target.ssl_mode,
+            target.ca_file.as_deref(),
+            client_cert,
+        )?);
         let slots = (0..config.pool_size).map(|_| Mutex::new(None)).collect();
         Ok(Pool {
             config,

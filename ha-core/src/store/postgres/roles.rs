@@ -21,12 +21,34 @@ const WRITER_GRANTS: &[&str] = &[
 const READER_GRANTS: &[&str] = &["SELECT ON TABLE readings, anomalies, schema_migrations"];
 
 /// The writer and read-only role names to grant; lowercase identifiers.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct Roles {
     /// The analyzer's role: writes readings and anomalies, leases, retention.
     pub writer: Option<String>,
     /// The alerts API's role: reads only.
     pub reader: Option<String>,
+    /// Set as the writer's password (each run) when given; leave `None`
+    /// where something else manages it (CloudNativePG's managed roles).
+    pub writer_password: Option<String>,
+    /// Set as the reader's password (each run) when given.
+    pub reader_password: Option<String>,
+}
+
+impl std::fmt::Debug for Roles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Roles")
+            .field("writer", &self.writer)
+            .field("reader", &self.reader)
+            .field(
+                "writer_password",
+                &self.writer_password.as_ref().map(|_| "<redacted>"),
+            )
+            .field(
+                "reader_password",
+                &self.reader_password.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
 }
 
 /// Creates the roles if missing and grants them on the migrated tables of
@@ -36,10 +58,11 @@ pub(super) async fn grant(
     schema: Option<&str>,
     roles: &Roles,
 ) -> Result<(), StoreError> {
-    for (role, grants) in [
-        (&roles.writer, WRITER_GRANTS),
-        (&roles.reader, READER_GRANTS),
-    ] {
+    let each = [
+        (&roles.writer, &roles.writer_password, WRITER_GRANTS),
+        (&roles.reader, &roles.reader_password, READER_GRANTS),
+    ];
+    for (role, password, grants) in each {
         let Some(role) = role else { continue };
         if !valid_identifier(role) {
             return Err(StoreError::InvalidQuery(format!(
@@ -48,6 +71,13 @@ pub(super) async fn grant(
         }
         create_role(client, role).await?;
         let mut sql = String::new();
+        if let Some(password) = password {
+            // Utility statements take no parameters: a quoted literal.
+            let quoted = password.replace('\'', "''");
+            sql.push_str(&format!(
+                "ALTER ROLE \"{role}\" WITH LOGIN PASSWORD '{quoted}';\n"
+            ));
+        }
         if let Some(schema) = schema {
             sql.push_str(&format!(
                 "GRANT USAGE ON SCHEMA \"{schema}\" TO \"{role}\";\n"

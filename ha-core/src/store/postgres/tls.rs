@@ -13,7 +13,7 @@ use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
 };
@@ -26,6 +26,7 @@ use super::config::{PostgresConfigError, SslMode};
 pub(super) fn client_config(
     mode: SslMode,
     ca_file: Option<&Path>,
+    client_cert: Option<(&Path, &Path)>,
 ) -> Result<Arc<ClientConfig>, PostgresConfigError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let roots = ca_file.map(load_roots).transpose()?;
@@ -48,13 +49,48 @@ pub(super) fn client_config(
             })
         }
     };
-    let config = ClientConfig::builder_with_provider(provider)
+    let builder = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| PostgresConfigError::Tls(e.to_string()))?
         .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth();
+        .with_custom_certificate_verifier(verifier);
+    let config = match client_cert {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => {
+            let (chain, key) = load_identity(cert, key)?;
+            builder.with_client_auth_cert(chain, key).map_err(|e| {
+                PostgresConfigError::ClientCert {
+                    path: cert.to_path_buf(),
+                    source: io::Error::new(io::ErrorKind::InvalidData, e),
+                }
+            })?
+        }
+    };
     Ok(Arc::new(config))
+}
+
+fn load_identity(
+    cert: &Path,
+    key: &Path,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), PostgresConfigError> {
+    let bad = |path: &Path, source: io::Error| PostgresConfigError::ClientCert {
+        path: path.to_path_buf(),
+        source,
+    };
+    let invalid = |e: rustls::pki_types::pem::Error| io::Error::new(io::ErrorKind::InvalidData, e);
+    let pem = std::fs::read(cert).map_err(|e| bad(cert, e))?;
+    let chain = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(cert, invalid(e)))?;
+    if chain.is_empty() {
+        return Err(bad(
+            cert,
+            io::Error::new(io::ErrorKind::InvalidData, "no PEM certificate in the file"),
+        ));
+    }
+    let pem = std::fs::read(key).map_err(|e| bad(key, e))?;
+    let key_der = PrivateKeyDer::from_pem_slice(&pem).map_err(|e| bad(key, invalid(e)))?;
+    Ok((chain, key_der))
 }
 
 fn load_roots(path: &Path) -> Result<RootCertStore, PostgresConfigError> {
