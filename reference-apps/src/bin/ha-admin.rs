@@ -120,6 +120,9 @@ struct DlqArgs {
         required = true
     )]
     amqp_urls: Vec<String>,
+    /// PEM CA of the brokers' certificates, for `amqps://` URLs.
+    #[arg(long, env = "HA_AMQP_CA_FILE")]
+    amqp_ca_file: Option<PathBuf>,
     /// The dead-letter queue (bound to the `ha.dlx` exchange).
     #[arg(long, env = "HA_DLQ", default_value = "ha.dead")]
     dlq: String,
@@ -139,6 +142,7 @@ impl DlqArgs {
     fn config(self) -> DlqConfig {
         DlqConfig {
             urls: self.amqp_urls,
+            ca_file: self.amqp_ca_file,
             dlq: self.dlq,
             partitions: self.partitions,
             queue_prefix: self.queue_prefix,
