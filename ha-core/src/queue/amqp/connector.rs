@@ -9,7 +9,7 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, Connection, ConnectionProperties};
 use tokio::sync::Mutex;
 
-use super::AmqpConfig;
+use super::config::AmqpConfig;
 use crate::queue::QueueError;
 
 /// A live connection and the generation it belongs to. A user that sees an

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
 
-use super::AmqpConfig;
+use super::config::AmqpConfig;
 use crate::queue::QueueError;
 
 /// The TLS settings of `config`, its files read; empty when no URL is
