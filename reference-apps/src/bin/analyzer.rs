@@ -4,6 +4,7 @@
 //! `cargo run --bin analyzer -- --help`
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +28,9 @@ struct Args {
     /// PostgreSQL or CockroachDB URL.
     #[arg(long, env = "HA_POSTGRES_URL")]
     postgres_url: String,
+    /// PEM CA of the database's certificate (`sslmode=verify-full` in the URL).
+    #[arg(long, env = "HA_POSTGRES_CA_FILE")]
+    postgres_ca_file: Option<PathBuf>,
     /// This replica's unique name (the pod name); defaults to $HOSTNAME-$PID.
     #[arg(long, env = "HA_MEMBER_ID")]
     member_id: Option<String>,
@@ -86,6 +90,7 @@ async fn main() -> ExitCode {
     };
     let store = match PostgresStore::new(PostgresConfig {
         url: args.postgres_url.clone(),
+        ca_file: args.postgres_ca_file.clone(),
         pool_size: args.db_pool,
         ..PostgresConfig::default()
     }) {

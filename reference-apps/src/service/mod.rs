@@ -87,6 +87,23 @@ pub struct QueueArgs {
         required = true
     )]
     pub amqp_urls: Vec<String>,
+    /// PEM CA of the brokers' certificates, for `amqps://` URLs.
+    #[arg(long, env = "HA_AMQP_CA_FILE")]
+    pub amqp_ca_file: Option<std::path::PathBuf>,
+    /// PEM client certificate, for brokers that verify clients.
+    #[arg(
+        long,
+        env = "HA_AMQP_CLIENT_CERT_FILE",
+        requires = "amqp_client_key_file"
+    )]
+    pub amqp_client_cert_file: Option<std::path::PathBuf>,
+    /// PEM PKCS#8 key of `--amqp-client-cert-file`.
+    #[arg(
+        long,
+        env = "HA_AMQP_CLIENT_KEY_FILE",
+        requires = "amqp_client_cert_file"
+    )]
+    pub amqp_client_key_file: Option<std::path::PathBuf>,
     /// Number of partition queues; the same on every ingest and analyzer.
     #[arg(long, env = "HA_PARTITIONS", default_value_t = 8)]
     pub partitions: u32,
@@ -101,6 +118,9 @@ impl QueueArgs {
     pub fn amqp_config(&self, connection_name: &str) -> ha_core::queue::amqp::AmqpConfig {
         ha_core::queue::amqp::AmqpConfig {
             urls: self.amqp_urls.clone(),
+            ca_file: self.amqp_ca_file.clone(),
+            client_cert_file: self.amqp_client_cert_file.clone(),
+            client_key_file: self.amqp_client_key_file.clone(),
             partitions: self.partitions,
             queue_prefix: self.queue_prefix.clone(),
             connection_name: connection_name.to_owned(),
