@@ -253,7 +253,7 @@ impl IngestService {
         if self.state.config.enable_kill {
             r = r.route("/kill", post(handler::kill));
         }
-        Linger::default().apply(r.with_state(self.state.clone()))
+        crate::http::request_id::apply(Linger::default().apply(r.with_state(self.state.clone())))
     }
 
     /// The connection metrics to pass to [`crate::http::serve_with`], so
