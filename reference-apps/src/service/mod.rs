@@ -2,11 +2,13 @@
 //! listeners, durations in flags, and the exit code for bad configuration.
 
 mod duration;
+mod ecs;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
 pub use duration::{format_duration, parse_duration};
+pub use ecs::{ECS_VERSION, EcsLayer};
 
 /// Exit code for invalid configuration (`EX_USAGE`).
 pub const EXIT_CONFIG: u8 = 64;
@@ -18,6 +20,9 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
+    /// One JSON object per line in Elastic Common Schema fields, with the
+    /// request id (`http.request.id`); see docs/logging.md.
+    Ecs,
 }
 
 /// Flags every service has.
@@ -110,15 +115,44 @@ impl QueueArgs {
 /// Installs the log subscriber. Secrets are never logged: configuration
 /// structs holding them print redacted.
 pub fn init_tracing(common: &CommonArgs) {
-    let filter = tracing_subscriber::EnvFilter::try_new(&common.log)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let filter = || {
+        tracing_subscriber::EnvFilter::try_new(&common.log)
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+    };
+    let builder = || {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter())
+            .with_writer(std::io::stderr)
+    };
     match common.log_format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.with_ansi(false).init(),
+        LogFormat::Json => builder().json().init(),
+        LogFormat::Text => builder().with_ansi(false).init(),
+        LogFormat::Ecs => {
+            use tracing_subscriber::layer::SubscriberExt;
+            use tracing_subscriber::util::SubscriberInitExt;
+            tracing_subscriber::registry()
+                .with(filter())
+                .with(EcsLayer::new(
+                    &service_name(),
+                    env!("CARGO_PKG_VERSION"),
+                    std::io::stderr,
+                ))
+                .init();
+        }
     }
+}
+
+/// The service's name in logs: the program's file name (`ingest-api`).
+fn service_name() -> String {
+    std::env::args_os()
+        .next()
+        .and_then(|a| {
+            std::path::Path::new(&a)
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+        })
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "ha-pipeline".to_owned())
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
