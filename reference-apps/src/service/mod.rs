@@ -130,6 +130,7 @@ pub fn init_tracing(common: &CommonArgs) {
         LogFormat::Ecs => {
             use tracing_subscriber::layer::SubscriberExt;
             use tracing_subscriber::util::SubscriberInitExt;
+            PLAIN_STDERR.store(false, std::sync::atomic::Ordering::Relaxed);
             tracing_subscriber::registry()
                 .with(filter())
                 .with(EcsLayer::new(
@@ -180,13 +181,20 @@ pub async fn shutdown_signal() {
     tracing::info!("Shutdown signal received.");
 }
 
+/// Whether stderr may carry lines that are not log records: false under
+/// `--log-format ecs`, whose consumers expect one ECS document per line.
+static PLAIN_STDERR: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
 /// Binds `addr` and logs `listening on <addr>` with the real port (so
-/// `--listen 127.0.0.1:0` can be used by tests and scripts).
+/// `--listen 127.0.0.1:0` can be used by tests and scripts); under
+/// `--log-format ecs` only as the log record's `labels.local`.
 pub async fn listen(what: &str, addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     tracing::info!(%local, "{what} listening on {local}");
-    eprintln!("listening on {local}");
+    if PLAIN_STDERR.load(std::sync::atomic::Ordering::Relaxed) {
+        eprintln!("listening on {local}");
+    }
     Ok(listener)
 }
 
