@@ -2,7 +2,9 @@
 //! response header and recorded on a `request` span as `http.request.id`,
 //! so each log line written while serving it carries the id (the ECS log
 //! format prints span fields) and an operator can find a client's request
-//! in the logs from the header the client saw.
+//! in the logs from the header the client saw. The request's last line
+//! (status, duration) is logged at `warn` for 5xx, `info` for 4xx other
+//! than 429, and `debug` otherwise.
 //!
 //! A client (or a proxy in front) may send its own `x-request-id`; it is
 //! kept when it is 1 to [`MAX_LEN`] characters of `A-Z a-z 0-9 - _ . :`,
@@ -16,8 +18,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use axum::extract::Request;
-use axum::http::HeaderValue;
 use axum::http::header::HeaderName;
+use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
 use tracing::Instrument;
@@ -104,12 +106,21 @@ async fn middleware(mut request: Request, next: Next) -> Response {
     let status = response.status().as_u16();
     let took_ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
     span.in_scope(|| {
-        // Per request at debug: ingest serves thousands a second.
-        if response.status().is_server_error() {
+        // Ingest serves thousands of requests a second: successes (and
+        // rate-limit refusals, which a misbehaving device repeats) only at
+        // debug; a client's error at info so its id can be looked up.
+        let s = response.status();
+        if s.is_server_error() {
             tracing::warn!(
                 http.response.status_code = status,
                 event.duration = took_ns,
                 "Request failed."
+            );
+        } else if s.is_client_error() && s != StatusCode::TOO_MANY_REQUESTS {
+            tracing::info!(
+                http.response.status_code = status,
+                event.duration = took_ns,
+                "Request refused."
             );
         } else {
             tracing::debug!(
