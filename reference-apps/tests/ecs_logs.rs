@@ -336,6 +336,7 @@ async fn every_service_writes_valid_ecs_lines_with_the_request_id_of_the_respons
     assert_eq!(line["url.path"], "/v1/readings");
     assert_eq!(line["http.request.method"], "POST");
     assert_eq!(line["http.response.status_code"], 202);
+    assert_eq!(line["log.level"], "debug");
 
     // Without one (or with a hostile one) the id is generated, and still
     // the same in header and log.
@@ -344,7 +345,10 @@ async fn every_service_writes_valid_ecs_lines_with_the_request_id_of_the_respons
         assert_eq!(status, 400, "{sent:?}");
         let id = echoed.expect("ingest echoes a request id");
         assert_eq!(id.len(), 32, "{id}");
-        assert_eq!(ingest.request_line(&id)["http.response.status_code"], 400);
+        let line = ingest.request_line(&id);
+        assert_eq!(line["http.response.status_code"], 400);
+        // A refused request is logged at info, so it can be found by default.
+        assert_eq!(line["log.level"], "info");
     }
     let (status, echoed) = request(alerts_addr, "GET /healthz", None, "");
     assert_eq!(status, 200);
