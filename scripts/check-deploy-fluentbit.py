@@ -111,7 +111,10 @@ def check_overlay(rendered):
                     files[f"{m['mountPath']}/{src['serviceAccountToken']['path']}"] = ""
                 for item in src.get("configMap", {}).get("items", []):
                     files[f"{m['mountPath']}/{item['path']}"] = ""
-    config = next((a.split("=", 1)[1] for a in c.get("args", []) if a.startswith("--config=")), None)
+    argv = c.get("command", []) + c.get("args", [])
+    if argv[:1] != ["/fluent-bit/bin/fluent-bit"]:
+        fail(where, "the container must run /fluent-bit/bin/fluent-bit (command)")
+    config = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
     if config not in files:
         fail(where, f"--config={config} is not a mounted ConfigMap key")
         return
@@ -175,7 +178,10 @@ def check_compose():
                 files[dst] = host.read_text()
         elif not src.startswith("/") and not v.endswith(":ro"):
             writable.add(dst)
-    config = next((a.split("=", 1)[1] for a in fbs.get("command", []) if a.startswith("--config=")), None)
+    argv = fbs.get("entrypoint", []) + fbs.get("command", [])
+    if argv[:1] != ["/fluent-bit/bin/fluent-bit"]:
+        fail(where, "fluent-bit must run /fluent-bit/bin/fluent-bit (entrypoint)")
+    config = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
     if config not in files:
         fail(where, f"--config={config} is not a mounted file")
         return
