@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{Request, State};
-use axum::http::Version;
+use axum::http::{StatusCode, Version};
 use axum::middleware::Next;
 use axum::response::Response;
 use hyper::body::{Frame, SizeHint};
@@ -67,7 +67,9 @@ impl Linger {
             back: Some(back),
         });
         let response = next.run(Request::from_parts(parts, body)).await;
+        // Not after a 408: that client is too slow to wait for.
         if response.status().is_client_error()
+            && response.status() != StatusCode::REQUEST_TIMEOUT
             && let Ok(rest) = rest.await
         {
             linger.discard(rest).await;

@@ -1,12 +1,14 @@
 //! What every reference service shares: logging, shutdown signals,
 //! listeners, durations in flags, and the exit code for bad configuration.
 
+mod detector_args;
 mod duration;
 mod ecs;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
+pub use detector_args::{DEPRECATED_ENV, DetectorArgs};
 pub use duration::{format_duration, parse_duration};
 pub use ecs::{ECS_VERSION, EcsLayer};
 
