@@ -292,7 +292,7 @@ impl IngestService {
         if self.state.config.kill.is_some() {
             r = r.route("/kill", post(handler::kill));
         }
-        Linger::default().apply(r.with_state(self.state.clone()))
+        crate::http::request_id::apply(Linger::default().apply(r.with_state(self.state.clone())))
     }
 
     /// The connection metrics to pass to [`crate::http::serve_with`], so
