@@ -37,6 +37,7 @@
 //! queue.
 
 mod assignment;
+mod lifecycle;
 mod metrics;
 mod worker;
 

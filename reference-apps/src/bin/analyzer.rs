@@ -114,39 +114,11 @@ async fn main() -> ExitCode {
             }
         }
     }
-    let listener = match service::listen("analyzer", args.listen).await {
-        Ok(l) => l,
-        Err(e) => {
-            return service::config_error(
-                "analyzer",
-                format!("cannot listen on {}: {e}", args.listen),
-            );
-        }
-    };
-    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
-    let analyzer_router = analyzer.router();
-    let probes = ha_core::http::ServeConfig {
-        drain: Duration::from_secs(1),
-        ..args.common.serve_config()
-    };
-    let http = tokio::spawn(async move {
-        ha_core::http::serve_with(
-            listener,
-            analyzer_router,
-            None,
-            async {
-                let _ = http_stopped.await;
-            },
-            &probes,
-            ha_core::http::ConnectionMetrics::default(),
-        )
-        .await
-    });
-    analyzer
-        .run(service::shutdown_signal(), args.common.drain_timeout)
-        .await;
-    let _ = stop_http.send(());
-    let _ = http.await;
-    tracing::info!("Stopped; bye.");
-    ExitCode::SUCCESS
+    service::run_until_signal(
+        "analyzer",
+        args.listen,
+        &args.common,
+        |probes, shutdown, config| async move { analyzer.serve(probes, shutdown, &config).await },
+    )
+    .await
 }
