@@ -234,11 +234,20 @@ impl<K: Hash + Eq + Clone, S: BuildHasher> SeriesSet<K, S> {
     /// series are the oldest stamped.
     pub fn evict_untouched_since(&mut self, tick: u64) -> usize {
         let mut dropped = 0;
-        while self.tail != NIL && self.slots[self.tail as usize].state.last_touched() < tick {
-            self.pop_lru();
+        while self.pop_lru_untouched_since(tick).is_some() {
             dropped += 1;
         }
         dropped
+    }
+
+    /// Drops the least recently used series if it was last fed or
+    /// warm-started before `tick`, and returns its key. O(1); call until
+    /// `None` to evict idle series one by one.
+    pub fn pop_lru_untouched_since(&mut self, tick: u64) -> Option<K> {
+        if self.tail == NIL || self.slots[self.tail as usize].state.last_touched() >= tick {
+            return None;
+        }
+        self.pop_lru()
     }
 
     /// Number of series held.
