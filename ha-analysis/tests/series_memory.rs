@@ -1,7 +1,7 @@
 //! Measures the memory a [`SeriesSet`] really costs per series — resident
 //! set growth, so allocator overhead and key text count — and checks it
 //! against [`SeriesSet::memory_per_series`]. The analyzer's series cap is
-//! derived from this figure (docs/reliability.md). One test in this binary,
+//! derived from this figure (docs/queue-and-store.md). One test in this binary,
 //! so nothing else allocates meanwhile.
 #![cfg(target_os = "linux")]
 

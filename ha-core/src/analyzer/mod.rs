@@ -110,7 +110,7 @@ pub struct AnalyzerConfig {
     /// Most series held by the replica, split evenly among the queue's
     /// partitions (so it holds even when one replica owns them all); the
     /// least recently used series makes room for a new one. About 2 KB
-    /// each with the default detector (see docs/reliability.md).
+    /// each with the default detector (see docs/queue-and-store.md).
     pub max_series: usize,
     /// Most series held per device (distinct metric names analysed at
     /// once). Values of a device's further metrics are stored but not
