@@ -82,11 +82,11 @@ impl BoundedSeries {
     }
 
     /// Feeds a held series; `None` when not held or not fed.
-    pub(super) fn feed(&mut self, key: &SeriesKey, seq: u64, value: f64) -> Option<Verdict> {
-        if !self.set.contains_key(key) {
+    pub(super) fn feed(&mut self, key: SeriesKey, seq: u64, value: f64) -> Option<Verdict> {
+        if !self.set.contains_key(&key) {
             return None;
         }
-        self.set.feed(key.clone(), seq, value).ok().flatten()
+        self.set.feed(key, seq, value).ok().flatten()
     }
 
     /// Drops series not fed since `tick`; returns how many.
@@ -139,11 +139,11 @@ mod tests {
         assert_eq!((s.len(), s.take_evicted()), (3, 1));
         assert!(!s.contains(&key("a", "x")));
         assert!(s.admit("a"));
-        assert_eq!(s.feed(&key("a", "x"), 2, 1.0), None);
-        assert!(s.feed(&key("b", "x"), 2, 1.0).is_some());
+        assert_eq!(s.feed(key("a", "x"), 2, 1.0), None);
+        assert!(s.feed(key("b", "x"), 2, 1.0).is_some());
         // Idle eviction gives the device budget back too.
         s.set_tick(5);
-        s.feed(&key("b", "x"), 3, 1.0);
+        s.feed(key("b", "x"), 3, 1.0);
         assert_eq!(s.evict_untouched_since(5), 2);
         assert!(s.admit("b"));
         assert!(s.per_device.get("a").is_some_and(|n| *n == 1));

@@ -410,7 +410,7 @@ impl Worker {
                     unanalysed += 1;
                     continue;
                 }
-                let Some(verdict) = self.series.feed(&key, r.seq, metric.value) else {
+                let Some(verdict) = self.series.feed(key, r.seq, metric.value) else {
                     continue;
                 };
                 if let (true, Some(score)) = (verdict.is_anomaly, verdict.score) {
