@@ -269,6 +269,12 @@ impl<K: Hash + Eq + Clone, S: BuildHasher> SeriesSet<K, S> {
         Self::SLOT_BYTES + Self::ENTRY_BYTES + SeriesState::new_heap_bytes(&self.config)
     }
 
+    /// Heap bytes of one series' buffers with this config (allocated in
+    /// full when the series is created, never grown).
+    pub fn heap_bytes_per_series(&self) -> usize {
+        SeriesState::new_heap_bytes(&self.config)
+    }
+
     const SLOT_BYTES: usize = size_of::<Slot<K>>();
     const ENTRY_BYTES: usize = size_of::<K>() + size_of::<u32>() + 1;
 
@@ -525,6 +531,22 @@ mod tests {
             (reported.window, reported.recent, reported.min_history),
             (8, 2, 4)
         );
+    }
+
+    #[test]
+    fn stated_heap_bytes_are_what_a_series_holds() {
+        for kind in DetectorKind::ALL {
+            let config = DetectorConfig {
+                kind,
+                ..DetectorConfig::default()
+            };
+            let mut set: SeriesSet<u32> = SeriesSet::new(&config).unwrap();
+            for seq in 0..500u64 {
+                set.feed(7, seq, (seq % 11) as f64).unwrap();
+            }
+            let held: usize = set.slots.iter().map(|s| s.state.heap_bytes()).sum();
+            assert_eq!(held, set.heap_bytes_per_series(), "{kind}");
+        }
     }
 
     #[test]

@@ -274,7 +274,7 @@ fn every_flag_has_an_environment_variable() {
             }
             let var = format!("HA_{}", flag.to_uppercase().replace('-', "_"));
             assert!(
-                help.contains(&format!("[env: {var}=")),
+                help.contains(&format!("[env: {var}]")),
                 "{bin}: --{flag} has no {var}:\n{help}"
             );
         }

@@ -9,11 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use ha_analysis::{DetectorConfig, DetectorKind};
 use ha_core::analyzer::{Analyzer, AnalyzerConfig};
 use ha_core::queue::amqp::AmqpQueue;
 use ha_core::store::postgres::{PostgresConfig, PostgresStore};
-use reference_apps::service::{self, CommonArgs, QueueArgs, parse_duration};
+use reference_apps::service::{self, CommonArgs, DetectorArgs, QueueArgs, parse_duration};
 
 /// Analyzer: stores readings and anomalies idempotently, runs the
 /// anomaly-window detector, shares the partitions with the other replicas.
@@ -31,24 +30,8 @@ struct Args {
     /// This replica's unique name (the pod name); defaults to $HOSTNAME-$PID.
     #[arg(long, env = "HA_MEMBER_ID")]
     member_id: Option<String>,
-    /// Values per series window, recent ones included.
-    #[arg(long, env = "HA_WINDOW", default_value_t = 200)]
-    window: usize,
-    /// Newest values left out of the baseline.
-    #[arg(long, env = "HA_RECENT", default_value_t = 3)]
-    recent: usize,
-    /// Fewest baseline values needed for a verdict.
-    #[arg(long, env = "HA_MIN_HISTORY", default_value_t = 30)]
-    min_history: usize,
-    /// Two-sided false-alarm probability per reading (default 1e-4).
-    #[arg(long, env = "HA_FALSE_ALARM", conflicts_with = "z")]
-    false_alarm: Option<f64>,
-    /// Threshold on |score| given directly.
-    #[arg(long, env = "HA_Z")]
-    z: Option<f64>,
-    /// zscore or mad.
-    #[arg(long, env = "HA_DETECTOR", default_value = "zscore")]
-    detector: String,
+    #[command(flatten)]
+    detector: DetectorArgs,
     /// Delete readings older than this (`30d`); `0` keeps everything.
     #[arg(long, env = "HA_RETENTION", default_value = "30d", value_parser = parse_duration)]
     retention: Duration,
@@ -91,16 +74,6 @@ struct Args {
 async fn main() -> ExitCode {
     let args: Args = service::parse_args();
     service::init_tracing(&args.common);
-    let kind = match args.detector.as_str() {
-        "zscore" => DetectorKind::ZScore,
-        "mad" => DetectorKind::Mad,
-        other => {
-            return service::config_error(
-                "analyzer",
-                format!("--detector must be zscore or mad, not `{other}`"),
-            );
-        }
-    };
     if !args.retention.is_zero() && args.retention < args.max_reading_age {
         return service::config_error(
             "analyzer",
@@ -118,14 +91,7 @@ async fn main() -> ExitCode {
     });
     let config = AnalyzerConfig {
         member_id,
-        detector: DetectorConfig {
-            window: args.window,
-            recent: args.recent,
-            min_history: args.min_history,
-            false_alarm: args.false_alarm,
-            z: args.z,
-            kind,
-        },
+        detector: args.detector.config(),
         prefetch: args.prefetch,
         max_unacked_bytes: args.max_unacked_bytes,
         max_series: args.max_series,

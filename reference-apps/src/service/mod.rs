@@ -1,11 +1,13 @@
 //! What every reference service shares: logging, shutdown signals,
 //! listeners, durations in flags, and the exit code for bad configuration.
 
+mod detector_args;
 mod duration;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
+pub use detector_args::{DEPRECATED_ENV, DetectorArgs};
 pub use duration::{format_duration, parse_duration};
 
 /// Exit code for invalid configuration (`EX_USAGE`).
