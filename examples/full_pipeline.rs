@@ -22,6 +22,7 @@ use std::time::Duration;
 use clap::Parser;
 use ha_core::alerts::{AlertsConfig, AlertsService};
 use ha_core::analyzer::{Analyzer, AnalyzerConfig};
+use ha_core::http::ServeConfig;
 use ha_core::ingest::{DeviceKeys, IngestConfig, IngestService};
 use ha_core::queue::amqp::{AmqpConfig, AmqpQueue};
 use ha_core::queue::{MemoryQueue, Queue};
@@ -127,15 +128,20 @@ async fn run(args: Args) -> Result<bool, String> {
         .map_err(|e| e.to_string())?;
     let ingest_addr = listener.local_addr().map_err(|e| e.to_string())?;
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
-    let http = tokio::spawn(ha_core::http::serve(
-        listener,
-        ingest.router(),
-        Some(server_tls),
-        async {
+    let serving = ingest.clone();
+    let http = tokio::spawn(async move {
+        let config = ServeConfig {
+            drain: Duration::from_secs(5),
+            deregister_delay: Duration::ZERO,
+            ..ServeConfig::default()
+        };
+        let stopped = async {
             let _ = http_stopped.await;
-        },
-        Duration::from_secs(5),
-    ));
+        };
+        serving
+            .run(listener, Some(server_tls), stopped, &config)
+            .await
+    });
 
     // The alerts API and web UI, behind an operator token made now.
     let operator_token = ha_core::ingest::token_for(
@@ -157,15 +163,18 @@ async fn run(args: Args) -> Result<bool, String> {
     };
     let alerts_addr = alerts_listener.local_addr().map_err(|e| e.to_string())?;
     let (stop_alerts, alerts_stopped) = tokio::sync::oneshot::channel::<()>();
-    let alerts_http = tokio::spawn(ha_core::http::serve(
-        alerts_listener,
-        alerts.router(),
-        None,
-        async {
+    let serving = alerts.clone();
+    let alerts_http = tokio::spawn(async move {
+        let config = ServeConfig {
+            drain: Duration::from_secs(1),
+            deregister_delay: Duration::ZERO,
+            ..ServeConfig::default()
+        };
+        let stopped = async {
             let _ = alerts_stopped.await;
-        },
-        Duration::from_secs(1),
-    ));
+        };
+        serving.run(alerts_listener, None, stopped, &config).await
+    });
 
     // Two analyzer replicas splitting the partitions.
     let mut analyzers = Vec::new();
