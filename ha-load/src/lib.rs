@@ -1,4 +1,6 @@
-//! `ha-load`: the load harness. It starts (or targets) the real pipeline —
+//! # ha-load
+//!
+//! The load harness. It starts (or targets) the real pipeline —
 //! ingest over HTTPS with device auth, RabbitMQ quorum queues, the
 //! analyzer, PostgreSQL — offers a stepped, open-loop load until the knee,
 //! and measures, in the same run on the same servers, the baselines the
