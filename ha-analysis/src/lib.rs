@@ -6,26 +6,6 @@
 //! no `unsafe`; every input gives a defined result or a typed error, never a
 //! panic.
 //!
-//! ## The contract (default detector: z-score)
-//!
-//! For one series fed in `seq` order, each `seq` at most once:
-//!
-//! - a reading whose `seq` is not greater than the newest `seq` already fed
-//!   is **not fed** ([`SeriesSet::feed`] returns `Ok(None)`);
-//! - the window is the newest `W` fed values including the new value `x`;
-//!   the newest `k` are the *recent* set, the other (up to `W − k`) the
-//!   *baseline* (so a short burst cannot hide in its own baseline);
-//! - a verdict needs at least `min_history` baseline values and a spread
-//!   greater than 0; otherwise [`Verdict::NONE`];
-//! - `score = (x − mean) / stdev` (sample, n − 1); anomaly when
-//!   `|score| > z`, `z = Φ⁻¹(1 − p/2)` from the two-sided false-alarm
-//!   probability `p` (default 1e-4) or given directly;
-//! - `anomaly_score = 2Φ(|score|) − 1` ([`Verdict::anomaly_score`]), 0
-//!   without a verdict.
-//!
-//! [`DetectorKind::Mad`] uses median and 1.4826 × MAD instead of mean and
-//! standard deviation, so one outlier in the baseline masks nothing.
-//!
 //! ## Example
 //!
 //! `cargo test -p ha-analysis --doc` runs it.
@@ -52,6 +32,26 @@
 //! # Ok::<(), ha_analysis::AnalysisError>(())
 //! ```
 //!
+//! ## The contract (default detector: z-score)
+//!
+//! For one series fed in `seq` order, each `seq` at most once:
+//!
+//! - a reading whose `seq` is not greater than the newest `seq` already fed
+//!   is **not fed** ([`SeriesSet::feed`] returns `Ok(None)`);
+//! - the window is the newest `W` fed values including the new value `x`;
+//!   the newest `k` are the *recent* set, the other (up to `W − k`) the
+//!   *baseline* (so a short burst cannot hide in its own baseline);
+//! - a verdict needs at least `min_history` baseline values and a spread
+//!   greater than 0; otherwise [`Verdict::NONE`];
+//! - `score = (x − mean) / stdev` (sample, n − 1); anomaly when
+//!   `|score| > z`, `z = Φ⁻¹(1 − p/2)` from the two-sided false-alarm
+//!   probability `p` (default 1e-4) or given directly;
+//! - `anomaly_score = 2Φ(|score|) − 1` ([`Verdict::anomaly_score`]), 0
+//!   without a verdict.
+//!
+//! [`DetectorKind::Mad`] uses median and 1.4826 × MAD instead of mean and
+//! standard deviation, so one outlier in the baseline masks nothing.
+//!
 //! ## Cost
 //!
 //! | | per reading | memory per series |
@@ -76,9 +76,6 @@
 //! Numerical stability of the z-score sums is discussed in the `zscore` and
 //! `moments` modules: a series around 1e9 with noise 1e-3 gets the verdicts
 //! of an exact two-pass computation.
-#![forbid(unsafe_code)]
-#![warn(missing_docs)]
-#![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 mod config;
 mod detector;

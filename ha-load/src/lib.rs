@@ -8,6 +8,14 @@
 //! naive axum-publish-await composition). [`report`] turns the results into
 //! `docs/performance.md` and its SVG plot.
 //!
+//! ```no_run
+//! // `ha-load report`: rewrite docs/performance.{md,svg} from a run's results.
+//! let json = std::fs::read("docs/performance.json")?;
+//! let results: ha_load::RunResults = serde_json::from_slice(&json)?;
+//! ha_load::write_docs(&results, std::path::Path::new("docs"), None)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! ```text
 //! scripts/perf            # servers, release build, full run, docs/performance.md
 //! scripts/perf --quick    # short steps (CI)

@@ -5,6 +5,33 @@
 //! The load harness is the crate `ha-load`, the Kubernetes walkthrough
 //! apps are the crate `walkthrough`.
 //!
+//! ```no_run
+//! // The shape of every binary in src/bin/: flags (with the common ones),
+//! // logging, a listener, serve until SIGTERM or Ctrl-C.
+//! use std::net::SocketAddr;
+//!
+//! use clap::Parser;
+//! use reference_apps::service::{self, CommonArgs};
+//!
+//! #[derive(Parser)]
+//! struct Args {
+//!     #[arg(long, env = "HA_LISTEN", default_value = "127.0.0.1:8080")]
+//!     listen: SocketAddr,
+//!     #[command(flatten)]
+//!     common: CommonArgs,
+//! }
+//!
+//! # async fn example() -> std::io::Result<()> {
+//! let args: Args = service::parse_args();
+//! service::init_tracing(&args.common);
+//! let listener = service::listen("example", args.listen).await?;
+//! let app = axum::Router::new().route("/healthz", axum::routing::get(|| async { "ok" }));
+//! axum::serve(listener, app)
+//!     .with_graceful_shutdown(service::shutdown_signal())
+//!     .await
+//! # }
+//! ```
+//!
 //! | binary | module | job |
 //! |---|---|---|
 //! | `ha-detect` | [`detect`] | run the anomaly detector offline over a CSV of readings |
@@ -28,9 +55,6 @@
 //! println!("{} rows read", summary.rows);
 //! # Ok::<(), reference_apps::detect::DetectError>(())
 //! ```
-#![forbid(unsafe_code)]
-#![warn(missing_docs)]
-#![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 pub mod admin;
 pub mod demo_tls;

@@ -3,6 +3,10 @@
 //! two analyzers, alerts-api; every reading stored exactly once, every
 //! injected spike found through the paginated alerts API; then the
 //! two-analyzer balance check, at start and after one restarts.
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a failed unwrap is a failed test"
+)]
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read, Write};

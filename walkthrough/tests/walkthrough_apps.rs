@@ -1,6 +1,10 @@
 //! The walkthrough binaries `hello`, `cpu-stresser` and `ram-hogger` as
 //! real processes: they report their port, serve /healthz and /metrics,
 //! exit 0 on SIGTERM and 64 on bad flags.
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a failed unwrap is a failed test"
+)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
