@@ -6,133 +6,31 @@
     reason = "test code: a failed unwrap is a failed test"
 )]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-/// A running binary; killed when dropped.
-struct Proc {
-    child: Child,
-    addr: SocketAddr,
+use ha_test_support::{Proc, wait_until};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// Starts a walkthrough binary on a free port of 127.0.0.1.
+fn start(bin: &str, args: &[&str]) -> Proc {
+    let name = bin.rsplit('/').next().unwrap_or(bin);
+    let mut all = vec!["--listen", "127.0.0.1:0"];
+    all.extend_from_slice(args);
+    Proc::start(name, bin, &all)
 }
 
-impl Proc {
-    /// Starts `bin` on `127.0.0.1:0` with `args` and waits for its
-    /// `listening on <addr>` line.
-    fn start(bin: &str, args: &[&str]) -> Proc {
-        let mut child = Command::new(bin)
-            .args(["--listen", "127.0.0.1:0"])
-            .args(args)
-            .env("HA_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {bin}: {e}"));
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut sent = false;
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("  | {line}");
-                if !sent && let Some(addr) = line.strip_prefix("listening on ") {
-                    let _ = tx.send(addr.trim().to_owned());
-                    sent = true;
-                }
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| panic!("{bin} did not report its address"));
-        Proc {
-            child,
-            addr: addr.parse().expect("socket address"),
-        }
-    }
-
-    fn get(&self, path: &str) -> (u16, String) {
-        let mut s =
-            TcpStream::connect_timeout(&self.addr, Duration::from_secs(5)).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut response = String::new();
-        s.read_to_string(&mut response).expect("read response");
-        let status = response
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("no status in {response:?}"));
-        let body = response
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_owned())
-            .unwrap_or_default();
-        (status, body)
-    }
-
-    /// The value of `name` in the /metrics text.
-    fn metric(&self, name: &str) -> f64 {
-        let (status, text) = self.get("/metrics");
-        assert_eq!(status, 200, "{text}");
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no {name} in {text}"))
-    }
-
-    /// Sends SIGTERM (through `kill`: no libc here) and waits for the exit.
-    fn terminate(mut self) -> ExitStatus {
-        let pid = self.child.id().to_string();
-        let sent = Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill");
-        assert!(sent.success());
-        let t0 = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return status;
-            }
-            assert!(
-                t0.elapsed() < Duration::from_secs(15),
-                "no exit after SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let t0 = Instant::now();
-    while !cond() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(20),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+/// The value of `name` in the /metrics text.
+fn metric(p: &Proc, name: &str) -> f64 {
+    p.metric(name)
+        .unwrap_or_else(|| panic!("{} exposes no {name}", p.name))
 }
 
 /// Runs `bin` with `args` to its end; returns the exit code and stderr.
 fn run_to_end(bin: &str, args: &[&str]) -> (Option<i32>, String) {
-    let out = Command::new(bin)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("run {bin}: {e}"));
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let (code, _, stderr) = ha_test_support::run_to_end(bin, args, &[]);
+    (code, stderr)
 }
 
 #[test]
@@ -140,7 +38,7 @@ fn hello_greets_records_and_reads_back_its_log() {
     let dir = std::env::temp_dir().join(ha_core::conformance::unique_name("hello-bin-"));
     std::fs::create_dir_all(&dir).unwrap();
     let log = dir.join("hello.log");
-    let p = Proc::start(
+    let p = start(
         env!("CARGO_BIN_EXE_hello"),
         &["--log-file", log.to_str().unwrap()],
     );
@@ -163,38 +61,38 @@ fn hello_greets_records_and_reads_back_its_log() {
         "{body}"
     );
     assert_eq!(std::fs::read_to_string(&log).unwrap().lines().count(), 2);
-    assert_eq!(p.terminate().code(), Some(0));
+    assert_eq!(p.terminate(Duration::from_secs(15)).code(), Some(0));
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn cpu_stresser_burns_serves_metrics_and_stops_on_sigterm() {
-    let p = Proc::start(
+    let p = start(
         env!("CARGO_BIN_EXE_cpu-stresser"),
         &["--threads", "1", "--load", "0.3"],
     );
     assert_eq!(p.get("/healthz"), (200, "ok\n".into()));
-    assert_eq!(p.metric("ha_cpu_stresser_threads"), 1.0);
-    wait_for("busy seconds", || {
-        p.metric("ha_cpu_stresser_busy_seconds_total") > 0.05
+    assert_eq!(metric(&p, "ha_cpu_stresser_threads"), 1.0);
+    wait_until("busy seconds", WAIT, || {
+        metric(&p, "ha_cpu_stresser_busy_seconds_total") > 0.05
     });
-    assert_eq!(p.terminate().code(), Some(0));
+    assert_eq!(p.terminate(Duration::from_secs(15)).code(), Some(0));
 
     // With a duration it stops burning by itself and keeps serving.
-    let p = Proc::start(
+    let p = start(
         env!("CARGO_BIN_EXE_cpu-stresser"),
         &["--load", "0.1", "--duration", "300ms"],
     );
-    wait_for("the burn to end", || {
-        p.metric("ha_cpu_stresser_threads") == 0.0
+    wait_until("the burn to end", WAIT, || {
+        metric(&p, "ha_cpu_stresser_threads") == 0.0
     });
     assert_eq!(p.get("/healthz").0, 200);
-    assert_eq!(p.terminate().code(), Some(0));
+    assert_eq!(p.terminate(Duration::from_secs(15)).code(), Some(0));
 }
 
 #[test]
 fn ram_hogger_grows_its_resident_set_and_stops_on_sigterm() {
-    let p = Proc::start(
+    let p = start(
         env!("CARGO_BIN_EXE_ram-hogger"),
         &[
             "--megabytes",
@@ -206,10 +104,13 @@ fn ram_hogger_grows_its_resident_set_and_stops_on_sigterm() {
         ],
     );
     assert_eq!(p.get("/healthz"), (200, "ok\n".into()));
-    wait_for("48 MiB allocated", || {
-        p.metric("ha_ram_hogger_allocated_bytes") == (48u64 << 20) as f64
+    wait_until("48 MiB allocated", WAIT, || {
+        metric(&p, "ha_ram_hogger_allocated_bytes") == (48u64 << 20) as f64
     });
-    assert_eq!(p.metric("ha_ram_hogger_target_bytes"), (48u64 << 20) as f64);
+    assert_eq!(
+        metric(&p, "ha_ram_hogger_target_bytes"),
+        (48u64 << 20) as f64
+    );
     // The pages were written, so they are resident.
     let status = std::fs::read_to_string(format!("/proc/{}/status", p.child.id())).unwrap();
     let rss_kib: u64 = status
@@ -218,8 +119,8 @@ fn ram_hogger_grows_its_resident_set_and_stops_on_sigterm() {
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .expect("VmRSS");
     assert!(rss_kib >= 48 * 1024, "VmRSS {rss_kib} kB");
-    assert!(p.metric("ha_ram_hogger_resident_bytes") >= (48u64 << 20) as f64);
-    assert_eq!(p.terminate().code(), Some(0));
+    assert!(metric(&p, "ha_ram_hogger_resident_bytes") >= (48u64 << 20) as f64);
+    assert_eq!(p.terminate(Duration::from_secs(15)).code(), Some(0));
 }
 
 #[test]
