@@ -29,7 +29,7 @@
 //! | [`baseline`] | raw lapin publish/consume, raw binary COPY |
 //! | [`naive`] | the naive composition's router |
 //! | [`procfs`] | CPU seconds and RSS per component from /proc |
-//! | [`run`] | one harness run |
+//! | [`run`](mod@run) | one harness run: pipeline start-up, probes, steps, baselines, connections |
 //! | [`results`], [`report`] | what was measured; the markdown and the SVG |
 
 pub mod baseline;

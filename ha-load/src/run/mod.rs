@@ -4,11 +4,11 @@
 //!
 //! | file | what |
 //! |---|---|
-//! | [`pipeline`] | start (or target) ingest-api and the analyzer |
-//! | [`probes`] | stored readings, queue depth: what a step measures besides the driver |
-//! | [`steps`] | one measured step; the stepped load to the knee |
-//! | [`baselines`] | the naive composition and the raw lapin/COPY baselines |
-//! | [`connections`] | connection memory: generators with one connection per device |
+//! | `pipeline.rs` | start (or target) ingest-api and the analyzer |
+//! | `probes.rs` | stored readings, queue depth: what a step measures besides the driver |
+//! | `steps.rs` | one measured step; the stepped load to the knee |
+//! | `baselines.rs` | the naive composition and the raw lapin/COPY baselines |
+//! | `connections.rs` | connection memory: generators with one connection per device |
 
 mod baselines;
 mod connections;
@@ -86,7 +86,7 @@ pub struct LoadConfig {
     pub command: String,
 }
 
-pub(crate) fn log(msg: impl std::fmt::Display) {
+fn log(msg: impl std::fmt::Display) {
     eprintln!("[ha-load] {msg}");
 }
 
