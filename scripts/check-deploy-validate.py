@@ -14,7 +14,8 @@ output). Checks, each failure printed as `FAIL <where>: <what>`:
 2. the properties deploy/README.md promises (replicas, spreading, probes,
    PDB, HPA, rolling update, grace period, restricted security context,
    service accounts, NetworkPolicies, Ingress, RabbitMQ topology, database
-   size, the shared partition count);
+   size, the shared partition count); for the `walkthrough` overlay its own
+   promises instead of the pipeline's (check_walkthrough);
 3. at most 5 policy-scanner skips in deploy/, each with a justification;
 4. the compose file against the Compose Specification's JSON schema, its
    completeness and the files it mounts;
@@ -155,14 +156,17 @@ def check_pod_security(where, spec):
                     fail(w, f"resources.{kind}.{r} missing")
 
 
-def check_properties(name, docs):
+def check_workloads(name, docs):
+    """What every rendered kustomization promises, pipeline or walkthrough:
+    per Deployment the restricted security context, its own ServiceAccount
+    without token, three probes, a Service and an explicit ingress
+    NetworkPolicy; per Job the security context; a default-deny policy; nginx
+    Ingresses with TLS."""
     sas = {d["metadata"]["name"]: d for d in by_kind(docs, "ServiceAccount")}
-    pdbs, hpas = by_kind(docs, "PodDisruptionBudget"), by_kind(docs, "HorizontalPodAutoscaler")
     services, netpols = by_kind(docs, "Service"), by_kind(docs, "NetworkPolicy")
     for dep in by_kind(docs, "Deployment"):
-        n = dep["metadata"]["name"]
-        where = f"{name} Deployment/{n}"
-        spec, pod = dep["spec"], dep["spec"]["template"]["spec"]
+        where = f"{name} Deployment/{dep['metadata']['name']}"
+        pod = dep["spec"]["template"]["spec"]
         labels = dep["spec"]["template"]["metadata"].get("labels", {})
         check_pod_security(where, pod)
         sa = sas.get(pod.get("serviceAccountName"))
@@ -176,6 +180,32 @@ def check_properties(name, docs):
             fail(where, "no Service selects it")
         if not any(selects(np["spec"]["podSelector"], labels) and "Ingress" in np["spec"].get("policyTypes", []) and np["spec"].get("ingress") for np in netpols):
             fail(where, "no NetworkPolicy allows ingress to it explicitly")
+    for job in by_kind(docs, "Job"):
+        check_pod_security(f"{name} Job/{job['metadata']['name']}", job["spec"]["template"]["spec"])
+    if not any(np["spec"]["podSelector"] == {} and set(np["spec"].get("policyTypes", [])) == {"Ingress", "Egress"} and not np["spec"].get("ingress") and not np["spec"].get("egress") for np in netpols):
+        fail(name, "no default-deny NetworkPolicy (podSelector {}, Ingress and Egress, no rules)")
+    for ing in by_kind(docs, "Ingress"):
+        if ing["spec"].get("ingressClassName") != "nginx" or not ing["spec"].get("tls"):
+            fail(f"{name} Ingress/{ing['metadata']['name']}", "must use ingressClassName nginx with TLS")
+    if not by_kind(docs, "Ingress"):
+        fail(name, "no Ingress")
+
+
+def check_properties(name, docs):
+    check_workloads(name, docs)
+    if name == "walkthrough":
+        check_walkthrough(name, docs)
+    else:
+        check_pipeline(name, docs)
+
+
+def check_pipeline(name, docs):
+    pdbs, hpas = by_kind(docs, "PodDisruptionBudget"), by_kind(docs, "HorizontalPodAutoscaler")
+    for dep in by_kind(docs, "Deployment"):
+        n = dep["metadata"]["name"]
+        where = f"{name} Deployment/{n}"
+        spec, pod = dep["spec"], dep["spec"]["template"]["spec"]
+        labels = dep["spec"]["template"]["metadata"].get("labels", {})
         if labels.get("app.kubernetes.io/component") == "demo":
             continue  # the demo's single data-generator (two would duplicate device ids)
         if spec.get("replicas", 1) < 2:
@@ -196,15 +226,6 @@ def check_properties(name, docs):
         hpa = [h for h in hpas if h["spec"]["scaleTargetRef"]["name"] == n and h["spec"]["scaleTargetRef"]["kind"] == "Deployment"]
         if not hpa or hpa[0]["spec"].get("minReplicas", 1) < 2:
             fail(where, "needs a HorizontalPodAutoscaler with minReplicas >= 2")
-    for job in by_kind(docs, "Job"):
-        check_pod_security(f"{name} Job/{job['metadata']['name']}", job["spec"]["template"]["spec"])
-    if not any(np["spec"]["podSelector"] == {} and set(np["spec"].get("policyTypes", [])) == {"Ingress", "Egress"} and not np["spec"].get("ingress") and not np["spec"].get("egress") for np in netpols):
-        fail(name, "no default-deny NetworkPolicy (podSelector {}, Ingress and Egress, no rules)")
-    for ing in by_kind(docs, "Ingress"):
-        if ing["spec"].get("ingressClassName") != "nginx" or not ing["spec"].get("tls"):
-            fail(f"{name} Ingress/{ing['metadata']['name']}", "must use ingressClassName nginx with TLS")
-    if not by_kind(docs, "Ingress"):
-        fail(name, "no Ingress")
     # One partition count, read by ingest and analyzer from the same ConfigMap key.
     cms = {d["metadata"]["name"]: d for d in by_kind(docs, "ConfigMap")}
     readers = set()
@@ -236,6 +257,106 @@ def check_properties(name, docs):
         dbs = [d for d in by_kind(docs, "Cluster") if d["spec"].get("instances") == 3] + [d for d in by_kind(docs, "CrdbCluster") if d["spec"].get("nodes") == 3]
         if len(dbs) != 1:
             fail(name, "needs exactly one 3-instance database (CloudNativePG Cluster or CrdbCluster)")
+
+
+MIB = 1 << 20
+
+
+def quantity_bytes(text):
+    """A Kubernetes memory quantity ("128Mi", "1G", "512") in bytes, or None."""
+    m = re.fullmatch(r"(\d+)(Ki|Mi|Gi|Ti|k|M|G|T)?", str(text or ""))
+    if not m:
+        return None
+    mult = {None: 1, "Ki": 1 << 10, "Mi": MIB, "Gi": 1 << 30, "Ti": 1 << 40, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+    return int(m.group(1)) * mult[m.group(2)]
+
+
+def env_of(container):
+    return {e["name"]: e.get("value") for e in container.get("env", [])}
+
+
+def check_walkthrough(name, docs):
+    """The walkthrough's promises (deploy/README.md, step 4): hello with 2
+    replicas on different nodes, a Service, the Ingress and a ReadWriteMany
+    PVC mounted where it writes its log; cpu-stresser under an HPA on CPU
+    (with a CPU request, no fixed replicas); ram-hogger asked to hold more
+    than its memory limit, with the note of what to observe; each runs its
+    own binary of the pipeline's image, in a namespace enforcing the
+    restricted Pod Security Standard."""
+    deps = {d["metadata"]["name"]: d for d in by_kind(docs, "Deployment")}
+    if set(deps) != {"hello", "cpu-stresser", "ram-hogger"}:
+        fail(name, f"Deployments must be hello, cpu-stresser and ram-hogger, found {sorted(deps)}")
+    for n, dep in deps.items():
+        for c in dep["spec"]["template"]["spec"]["containers"]:
+            if c.get("command", [None])[0] != f"/usr/local/bin/{n}":
+                fail(f"{name} Deployment/{n}", f"must run /usr/local/bin/{n} (the binary of that name in the pipeline's image)")
+    ns = by_kind(docs, "Namespace")
+    if len(ns) != 1 or ns[0]["metadata"].get("labels", {}).get("pod-security.kubernetes.io/enforce") != "restricted":
+        fail(name, "needs its own Namespace enforcing Pod Security restricted")
+    if "hello" in deps:
+        where = f"{name} Deployment/hello"
+        dep = deps["hello"]
+        pod = dep["spec"]["template"]["spec"]
+        if dep["spec"].get("replicas") != 2:
+            fail(where, "replicas must be 2")
+        if dep["spec"].get("strategy", {}).get("rollingUpdate", {}).get("maxUnavailable") != 0:
+            fail(where, "rolling update must have maxUnavailable: 0")
+        anti = pod.get("affinity", {}).get("podAntiAffinity", {})
+        terms = anti.get("requiredDuringSchedulingIgnoredDuringExecution", []) + [t["podAffinityTerm"] for t in anti.get("preferredDuringSchedulingIgnoredDuringExecution", [])]
+        if not any(t["topologyKey"] == "kubernetes.io/hostname" and selects(t.get("labelSelector"), dep["spec"]["template"]["metadata"]["labels"]) for t in terms):
+            fail(where, "needs pod anti-affinity on kubernetes.io/hostname against its own pods")
+        c = pod["containers"][0]
+        log_dir = (env_of(c).get("HA_LOG_FILE") or "").rsplit("/", 1)[0]
+        mounts = {m["name"]: m for m in c.get("volumeMounts", [])}
+        claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in pod.get("volumes", []) if "persistentVolumeClaim" in v}
+        pvcs = {d["metadata"]["name"]: d for d in by_kind(docs, "PersistentVolumeClaim")}
+        mounted = [claims[v] for v, m in mounts.items() if v in claims and m["mountPath"] == log_dir]
+        if not log_dir or not mounted:
+            fail(where, "HA_LOG_FILE's directory must be a PersistentVolumeClaim mount")
+        elif mounted[0] not in pvcs or "ReadWriteMany" not in pvcs[mounted[0]]["spec"].get("accessModes", []):
+            fail(where, f"PVC {mounted[0]} must exist and be ReadWriteMany (two replicas on two nodes write to it)")
+        drain = duration_s(env_of(c).get("HA_DRAIN_TIMEOUT")) or 20
+        pre_stop = c.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
+        if pod.get("terminationGracePeriodSeconds", 30) <= drain + pre_stop:
+            fail(where, f"terminationGracePeriodSeconds must exceed preStop ({pre_stop}s) + drain ({drain}s)")
+        backends = [p["backend"]["service"]["name"] for i in by_kind(docs, "Ingress") for r in i["spec"].get("rules", []) for p in r.get("http", {}).get("paths", [])]
+        if "hello" not in backends:
+            fail(where, "no Ingress routes to Service hello")
+    if "cpu-stresser" in deps:
+        where = f"{name} Deployment/cpu-stresser"
+        dep = deps["cpu-stresser"]
+        hpa = [h for h in by_kind(docs, "HorizontalPodAutoscaler") if h["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "cpu-stresser"}]
+        if not hpa or not any(m.get("type") == "Resource" and m["resource"]["name"] == "cpu" and m["resource"]["target"].get("type") == "Utilization" and m["resource"]["target"].get("averageUtilization") for m in hpa[0]["spec"].get("metrics", [])):
+            fail(where, "needs an HPA on CPU utilization")
+        elif hpa[0]["spec"]["maxReplicas"] <= hpa[0]["spec"].get("minReplicas", 1):
+            fail(where, "its HPA must be able to scale out (maxReplicas > minReplicas)")
+        if "replicas" in dep["spec"]:
+            fail(where, "must not set replicas: the HPA owns it (an apply would reset it)")
+        if not dep["spec"]["template"]["spec"]["containers"][0].get("resources", {}).get("requests", {}).get("cpu"):
+            fail(where, "needs a CPU request (the HPA's utilization is relative to it)")
+    if "ram-hogger" in deps:
+        where = f"{name} Deployment/ram-hogger"
+        dep = deps["ram-hogger"]
+        c = dep["spec"]["template"]["spec"]["containers"][0]
+        limit = quantity_bytes(c.get("resources", {}).get("limits", {}).get("memory"))
+        want = env_of(c).get("HA_MEGABYTES")
+        if limit is None or not (want or "").isdigit() or int(want) * MIB <= limit:
+            fail(where, "HA_MEGABYTES must exceed the memory limit (the OOM kill is the lesson)")
+        if len(dep["metadata"].get("annotations", {}).get("walkthrough/observe", "")) < 40:
+            fail(where, "needs the annotation walkthrough/observe saying what to watch")
+
+
+def images(docs):
+    return {c["image"] for d in by_kind(docs, "Deployment") + by_kind(docs, "Job") for c in d["spec"]["template"]["spec"]["containers"]}
+
+
+def check_same_image(rendered):
+    """The walkthrough runs from the pipeline's one image (deploy/README.md)."""
+    load = lambda n: [d for d in yaml.safe_load_all((rendered / f"{n}.yaml").read_text()) if d]  # noqa: E731
+    if (rendered / "walkthrough.yaml").exists() and (rendered / "base.yaml").exists():
+        walk, base = images(load("walkthrough")), images(load("base"))
+        if walk != base:
+            fail("walkthrough", f"must use the pipeline's image {sorted(base)}, uses {sorted(walk)}")
 
 
 # --- 3. policy-scanner skips ---------------------------------------------------
@@ -340,6 +461,7 @@ def main():
         validate_schemas(f.stem, docs, crds)
         check_properties(f.stem, docs)
         print(f"  {f.stem}: {len(docs)} objects, {'ok' if len(FAILURES) == before else 'FAILED'}")
+    check_same_image(rendered)
     n = check_skips()
     print(f"  policy-scanner skips: {n}")
     check_compose()

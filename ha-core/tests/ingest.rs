@@ -345,6 +345,27 @@ async fn every_bad_input_gets_its_status_and_nothing_is_enqueued() {
             "too_many_metrics",
         ),
         case(
+            "83,000 distinct metric names in one reading (the parser stops keeping them at 32)",
+            body_of(&[r(
+                "1",
+                &format!(
+                    "{{{}}}",
+                    (0..83_000)
+                        .map(|i| format!(r#""m{i}":1"#))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                ),
+            )]),
+            S::UNPROCESSABLE_ENTITY,
+            "too_many_metrics",
+        ),
+        case(
+            "ts older than --max-reading-age (1971)",
+            body_of(&[reading("dev-1", "1", "1971-01-01T00:00:00Z", r#"{"a":1}"#)]),
+            S::UNPROCESSABLE_ENTITY,
+            "ts_too_old",
+        ),
+        case(
             "bad metric name",
             body_of(&[r("1", r#"{"heart rate":1}"#)]),
             S::UNPROCESSABLE_ENTITY,
@@ -1128,4 +1149,71 @@ fn group_commit_settings_are_validated() {
     ] {
         assert!(bad.validate().is_err(), "{bad:?}");
     }
+}
+
+#[tokio::test]
+async fn a_device_id_with_a_colon_authenticates() {
+    let queue = MemoryQueue::with_partitions(PARTITIONS);
+    let app = service(Arc::new(queue.clone()), IngestConfig::default());
+    let body = body_of(&[reading("dev:1", "1", &now_ts(), r#"{"a":1}"#)]);
+    let (status, json, _) = send(
+        &app,
+        Some(&auth("dev:1")),
+        Some("application/json"),
+        body.into(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{json}");
+    assert_eq!(total_depth(&queue).await, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_larger_than_the_burst_is_admitted_when_the_bucket_is_full() {
+    // --rate-limit 1 (burst 10) and one request of 11 readings, retried as
+    // the Retry-After says: admitted, never 429 for ever.
+    let queue = MemoryQueue::with_partitions(PARTITIONS);
+    let app = service(
+        Arc::new(queue.clone()),
+        IngestConfig {
+            rate_limit: Some(RateLimit {
+                per_second: 1.0,
+                burst: 10.0,
+            }),
+            ..IngestConfig::default()
+        },
+    );
+    let eleven = |first: u64| {
+        body_of(
+            &(first..first + 11)
+                .map(|s| reading("dev-1", &s.to_string(), &now_ts(), r#"{"a":1}"#))
+                .collect::<Vec<_>>(),
+        )
+    };
+    let mut accepted = 0;
+    for round in 0..3u64 {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            assert!(
+                tries <= 3,
+                "round {round}: still refused after {tries} tries"
+            );
+            let (status, json, retry) = send(
+                &app,
+                Some(&auth("dev-1")),
+                Some("application/json"),
+                eleven(round * 11).into(),
+            )
+            .await;
+            if status == StatusCode::ACCEPTED {
+                accepted += 11;
+                break;
+            }
+            assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{json}");
+            let wait: u64 = retry.expect("Retry-After").parse().unwrap();
+            tokio::time::advance(Duration::from_secs(wait)).await;
+        }
+    }
+    assert_eq!(accepted, 33);
+    assert_eq!(total_depth(&queue).await, 3);
 }

@@ -4,7 +4,9 @@
 
 use ha_core::wire::Reading;
 
-use crate::{Buffer, Client, ClientConfig, Counters, Error, FlushReport, MemoryBuffer};
+use crate::{
+    Buffer, Client, ClientConfig, ClockRefusal, Counters, Error, FlushReport, MemoryBuffer,
+};
 
 /// [`Client`] with blocking methods. Must not be used from inside an async
 /// runtime (tokio refuses to block inside one).
@@ -48,6 +50,21 @@ impl<B: Buffer> BlockingClient<B> {
     /// [`Client::counters`].
     pub fn counters(&self) -> Counters {
         self.client.counters()
+    }
+
+    /// [`Client::held`].
+    pub fn held(&self, refusal: ClockRefusal) -> Result<Vec<Reading>, Error> {
+        self.client.held(refusal)
+    }
+
+    /// [`Client::forget_held`].
+    pub fn forget_held(&mut self, seqs: &[u64]) -> Result<(), Error> {
+        self.client.forget_held(seqs)
+    }
+
+    /// [`Client::release_held`].
+    pub fn release_held(&mut self, refusal: ClockRefusal) -> Result<usize, Error> {
+        self.client.release_held(refusal)
     }
 
     /// The wrapped async client.

@@ -6,10 +6,11 @@ use std::time::Duration;
 use ha_core::wire::{MAX_BODY_BYTES, Reading, Timestamp};
 use serde::Deserialize;
 
-use crate::buffer::{Buffer, EncodedReading, MemoryBuffer};
+use crate::buffer::{Buffer, ClockRefusal, EncodedReading, MemoryBuffer};
 use crate::config::{ClientConfig, EventCallback};
 use crate::error::{Error, ServerError, is_transient_status};
 use crate::event::{Counters, Event};
+use crate::retry::RetryCause;
 use crate::state::{Action, Delivery, Outcome};
 use crate::transport::{Response, Transport};
 
@@ -29,6 +30,10 @@ pub struct Client<B: Buffer = MemoryBuffer> {
     buffer: B,
     delivery: Delivery,
     pacing: Duration,
+    clock_retry: Duration,
+    /// When the readings held for `ts_in_future` go back into the flush
+    /// order (`None`: none held).
+    next_release: Option<tokio::time::Instant>,
     max_batch_bytes: usize,
     counters: Counters,
     on_event: Option<EventCallback>,
@@ -52,6 +57,8 @@ pub struct FlushReport {
     pub acknowledged: usize,
     /// Readings moved to the rejected-readings sink.
     pub rejected: usize,
+    /// Readings moved to a holding area (refused for a clock rule).
+    pub held: usize,
     /// Requests made (retries included).
     pub requests: usize,
 }
@@ -71,7 +78,12 @@ impl<B: Buffer> Client<B> {
             buffered: buffer.len() as u64,
             ..Counters::default()
         };
+        // Readings held in an earlier run are tried again at the first flush.
+        let next_release =
+            (buffer.held_len(ClockRefusal::InFuture) > 0).then(tokio::time::Instant::now);
         Ok(Client {
+            clock_retry: config.clock_retry,
+            next_release,
             delivery: Delivery::new(config.retry, config.max_batch, seed),
             device_id: config.device_id,
             transport,
@@ -141,6 +153,7 @@ impl<B: Buffer> Client<B> {
     /// and reported ([`Event::Rejected`]); the flush goes on.
     pub async fn flush(&mut self) -> Result<FlushReport, Error> {
         let mut report = FlushReport::default();
+        self.release_due()?;
         self.delivery.begin_flush();
         let mut pause = false;
         loop {
@@ -213,6 +226,13 @@ impl<B: Buffer> Client<B> {
                         _ => ServerError::default(),
                     };
                     let rejected = &batch[positions.clone()];
+                    if let Some(refusal) = ClockRefusal::from_code(&reason.code)
+                        && let Some(pushed) = self.buffer.hold(rejected, refusal)?
+                    {
+                        self.on_held(rejected, refusal, reason, pushed.dropped);
+                        report.held += rejected.len();
+                        continue;
+                    }
                     self.buffer.reject(rejected, &reason)?;
                     self.counters.rejected += rejected.len() as u64;
                     self.counters.buffered = self.buffer.len() as u64;
@@ -236,6 +256,101 @@ impl<B: Buffer> Client<B> {
                 }
             }
         }
+    }
+
+    /// The readings held for `refusal` (see
+    /// [`buffer`](crate::buffer#clock-refusals)), e.g. to export the ones
+    /// refused with `ts_too_old`.
+    ///
+    /// Errors: [`Error::Storage`].
+    pub fn held(&self, refusal: ClockRefusal) -> Result<Vec<Reading>, Error> {
+        Ok(self
+            .buffer
+            .held(refusal)?
+            .iter()
+            .filter_map(|r| r.decode().ok())
+            .collect())
+    }
+
+    /// Removes held readings for good, once the application exported them
+    /// (or pushed re-stamped copies under new `seq`s).
+    ///
+    /// Errors: [`Error::Storage`]; they then stay held.
+    pub fn forget_held(&mut self, seqs: &[u64]) -> Result<(), Error> {
+        self.buffer.forget_held(seqs)
+    }
+
+    /// Moves every reading held for `refusal` back into the flush order now
+    /// (e.g. `TooOld` after the server's maximum age was raised); returns
+    /// how many moved. Readings the buffer's overflow policy drops are
+    /// reported as an [`Event::Overflow`].
+    ///
+    /// Errors: [`Error::Storage`]; what was not moved stays held.
+    pub fn release_held(&mut self, refusal: ClockRefusal) -> Result<usize, Error> {
+        let before = self.buffer.held_len(refusal);
+        let pushed = self.buffer.release(refusal)?;
+        let count = before.saturating_sub(self.buffer.held_len(refusal));
+        self.counters.released += count as u64;
+        self.counters.buffered = self.buffer.len() as u64;
+        if !pushed.dropped.is_empty() {
+            self.counters.dropped += pushed.dropped.len() as u64;
+            self.emit(Event::Overflow {
+                policy: crate::OverflowPolicy::DropOldest,
+                dropped: pushed.dropped,
+            });
+        }
+        Ok(count)
+    }
+
+    /// Moves the readings held for `ts_in_future` back into the flush order
+    /// once the clock-retry interval has passed since they were held.
+    fn release_due(&mut self) -> Result<(), Error> {
+        let Some(at) = self.next_release else {
+            return Ok(());
+        };
+        if tokio::time::Instant::now() < at {
+            return Ok(());
+        }
+        let refusal = ClockRefusal::InFuture;
+        let before = self.buffer.held_len(refusal);
+        let pushed = self.buffer.release(refusal)?;
+        let left = self.buffer.held_len(refusal);
+        // What did not fit (`RejectNew`) is tried again after another interval.
+        self.next_release = (left > 0).then(|| tokio::time::Instant::now() + self.clock_retry);
+        let count = before.saturating_sub(left);
+        self.counters.released += count as u64;
+        self.counters.dropped += pushed.dropped.len() as u64;
+        self.counters.buffered = self.buffer.len() as u64;
+        if count > 0 {
+            self.emit(Event::Released {
+                refusal,
+                count,
+                dropped: pushed.dropped,
+            });
+        }
+        Ok(())
+    }
+
+    fn on_held(
+        &mut self,
+        held: &[EncodedReading],
+        refusal: ClockRefusal,
+        reason: ServerError,
+        dropped: Vec<u64>,
+    ) {
+        self.counters.held += held.len() as u64;
+        self.counters.held_dropped += dropped.len() as u64;
+        self.counters.buffered = self.buffer.len() as u64;
+        if refusal == ClockRefusal::InFuture && self.next_release.is_none() {
+            self.next_release = Some(tokio::time::Instant::now() + self.clock_retry);
+        }
+        let readings = held.iter().filter_map(|r| r.decode().ok()).collect();
+        self.emit(Event::Held {
+            refusal,
+            readings,
+            reason,
+            dropped,
+        });
     }
 
     /// Closes the connection (it is reopened by the next flush).
@@ -315,7 +430,7 @@ fn classify(result: Result<Response, Error>) -> (Outcome, Option<Error>) {
     let reason = server_error(status, &response.body);
     let outcome = match status {
         s if is_transient_status(s) => Outcome::Transient {
-            cause: crate::RetryCause::Status(s),
+            cause: RetryCause::Status(s),
             retry_after: response.retry_after,
         },
         413 => Outcome::TooLarge,
@@ -395,6 +510,21 @@ fn log(device: &str, event: &Event) {
         }
         Event::Rejected { readings, reason } => {
             tracing::error!(device, count = readings.len(), %reason, "Server rejected readings; moved to the rejected sink.")
+        }
+        Event::Held {
+            refusal,
+            readings,
+            reason,
+            dropped,
+        } => {
+            tracing::warn!(device, %refusal, count = readings.len(), lost = dropped.len(), %reason, "Server refused readings for their time stamp; held.")
+        }
+        Event::Released {
+            refusal,
+            count,
+            dropped,
+        } => {
+            tracing::info!(device, %refusal, count, lost = dropped.len(), "Held readings sent again.")
         }
         Event::Unauthorized { reason } => {
             tracing::error!(device, %reason, "Server refused the credentials; readings stay buffered.")

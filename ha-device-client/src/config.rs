@@ -9,31 +9,11 @@ use ha_core::wire::{MAX_BODY_BYTES, MAX_READINGS, is_valid_device_id};
 
 use crate::error::Error;
 use crate::event::Event;
-use crate::pool::ConnectionPool;
 use crate::retry::RetryPolicy;
-
-/// The path readings are posted to, below the base URL.
-pub const READINGS_PATH: &str = "/v1/readings";
+use crate::transport::{ConnectOptions, ConnectionPool, Endpoint};
 
 /// A callback receiving every [`Event`].
 pub type EventCallback = Box<dyn FnMut(&Event) + Send>;
-
-/// Where a certificate or key comes from.
-#[derive(Clone)]
-pub(crate) enum Pem {
-    Bytes(Vec<u8>),
-    File(PathBuf),
-}
-
-impl Pem {
-    pub(crate) fn load(&self) -> Result<Vec<u8>, Error> {
-        match self {
-            Pem::Bytes(b) => Ok(b.clone()),
-            Pem::File(p) => std::fs::read(p)
-                .map_err(|e| Error::TlsConfig(format!("reading {}: {e}", p.display()))),
-        }
-    }
-}
 
 /// Everything a [`Client`](crate::Client) needs: where to send, as whom,
 /// and how to behave when things fail.
@@ -59,21 +39,19 @@ impl Pem {
 /// | plain `http://` | refused unless [`with_plain_http`](Self::with_plain_http) |
 /// | batch | up to 100 readings and 1 MiB per request |
 /// | pacing | 200 ms between the requests of one flush |
+/// | clock retry | readings refused with `ts_in_future` are sent again after 60 s |
 /// | jitter seed | derived from the device id and the clock |
 pub struct ClientConfig {
     pub(crate) url: String,
     pub(crate) device_id: String,
     pub(crate) token: String,
     pub(crate) retry: RetryPolicy,
-    pub(crate) connect_timeout: Duration,
+    pub(crate) connection: ConnectOptions,
     pub(crate) request_timeout: Duration,
-    pub(crate) ca: Vec<Pem>,
-    pub(crate) client_cert: Option<(Pem, Pem)>,
-    pub(crate) local_addr: Option<IpAddr>,
-    pub(crate) allow_plain_http: bool,
     pub(crate) max_batch: usize,
     pub(crate) max_batch_bytes: usize,
     pub(crate) pacing: Duration,
+    pub(crate) clock_retry: Duration,
     pub(crate) jitter_seed: Option<u64>,
     pub(crate) on_event: Option<EventCallback>,
     pub(crate) pool: Option<ConnectionPool>,
@@ -86,15 +64,12 @@ impl fmt::Debug for ClientConfig {
             .field("device_id", &self.device_id)
             .field("token", &"<redacted>")
             .field("retry", &self.retry)
-            .field("connect_timeout", &self.connect_timeout)
+            .field("connection", &self.connection)
             .field("request_timeout", &self.request_timeout)
-            .field("ca_bundles", &self.ca.len())
-            .field("client_cert", &self.client_cert.is_some())
-            .field("local_addr", &self.local_addr)
-            .field("allow_plain_http", &self.allow_plain_http)
             .field("max_batch", &self.max_batch)
             .field("max_batch_bytes", &self.max_batch_bytes)
             .field("pacing", &self.pacing)
+            .field("clock_retry", &self.clock_retry)
             .field("pool", &self.pool)
             .finish_non_exhaustive()
     }
@@ -114,15 +89,12 @@ impl ClientConfig {
             device_id: device_id.into(),
             token: token.into(),
             retry: RetryPolicy::default(),
-            connect_timeout: Duration::from_secs(2),
+            connection: ConnectOptions::default(),
             request_timeout: Duration::from_secs(5),
-            ca: Vec::new(),
-            client_cert: None,
-            local_addr: None,
-            allow_plain_http: false,
             max_batch: 100,
             max_batch_bytes: MAX_BODY_BYTES,
             pacing: Duration::from_millis(200),
+            clock_retry: Duration::from_secs(60),
             jitter_seed: None,
             on_event: None,
             pool: None,
@@ -137,7 +109,7 @@ impl ClientConfig {
 
     /// Longest time for the TCP connect plus the TLS handshake.
     pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
+        self.connection = self.connection.with_connect_timeout(timeout);
         self
     }
 
@@ -149,21 +121,21 @@ impl ClientConfig {
 
     /// Trusts the CA certificates in this PEM bundle (may be repeated).
     pub fn with_ca_pem(mut self, pem: Vec<u8>) -> Self {
-        self.ca.push(Pem::Bytes(pem));
+        self.connection = self.connection.with_ca_pem(pem);
         self
     }
 
     /// Trusts the CA certificates in this PEM file, read when the client
     /// is created (may be repeated).
     pub fn with_ca_file(mut self, path: impl Into<PathBuf>) -> Self {
-        self.ca.push(Pem::File(path.into()));
+        self.connection = self.connection.with_ca_file(path);
         self
     }
 
     /// Presents this client certificate chain and private key (PEM) for
     /// mutual TLS.
     pub fn with_client_cert_pem(mut self, chain: Vec<u8>, key: Vec<u8>) -> Self {
-        self.client_cert = Some((Pem::Bytes(chain), Pem::Bytes(key)));
+        self.connection = self.connection.with_client_cert_pem(chain, key);
         self
     }
 
@@ -174,13 +146,14 @@ impl ClientConfig {
         chain: impl Into<PathBuf>,
         key: impl Into<PathBuf>,
     ) -> Self {
-        self.client_cert = Some((Pem::File(chain.into()), Pem::File(key.into())));
+        self.connection = self.connection.with_client_cert_files(chain, key);
         self
     }
 
-    /// Binds connections to this local (source) address before connecting.
+    /// Binds connections to this local (source) address before connecting
+    /// (replacing any set before).
     pub fn with_local_addr(mut self, addr: IpAddr) -> Self {
-        self.local_addr = Some(addr);
+        self.connection.local_addrs = vec![addr];
         self
     }
 
@@ -188,7 +161,15 @@ impl ClientConfig {
     /// clear. Meant for tests and for a TLS-terminating sidecar on the
     /// device itself.
     pub fn with_plain_http(mut self) -> Self {
-        self.allow_plain_http = true;
+        self.connection = self.connection.with_plain_http();
+        self
+    }
+
+    /// Replaces every connection option at once (connect timeout, CA,
+    /// client certificate, local addresses, plain HTTP), e.g. with the
+    /// same [`ConnectOptions`] a [`PoolConfig`](crate::PoolConfig) uses.
+    pub fn with_connect_options(mut self, options: ConnectOptions) -> Self {
+        self.connection = options;
         self
     }
 
@@ -204,6 +185,15 @@ impl ClientConfig {
     /// coming back online does not stampede the server.
     pub fn with_pacing(mut self, pause: Duration) -> Self {
         self.pacing = pause;
+        self
+    }
+
+    /// How long readings refused with `ts_in_future` stay held before a
+    /// flush sends them again (default 60 s): the server's clock catches up
+    /// with a device clock running a little ahead. See
+    /// [`buffer`](crate::buffer#clock-refusals).
+    pub fn with_clock_retry(mut self, after: Duration) -> Self {
+        self.clock_retry = after;
         self
     }
 
@@ -253,23 +243,21 @@ impl ClientConfig {
                     pool.url()
                 )));
             }
-            if !self.ca.is_empty() || self.client_cert.is_some() || self.local_addr.is_some() {
+            if self.connection.has_tls_or_source() {
                 return Err(Error::Config(
                     "with a connection pool, set the CA, client certificate and local address on the PoolConfig".into(),
                 ));
             }
-        } else if !endpoint.tls && !self.allow_plain_http {
-            return Err(Error::Config(format!(
-                "{} is plain HTTP; use https or call with_plain_http()",
-                self.url
-            )));
-        } else if endpoint.tls && self.ca.is_empty() {
-            return Err(Error::Config(
-                "https needs a CA bundle: with_ca_file() or with_ca_pem()".into(),
-            ));
+        } else {
+            self.connection.validate(&endpoint, &self.url)?;
         }
-        if self.connect_timeout.is_zero() || self.request_timeout.is_zero() {
-            return Err(Error::Config("timeouts must be positive".into()));
+        if self.connection.connect_timeout.is_zero()
+            || self.request_timeout.is_zero()
+            || self.clock_retry.is_zero()
+        {
+            return Err(Error::Config(
+                "timeouts and the clock retry must be positive".into(),
+            ));
         }
         if !(1..=MAX_READINGS).contains(&self.max_batch) {
             return Err(Error::Config(format!(
@@ -287,101 +275,9 @@ impl ClientConfig {
     }
 }
 
-/// A parsed base URL.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Endpoint {
-    pub(crate) tls: bool,
-    /// Host name or IP literal (without brackets).
-    pub(crate) host: String,
-    pub(crate) port: u16,
-    /// The request target: prefix + [`READINGS_PATH`].
-    pub(crate) path: String,
-    /// The `Host` header value.
-    pub(crate) authority: String,
-}
-
-impl Endpoint {
-    pub(crate) fn parse(url: &str) -> Result<Endpoint, Error> {
-        let bad = |why: &str| Error::Config(format!("URL `{url}`: {why}"));
-        let (tls, rest) = if let Some(r) = url.strip_prefix("https://") {
-            (true, r)
-        } else if let Some(r) = url.strip_prefix("http://") {
-            (false, r)
-        } else {
-            return Err(bad("must start with https:// or http://"));
-        };
-        let (authority, prefix) = match rest.find('/') {
-            Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
-            None => (rest, ""),
-        };
-        if authority.contains('@') || prefix.contains(['?', '#']) {
-            return Err(bad("user info, query and fragment are not supported"));
-        }
-        let default_port = if tls { 443 } else { 80 };
-        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-            let (h, after) = v6.split_once(']').ok_or_else(|| bad("unclosed ["))?;
-            let port = match after.strip_prefix(':') {
-                Some(p) => p.parse().map_err(|_| bad("bad port"))?,
-                None if after.is_empty() => default_port,
-                None => return Err(bad("junk after ]")),
-            };
-            (h.to_owned(), port)
-        } else {
-            match authority.rsplit_once(':') {
-                Some((h, p)) => (h.to_owned(), p.parse().map_err(|_| bad("bad port"))?),
-                None => (authority.to_owned(), default_port),
-            }
-        };
-        if host.is_empty() {
-            return Err(bad("no host"));
-        }
-        Ok(Endpoint {
-            tls,
-            host,
-            port,
-            path: format!("{prefix}{READINGS_PATH}"),
-            authority: authority.to_owned(),
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_urls() {
-        let e = Endpoint::parse("https://ingest.example:8443/api/").unwrap();
-        assert_eq!(
-            (
-                e.tls,
-                e.host.as_str(),
-                e.port,
-                e.path.as_str(),
-                e.authority.as_str()
-            ),
-            (
-                true,
-                "ingest.example",
-                8443,
-                "/api/v1/readings",
-                "ingest.example:8443"
-            )
-        );
-        let e = Endpoint::parse("http://[::1]:80").unwrap();
-        assert_eq!((e.tls, e.host.as_str(), e.port), (false, "::1", 80));
-        assert_eq!(Endpoint::parse("https://h").unwrap().port, 443);
-        for bad in [
-            "ftp://h",
-            "https://",
-            "https://h:x",
-            "https://u@h",
-            "https://h/?q",
-            "https://[::1",
-        ] {
-            assert!(Endpoint::parse(bad).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn validation() {
@@ -417,6 +313,19 @@ mod tests {
         );
         let c = ClientConfig::new("http://h", "d", "t").with_plain_http();
         assert!(c.with_batch(1001, 1 << 20).validate().is_err());
+        let shared = ConnectOptions::default()
+            .with_ca_pem(b"ca".to_vec())
+            .with_connect_timeout(Duration::from_secs(7));
+        let c = ClientConfig::new("https://h", "dev-1", "t").with_connect_options(shared.clone());
+        c.validate().unwrap();
+        assert_eq!(c.connection, shared);
+        assert!(
+            ClientConfig::new("https://h", "dev-1", "t")
+                .with_connect_options(shared.with_connect_timeout(Duration::ZERO))
+                .validate()
+                .is_err(),
+            "zero connect timeout"
+        );
         let dbg = format!("{:?}", ClientConfig::new("https://h", "d", "s3cr3t"));
         assert!(!dbg.contains("s3cr3t"));
     }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use ha_core::wire::ValidationError;
 
-use crate::event::RetryCause;
+use crate::retry::RetryCause;
 
 /// The server's reason for refusing a request, parsed from its JSON error
 /// body `{"error":"<code>","message":"...","field":"...","index":n}`.

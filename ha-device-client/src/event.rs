@@ -1,48 +1,14 @@
 //! What the client reports while it works: events for a callback, and
 //! counters. Every event is also logged with `tracing`.
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use ha_core::wire::Reading;
 
-use crate::buffer::OverflowPolicy;
+use crate::buffer::{ClockRefusal, OverflowPolicy};
 use crate::error::ServerError;
-
-/// Why a send is retried.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum RetryCause {
-    /// The TCP connection could not be opened.
-    Connect,
-    /// The TCP connect or TLS handshake took longer than the connect timeout.
-    ConnectTimeout,
-    /// The TLS handshake failed.
-    Tls,
-    /// The connection broke while sending or waiting for the answer.
-    ConnectionLost,
-    /// No complete answer within the request timeout.
-    RequestTimeout,
-    /// The answer was not valid HTTP.
-    Protocol,
-    /// The server answered 408, 429 or 5xx.
-    Status(u16),
-}
-
-impl fmt::Display for RetryCause {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            RetryCause::Connect => f.write_str("connect failed"),
-            RetryCause::ConnectTimeout => f.write_str("connect timed out"),
-            RetryCause::Tls => f.write_str("TLS handshake failed"),
-            RetryCause::ConnectionLost => f.write_str("connection lost"),
-            RetryCause::RequestTimeout => f.write_str("request timed out"),
-            RetryCause::Protocol => f.write_str("invalid HTTP response"),
-            RetryCause::Status(s) => write!(f, "HTTP {s}"),
-        }
-    }
-}
+use crate::retry::RetryCause;
 
 /// Something the client did or ran into. Passed by reference to the
 /// callback set with [`ClientConfig::with_event_callback`](crate::ClientConfig::with_event_callback).
@@ -105,6 +71,30 @@ pub enum Event {
         /// The server's reason.
         reason: ServerError,
     },
+    /// The server refused these readings for a clock rule (`ts_in_future`,
+    /// `ts_too_old`): they were moved to the buffer's holding area for
+    /// `refusal` instead of the rejected sink (see
+    /// [`buffer`](crate::buffer#clock-refusals)).
+    Held {
+        /// Which clock rule.
+        refusal: ClockRefusal,
+        /// The held readings.
+        readings: Vec<Reading>,
+        /// The server's reason.
+        reason: ServerError,
+        /// `seq`s the holding area's bound dropped to make room (lost).
+        dropped: Vec<u64>,
+    },
+    /// Readings held for `ts_in_future` went back into the flush order
+    /// after the clock-retry interval.
+    Released {
+        /// Which holding area.
+        refusal: ClockRefusal,
+        /// Readings moved back.
+        count: usize,
+        /// `seq`s dropped by the main buffer's overflow policy (lost).
+        dropped: Vec<u64>,
+    },
     /// The server refused the credentials (401/403); readings stay buffered.
     Unauthorized {
         /// The server's reason.
@@ -127,6 +117,13 @@ pub struct Counters {
     pub dropped: u64,
     /// Readings moved to the rejected-readings sink.
     pub rejected: u64,
+    /// Readings moved to a holding area (clock refusals; counted again if
+    /// released and refused again).
+    pub held: u64,
+    /// Held readings dropped by a holding area's bound.
+    pub held_dropped: u64,
+    /// Held readings moved back into the flush order.
+    pub released: u64,
     /// Sends that gave up after exhausting their retries.
     pub gave_up: u64,
 }

@@ -49,7 +49,10 @@
 //!   errors, timeouts, 408, 429, 5xx. 413 splits the batch; 401/403 keep
 //!   the readings and return [`Error::Unauthorized`]; 400/422 move the
 //!   refused readings to the rejected-readings sink ([`Event::Rejected`],
-//!   and a file with the [`FileBuffer`]).
+//!   and a size-bounded file with the [`FileBuffer`]) — except readings
+//!   refused for their time stamp (`ts_in_future`, `ts_too_old`), which
+//!   are held apart, bounded, and sent again later or left for the
+//!   application ([`Event::Held`]; see [`buffer`](buffer#clock-refusals)).
 //! - **Store-and-forward**: readings wait in a bounded [`Buffer`]
 //!   ([`MemoryBuffer`], or the crash-safe append-only [`FileBuffer`], or
 //!   your own on flash) until a 2xx covers them, and are flushed in `seq`
@@ -107,12 +110,13 @@
 //! |---|---|
 //! | *(none)* | everything above |
 //! | `blocking` | [`blocking::BlockingClient`]: the client on its own current-thread runtime |
+//! | `test-util` | `buffer::conformance`: the suite every [`Buffer`] must pass, for your own buffer |
 //!
 //! ## Why no hyper
 //!
 //! The client speaks one exchange (a `POST` with a `Content-Length` body,
 //! a small answer), which is a few hundred lines over [`httparse`] in
-//! `transport.rs`. hyper's client would need its connection future driven
+//! `transport/`. hyper's client would need its connection future driven
 //! by a spawned task (or `hyper-util`'s pool, which spawns), plus `http`,
 //! `http-body` and friends: more code on the device for features it never
 //! uses, and a task behind the caller's back. The tests check this client
@@ -120,10 +124,19 @@
 //!
 //! ## Layout
 //!
-//! [`retry`](RetryPolicy) (the policy), [`state`] (the pure send/retry/
-//! give-up state machine), [`buffer`] (trait, memory, file), `transport`
-//! (HTTP/1.1 over TLS; opening connections), `pool` ([`ConnectionPool`]),
-//! [`Client`], [`Event`]s and [`Error`].
+//! The modules depend on each other in one direction only (checked by
+//! `scripts/check-structure`):
+//!
+//! | module | holds | uses |
+//! |---|---|---|
+//! | `retry` | [`RetryPolicy`]; `retry/cause.rs`: [`RetryCause`] | `error` |
+//! | `error` | [`Error`], [`ServerError`] | `retry/cause` |
+//! | [`buffer`] | the [`Buffer`] trait, [`MemoryBuffer`], [`FileBuffer`] (`buffer/file/format.rs`: the record format and replay), `buffer::conformance` | `error` |
+//! | `event` | [`Event`], [`Counters`] | `buffer`, `error`, `retry` |
+//! | [`state`] | the pure send/retry/give-up state machine | `retry` |
+//! | `transport` | [`ConnectOptions`] (`options.rs`), the endpoint, opening connections (`connector.rs`, `tls.rs`), one exchange (`conn.rs`, `response.rs`), [`ConnectionPool`] (`pool.rs`), a client's `Transport` | `config`, `error`, `event` |
+//! | `config` | [`ClientConfig`] | `transport` (options, pool), `retry`, `event` |
+//! | `client` | [`Client`] | all of the above |
 
 #[cfg(feature = "blocking")]
 pub mod blocking;
@@ -132,18 +145,17 @@ mod client;
 mod config;
 mod error;
 mod event;
-mod pool;
 mod retry;
 pub mod state;
 mod transport;
 
 pub use buffer::{
-    Buffer, BufferLimits, EncodedReading, FileBuffer, MemoryBuffer, OverflowPolicy, Pushed,
-    Recovery,
+    Buffer, BufferLimits, ClockRefusal, EncodedReading, FileBuffer, FileOptions, MemoryBuffer,
+    OverflowPolicy, Pushed, Recovery,
 };
 pub use client::{Client, FlushReport};
-pub use config::{ClientConfig, EventCallback, READINGS_PATH};
+pub use config::{ClientConfig, EventCallback};
 pub use error::{Error, ServerError};
-pub use event::{Counters, Event, RetryCause};
-pub use pool::{ConnectionPool, PoolConfig};
-pub use retry::{MAX_RETRY_AFTER, RetryPolicy};
+pub use event::{Counters, Event};
+pub use retry::{MAX_RETRY_AFTER, RetryCause, RetryPolicy};
+pub use transport::{ConnectOptions, ConnectionPool, PoolConfig, READINGS_PATH};

@@ -5,8 +5,7 @@
 use std::ops::Range;
 use std::time::Duration;
 
-use crate::event::RetryCause;
-use crate::retry::{JitterRng, RetryPolicy};
+use crate::retry::{JitterRng, RetryCause, RetryPolicy};
 
 /// What one attempt to send a batch came to.
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -223,12 +223,13 @@ async fn unauthorized_keeps_the_readings_and_surfaces_a_typed_error() {
 #[tokio::test]
 async fn invalid_readings_are_sunk_to_the_file_and_reported() {
     // 422 names seq 3 by its index; 400 without an index for seq 6 makes
-    // the client bisect until seq 6 is alone.
+    // the client bisect until seq 6 is alone. (A clock refusal is held
+    // instead: see tests/clock.rs.)
     let server = FakeServer::start(|_, readings| {
         if let Some(i) = readings.iter().position(|r| r.seq == 3) {
             Reply::Status {
                 status: 422,
-                code: "ts_in_future",
+                code: "non_finite_value",
                 index: Some(i),
                 retry_after: None,
             }
@@ -261,7 +262,7 @@ async fn invalid_readings_are_sunk_to_the_file_and_reported() {
     assert_eq!(
         rejected,
         [
-            (3, "ts_in_future".to_string()),
+            (3, "non_finite_value".to_string()),
             (6, "malformed".to_string())
         ]
     );

@@ -80,7 +80,11 @@ async fn binaries_store_every_reading_once_find_every_spike_and_balance() {
     std::fs::create_dir_all(&dir).unwrap();
     eprintln!("logs in {}", dir.display());
     let db = create_database(&pg, "sys").await;
-    let key = write_file(&dir, "device.key", "system-test-key\n");
+    let key = write_file(
+        &dir,
+        "device.key",
+        "system-test-key-0123456789abcdef0123456789\n",
+    );
     let token = write_file(&dir, "api.token", "operator-secret\n");
     let prefix = format!("{}.readings", unique_name("sys"));
     let (key, token) = (key.to_str().unwrap(), token.to_str().unwrap());

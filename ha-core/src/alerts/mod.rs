@@ -97,6 +97,7 @@ use tokio::sync::{Semaphore, watch};
 pub use config::AlertsConfig;
 pub use metrics::AlertsMetrics;
 
+use crate::http::{ConnectionMetrics, Linger};
 use crate::store::Store;
 
 /// The alerts service: build it, take its [`router`](Self::router), serve
@@ -117,6 +118,7 @@ struct State {
     /// One permit per open stream.
     stream_slots: Arc<Semaphore>,
     metrics: AlertsMetrics,
+    connections: ConnectionMetrics,
     registry: Registry,
 }
 
@@ -133,6 +135,7 @@ impl AlertsService {
         }
         let mut registry = Registry::default();
         let metrics = AlertsMetrics::register(&mut registry);
+        let connections = ConnectionMetrics::register(&mut registry, "alerts");
         let mut config = config;
         config.stream_window = config.stream_window.clamp(1, 1000);
         config.stream_poll = config.stream_poll.max(Duration::from_millis(10));
@@ -147,6 +150,7 @@ impl AlertsService {
                 config,
                 draining: watch::Sender::new(false),
                 metrics,
+                connections,
                 registry,
             }),
         }
@@ -163,7 +167,7 @@ impl AlertsService {
                 self.state.clone(),
                 auth::require_token,
             ));
-        Router::new()
+        let router = Router::new()
             .merge(api)
             .merge(ui::routes())
             .route("/healthz", get(handler::healthz))
@@ -175,7 +179,14 @@ impl AlertsService {
                 self.state.clone(),
                 metrics::record,
             ))
-            .with_state(self.state.clone())
+            .with_state(self.state.clone());
+        Linger::default().apply(router)
+    }
+
+    /// The connection metrics to pass to [`crate::http::serve_with`], so
+    /// that they appear in this service's `/metrics`.
+    pub fn connection_metrics(&self) -> ConnectionMetrics {
+        self.state.connections.clone()
     }
 
     /// Starts draining: `/readyz` turns `503`, open streams end (clients

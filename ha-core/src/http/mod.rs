@@ -1,10 +1,13 @@
 //! HTTP plumbing shared by the services (feature `server`): serving a router
 //! over TLS or plain TCP with graceful drain, and the JSON error body.
 
+mod conn;
 mod error;
+mod linger;
 mod metrics;
 mod serve;
 
 pub use error::ApiError;
+pub use linger::Linger;
 pub use metrics::{json_document, metrics_response};
-pub use serve::{ServeError, load_tls, serve};
+pub use serve::{ConnectionMetrics, ServeConfig, ServeError, load_tls, serve, serve_with};

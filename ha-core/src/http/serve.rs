@@ -5,15 +5,25 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use futures_util::FutureExt;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::net::TcpListener;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
+
+use super::conn::{Activity, Expiry, Tracked, TrackedService};
 
 /// Why serving could not start.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +35,9 @@ pub enum ServeError {
     /// The listener failed.
     #[error("listener: {0}")]
     Io(#[from] std::io::Error),
+    /// A [`ServeConfig`] value is out of range.
+    #[error("invalid server configuration: {0}")]
+    Config(String),
 }
 
 /// A rustls server configuration from a PEM certificate chain and a PEM
@@ -53,16 +66,111 @@ pub fn load_tls(cert_pem: &[u8], key_pem: &[u8]) -> Result<Arc<ServerConfig>, Se
 /// send their request before idle connections are closed.
 const ACCEPTED_GRACE: Duration = Duration::from_millis(100);
 
-/// Bound on a TLS handshake, so idle half-open connections cannot pile up.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections over the cap being answered `503` at once; past it they are
+/// closed without an answer (refusing must stay cheaper than serving).
+const REFUSING_AT_ONCE: usize = 64;
+
+/// What a server grants each connection. Every bound is on by default.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServeConfig {
+    /// After the shutdown signal: how long open requests may take.
+    pub drain: Duration,
+    /// Bound on a TLS handshake (`HA_HANDSHAKE_TIMEOUT`).
+    pub handshake_timeout: Duration,
+    /// A connection that sent bytes (or just connected) must complete a
+    /// request's headers within this (`HA_HEADER_READ_TIMEOUT`, 30 s).
+    pub header_read_timeout: Duration,
+    /// A connection carrying no request is closed after this
+    /// (`HA_IDLE_TIMEOUT`, 180 s: longer than devices' usual 10–60 s
+    /// between readings, so idle devices keep their connection).
+    pub idle_timeout: Duration,
+    /// Open connections at most (`HA_MAX_CONNECTIONS`, 20,000); past it new
+    /// ones get `503 too_many_connections` with `Connection: close`.
+    pub max_connections: usize,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            drain: Duration::from_secs(20),
+            handshake_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(180),
+            max_connections: 20_000,
+        }
+    }
+}
+
+impl ServeConfig {
+    /// Checks the settings; the message names the bad one.
+    pub fn validate(&self) -> Result<(), String> {
+        let positive = [
+            ("handshake timeout", self.handshake_timeout),
+            ("header-read timeout", self.header_read_timeout),
+            ("idle timeout", self.idle_timeout),
+        ];
+        for (name, d) in positive {
+            if d.is_zero() {
+                return Err(format!("{name} must be more than 0"));
+            }
+        }
+        if self.max_connections == 0 {
+            return Err("max connections must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// Connection metrics of a server: `ha_<service>_connections_open`,
+/// `ha_<service>_connections_refused_total` (over the cap) and
+/// `ha_<service>_connections_closed_total{reason}` (closed by the server:
+/// `header_timeout`, `idle`, `handshake`).
+#[derive(Clone, Debug, Default)]
+pub struct ConnectionMetrics {
+    open: Gauge,
+    refused: Counter,
+    closed: Family<CloseReason, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CloseReason {
+    reason: &'static str,
+}
+
+impl ConnectionMetrics {
+    /// Creates the metrics and registers them as `ha_<service>_connections_*`.
+    pub fn register(registry: &mut Registry, service: &str) -> Self {
+        let m = ConnectionMetrics::default();
+        registry.register(
+            format!("ha_{service}_connections_open"),
+            "Connections open",
+            m.open.clone(),
+        );
+        registry.register(
+            format!("ha_{service}_connections_refused"),
+            "Connections refused because the connection cap was reached",
+            m.refused.clone(),
+        );
+        registry.register(
+            format!("ha_{service}_connections_closed"),
+            "Connections closed by the server: header_timeout, idle, handshake",
+            m.closed.clone(),
+        );
+        m
+    }
+
+    fn closed(&self, reason: &'static str) {
+        self.closed.get_or_create(&CloseReason { reason }).inc();
+    }
+}
 
 /// Serves `app` on `listener` until `shutdown` resolves, then stops
 /// accepting and lets open connections finish their requests for at most
 /// `drain`. With `tls`, connections are TLS (HTTP/2 or HTTP/1.1 by ALPN);
 /// without, plain HTTP (TLS terminated in front, e.g. at an ingress).
 ///
-/// Connections run as tasks of the current runtime; the returned future
-/// completes when the drain is over.
+/// The connection bounds are [`ServeConfig::default`]'s; see
+/// [`serve_with`] to choose them and count connections.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
@@ -70,8 +178,40 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
     drain: Duration,
 ) -> Result<(), ServeError> {
+    let config = ServeConfig {
+        drain,
+        ..ServeConfig::default()
+    };
+    serve_with(
+        listener,
+        app,
+        tls,
+        shutdown,
+        &config,
+        ConnectionMetrics::default(),
+    )
+    .await
+}
+
+/// [`serve`] with explicit connection bounds and metrics.
+///
+/// Each connection is a task of the current runtime, watched for the
+/// header-read and idle timeouts; past `max_connections` new connections
+/// get a `503` and are closed. The returned future completes when the
+/// drain is over.
+pub async fn serve_with(
+    listener: TcpListener,
+    app: Router,
+    tls: Option<Arc<ServerConfig>>,
+    shutdown: impl Future<Output = ()>,
+    config: &ServeConfig,
+    metrics: ConnectionMetrics,
+) -> Result<(), ServeError> {
+    config.validate().map_err(ServeError::Config)?;
     let acceptor = tls.map(TlsAcceptor::from);
     let graceful = GracefulShutdown::new();
+    let open = Arc::new(AtomicUsize::new(0));
+    let refusing = Arc::new(Semaphore::new(REFUSING_AT_ONCE));
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -87,34 +227,64 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone());
+        if open.load(Ordering::SeqCst) >= config.max_connections {
+            metrics.refused.inc();
+            if let Ok(permit) = refusing.clone().try_acquire_owned() {
+                let acceptor = acceptor.clone();
+                let timeout = config.handshake_timeout;
+                tokio::spawn(async move {
+                    refuse(stream, acceptor, timeout).await;
+                    drop(permit);
+                });
+            }
+            continue;
+        }
+        let slot = OpenSlot::new(&open, &metrics);
         let watcher = graceful.watcher();
         let acceptor = acceptor.clone();
+        let app = app.clone();
+        let config = config.clone();
+        let metrics = metrics.clone();
         tokio::spawn(async move {
+            let _slot = slot;
+            let activity = Activity::new();
+            let service = TrackedService::new(app, activity.clone());
             let builder = Builder::new(TokioExecutor::new());
-            let result = match acceptor {
+            let conn = match acceptor {
                 Some(acceptor) => {
-                    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream))
-                        .await
+                    let handshake = acceptor.accept(Tracked::new(stream, activity.clone()));
+                    let tls = match tokio::time::timeout(config.handshake_timeout, handshake).await
                     {
                         Ok(Ok(s)) => s,
                         Ok(Err(e)) => {
                             tracing::debug!(%peer, error = %e, "TLS handshake failed.");
                             return;
                         }
-                        Err(_) => return,
+                        Err(_) => {
+                            metrics.closed("handshake");
+                            return;
+                        }
                     };
                     let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
-                    watcher.watch(conn.into_owned()).await
+                    watcher.watch(conn.into_owned()).boxed()
                 }
                 None => {
-                    let conn =
-                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                    watcher.watch(conn.into_owned()).await
+                    let io = TokioIo::new(Tracked::new(stream, activity.clone()));
+                    let conn = builder.serve_connection_with_upgrades(io, service);
+                    watcher.watch(conn.into_owned()).boxed()
                 }
             };
-            if let Err(e) = result {
-                tracing::debug!(%peer, error = %e, "Connection ended with an error.");
+            match watch(conn, &activity, &config).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "Connection ended with an error."),
+                Err(expiry) => {
+                    let reason = match expiry {
+                        Expiry::HeaderTimeout => "header_timeout",
+                        Expiry::Idle => "idle",
+                    };
+                    tracing::debug!(%peer, reason, "Closing a stalled connection.");
+                    metrics.closed(reason);
+                }
             }
         });
     }
@@ -123,15 +293,89 @@ pub async fn serve(
     // counts as idle, and idle connections are closed at once by the
     // graceful shutdown: give those requests a moment to be read, so they
     // are served instead of dropped.
-    tokio::time::sleep(ACCEPTED_GRACE.min(drain)).await;
-    if tokio::time::timeout(drain, graceful.shutdown())
+    tokio::time::sleep(ACCEPTED_GRACE.min(config.drain)).await;
+    if tokio::time::timeout(config.drain, graceful.shutdown())
         .await
         .is_err()
     {
         tracing::warn!(
-            ?drain,
+            drain = ?config.drain,
             "Drain timed out; closing the remaining connections."
         );
     }
     Ok(())
+}
+
+type ConnFuture = futures_util::future::BoxFuture<'static, Result<(), BoxError>>;
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Runs the connection until it ends, or until its clocks say the peer
+/// stalled: then drops it, which closes the socket (no request is in
+/// flight at that point, so nothing is cut short).
+async fn watch(
+    conn: ConnFuture,
+    activity: &Activity,
+    config: &ServeConfig,
+) -> Result<Result<(), BoxError>, Expiry> {
+    let mut conn = conn;
+    loop {
+        let due = activity.check(config.header_read_timeout, config.idle_timeout)?;
+        tokio::select! {
+            result = &mut conn => return Ok(result),
+            () = tokio::time::sleep_until(due) => {}
+            () = activity.changed() => {}
+        }
+    }
+}
+
+/// One open connection, counted while it lives.
+struct OpenSlot {
+    open: Arc<AtomicUsize>,
+    gauge: Gauge,
+}
+
+impl OpenSlot {
+    fn new(open: &Arc<AtomicUsize>, metrics: &ConnectionMetrics) -> Self {
+        open.fetch_add(1, Ordering::SeqCst);
+        metrics.open.inc();
+        OpenSlot {
+            open: open.clone(),
+            gauge: metrics.open.clone(),
+        }
+    }
+}
+
+impl Drop for OpenSlot {
+    fn drop(&mut self) {
+        self.open.fetch_sub(1, Ordering::SeqCst);
+        self.gauge.dec();
+    }
+}
+
+const REFUSAL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
+content-type: application/json\r\n\
+retry-after: 1\r\n\
+connection: close\r\n\
+content-length: 88\r\n\r\n\
+{\"error\":\"too_many_connections\",\"message\":\"this server is at its connection cap; retry\"}";
+
+/// Answers a connection over the cap with a `503` and closes it. Over TLS
+/// the handshake comes first (bounded); an HTTP/2 client gets the HTTP/1.1
+/// answer it cannot parse and a closed connection, which it retries too.
+async fn refuse(stream: TcpStream, acceptor: Option<TlsAcceptor>, timeout: Duration) {
+    let answer = async {
+        match acceptor {
+            Some(acceptor) => {
+                let mut tls = acceptor.accept(stream).await?;
+                tls.write_all(REFUSAL).await?;
+                tls.shutdown().await
+            }
+            None => {
+                let mut stream = stream;
+                stream.write_all(REFUSAL).await?;
+                stream.shutdown().await
+            }
+        }
+    };
+    let _ = tokio::time::timeout(timeout, answer).await;
 }

@@ -59,7 +59,26 @@ pub enum KeyError {
     /// No key was given.
     #[error("no device key given")]
     None,
+    /// The file's key is shorter than [`MIN_KEY_BYTES`]: easy to guess from
+    /// tokens seen on the wire. Rotate it.
+    #[error(
+        "device key file {path} holds {len} bytes, fewer than the {min} required; \
+         rotate to a longer key (e.g. `openssl rand -hex 32`), loading the new file first \
+         and the old one second until every device has its new token"
+    )]
+    TooShort {
+        /// The file.
+        path: String,
+        /// Its key's length in bytes.
+        len: usize,
+        /// [`MIN_KEY_BYTES`].
+        min: usize,
+    },
 }
+
+/// Shortest key accepted from a key file, in bytes (after trimming
+/// whitespace): HMAC-SHA256 keys shorter than its 32-byte output weaken it.
+pub const MIN_KEY_BYTES: usize = 32;
 
 impl DeviceKeys {
     /// Keys given as raw bytes (surrounding whitespace is *not* trimmed here).
@@ -74,7 +93,8 @@ impl DeviceKeys {
     }
 
     /// Loads one key per file: the file's content with surrounding
-    /// whitespace trimmed, used as raw bytes (not hex-decoded).
+    /// whitespace trimmed, used as raw bytes (not hex-decoded), at least
+    /// [`MIN_KEY_BYTES`] long ([`KeyError::TooShort`] otherwise).
     pub fn from_files<P: AsRef<Path>>(paths: &[P]) -> Result<Self, KeyError> {
         let mut keys = Vec::with_capacity(paths.len());
         for p in paths {
@@ -86,6 +106,13 @@ impl DeviceKeys {
             let key = raw.trim_ascii();
             if key.is_empty() {
                 return Err(KeyError::Empty(path));
+            }
+            if key.len() < MIN_KEY_BYTES {
+                return Err(KeyError::TooShort {
+                    path,
+                    len: key.len(),
+                    min: MIN_KEY_BYTES,
+                });
             }
             keys.push(key.to_vec());
         }
@@ -135,7 +162,8 @@ pub fn token_for(key: &[u8], device_id: &str) -> String {
     out
 }
 
-/// `(user, password)` of a `Basic` header.
+/// `(user, password)` of a `Basic` header, split at the **last** `:`:
+/// device ids may contain `:` (`[A-Za-z0-9._:-]`), tokens are hex.
 fn parse_basic(header: &[u8]) -> Result<(String, String), AuthError> {
     let rest = header
         .strip_prefix(b"Basic ")
@@ -145,7 +173,7 @@ fn parse_basic(header: &[u8]) -> Result<(String, String), AuthError> {
         .decode(rest.trim_ascii())
         .map_err(|_| AuthError::Malformed)?;
     let text = String::from_utf8(decoded).map_err(|_| AuthError::Malformed)?;
-    let (user, password) = text.split_once(':').ok_or(AuthError::Malformed)?;
+    let (user, password) = text.rsplit_once(':').ok_or(AuthError::Malformed)?;
     if user.is_empty() {
         return Err(AuthError::Malformed);
     }
@@ -181,10 +209,7 @@ mod tests {
 
     #[test]
     fn matches_the_published_test_vector() {
-        let dir = std::env::temp_dir().join(format!("ha-key-{}", std::process::id()));
-        std::fs::write(&dir, "test-key\n").unwrap();
-        let keys = DeviceKeys::from_files(&[&dir]).unwrap();
-        std::fs::remove_file(&dir).unwrap();
+        let keys = DeviceKeys::from_keys(vec![b"test-key".to_vec()]).unwrap();
         assert_eq!(keys.token("dev-00001"), VECTOR);
         assert_eq!(
             keys.verify(Some(&basic("dev-00001", VECTOR))),
@@ -228,6 +253,54 @@ mod tests {
             keys.verify(Some(&basic("dev-00001", &"zz".repeat(32)))),
             Err(AuthError::WrongToken)
         );
+    }
+
+    #[test]
+    fn device_ids_with_colons_authenticate() {
+        let keys = DeviceKeys::from_keys(vec![b"test-key".to_vec()]).unwrap();
+        for id in ["dev:1", "site:a:b", "x:"] {
+            let token = keys.token(id);
+            assert_eq!(keys.verify(Some(&basic(id, &token))), Ok(id.into()), "{id}");
+        }
+        // A token can never contain `:`, so a `:` after the last one is
+        // part of a wrong token, not of the id.
+        let token = keys.token("dev");
+        assert_eq!(
+            keys.verify(Some(&basic("dev", &format!("{token}:")))),
+            Err(AuthError::WrongToken)
+        );
+    }
+
+    #[test]
+    fn key_files_trim_and_refuse_short_keys() {
+        let dir = std::env::temp_dir().join(format!("ha-keys-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let long = dir.join("long.key");
+        std::fs::write(&long, format!("{}\n", "ab".repeat(16))).unwrap();
+        let keys = DeviceKeys::from_files(&[&long]).unwrap();
+        assert_eq!(keys.token("d"), token_for("ab".repeat(16).as_bytes(), "d"));
+        let short = dir.join("short.key");
+        std::fs::write(&short, "test-key\n").unwrap();
+        let err = DeviceKeys::from_files(&[&long, &short]).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                KeyError::TooShort {
+                    len: 8,
+                    min: 32,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("rotate"), "{err}");
+        let empty = dir.join("empty.key");
+        std::fs::write(&empty, " \n").unwrap();
+        assert!(matches!(
+            DeviceKeys::from_files(&[&empty]),
+            Err(KeyError::Empty(_))
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -101,10 +101,32 @@ async fn accept(state: &State, headers: &HeaderMap, body: Body) -> Result<usize,
     if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
         return Err(too_large());
     }
-    let bytes = read_limited(body).await.map_err(|e| match e {
-        ReadError::TooLarge => too_large(),
-        ReadError::Io(msg) => ApiError::new(StatusCode::BAD_REQUEST, "body_unreadable", msg),
-    })?;
+    // 503: bounded requests in flight, never an unbounded in-memory queue;
+    // taken before the body is read, so at most that many bodies (1 MiB
+    // each) are buffered at once, however many streams a client opens.
+    let Ok(_permit) = state.in_flight.try_acquire() else {
+        return Err(unavailable(
+            state,
+            "overloaded",
+            "too many requests in flight; retry",
+        ));
+    };
+    let bytes = match tokio::time::timeout(state.config.body_timeout, read_limited(body)).await {
+        Ok(read) => read.map_err(|e| match e {
+            ReadError::TooLarge => too_large(),
+            ReadError::Io(msg) => ApiError::new(StatusCode::BAD_REQUEST, "body_unreadable", msg),
+        })?,
+        Err(_) => {
+            return Err(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                format!(
+                    "the body did not arrive within {} s",
+                    state.config.body_timeout.as_secs_f64()
+                ),
+            ));
+        }
+    };
     // 400: the shape.
     let unchecked = UncheckedBody::parse(&bytes).map_err(|e| match e {
         ParseError::TooLarge { .. } => too_large(),
@@ -127,18 +149,20 @@ async fn accept(state: &State, headers: &HeaderMap, body: Body) -> Result<usize,
         .at(Some(format!("readings[{i}].device_id")), Some(i)));
     }
     // 422: the rules.
-    let body = unchecked.validate(Timestamp::now()).map_err(|e| {
-        let field = match e.index {
-            Some(i) => format!("readings[{i}].{}", e.field),
-            None => e.field.clone(),
-        };
-        ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            e.rule.code(),
-            e.rule.describe(),
-        )
-        .at(Some(field), e.index)
-    })?;
+    let body = unchecked
+        .validate_in(Timestamp::now(), state.config.max_reading_age)
+        .map_err(|e| {
+            let field = match e.index {
+                Some(i) => format!("readings[{i}].{}", e.field),
+                None => e.field.clone(),
+            };
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                e.rule.code(),
+                e.rule.describe(),
+            )
+            .at(Some(field), e.index)
+        })?;
     let readings = body.readings;
     // 429: the device's rate.
     if let Some(limiter) = &state.limiter {
@@ -152,14 +176,6 @@ async fn accept(state: &State, headers: &HeaderMap, body: Body) -> Result<usize,
             .retry_after(secs)
         })?;
     }
-    // 503: bounded in-flight publishes, never an unbounded in-memory queue.
-    let Ok(_permit) = state.in_flight.try_acquire() else {
-        return Err(unavailable(
-            state,
-            "overloaded",
-            "too many requests in flight; retry",
-        ));
-    };
     let n = readings.len();
     publish(state, readings).await?;
     state.metrics.readings_accepted.inc_by(n as u64);

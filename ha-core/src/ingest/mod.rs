@@ -28,9 +28,15 @@
 //! | `POST /kill` | exits the process at once; only with [`IngestConfig::enable_kill`] |
 //!
 //! Checks run in this order, each with its own status: 401 (credentials)
-//! → 415 (content type) → 413 (over 1 MiB) → 400 (shape) → 403 (a reading of
-//! another device) → 422 (a rule) → 429 (device rate limit) → 503 (too many
-//! publishes in flight, broker unavailable, draining).
+//! → 415 (content type) → 413 (declared over 1 MiB) → 503 (too many
+//! requests in flight: the slot is taken before the body is read, so the
+//! bodies buffered at once are bounded) → 408 (body not received within
+//! [`IngestConfig::body_timeout`]) → 413 (over 1 MiB while reading) → 400
+//! (shape) → 403 (a reading of another device) → 422 (a rule, including
+//! `ts_in_future` and `ts_too_old`) → 429 (device rate limit) → 503 (broker
+//! unavailable, draining). After an early `4xx` on HTTP/1.1 the rest of the
+//! body is read and discarded (up to 32 MiB or 10 s) so that the client sees
+//! the answer ([`crate::http::Linger`]).
 //!
 //! **Group commit.** Concurrent requests' readings bound for the same
 //! partition are coalesced into one queue message (one batcher task per
@@ -58,10 +64,11 @@ use axum::routing::{get, post};
 use prometheus_client::registry::Registry;
 use tokio::sync::Semaphore;
 
-pub use auth::{AuthError, DeviceKeys, KeyError, token_for};
+pub use auth::{AuthError, DeviceKeys, KeyError, MIN_KEY_BYTES, token_for};
 pub use metrics::IngestMetrics;
 pub use ratelimit::RateLimit;
 
+use crate::http::{ConnectionMetrics, Linger};
 use crate::queue::Queue;
 
 /// Settings of the ingest service.
@@ -104,7 +111,19 @@ pub struct IngestConfig {
     /// publishing a message that is not full. Zero (the default) publishes
     /// at once; batching then comes only from messages already in flight.
     pub linger: Duration,
+    /// Readings whose `ts` is older than this are refused with `422
+    /// ts_too_old` (30 days by default): the analyzer's retention would
+    /// delete them, so accepting them would be a broken promise. Keep the
+    /// analyzer's `--retention` at least this long.
+    pub max_reading_age: Duration,
+    /// The whole request body must arrive within this (30 s), or the
+    /// request gets `408 body_timeout`: a client trickling a body cannot
+    /// hold an in-flight slot for ever.
+    pub body_timeout: Duration,
 }
+
+/// Default of [`IngestConfig::max_reading_age`]: 30 days.
+pub const DEFAULT_MAX_READING_AGE: Duration = Duration::from_secs(30 * 86_400);
 
 impl Default for IngestConfig {
     fn default() -> Self {
@@ -120,6 +139,8 @@ impl Default for IngestConfig {
             max_message_readings: crate::wire::MAX_READINGS,
             max_message_bytes: crate::wire::MAX_BODY_BYTES,
             linger: Duration::ZERO,
+            max_reading_age: DEFAULT_MAX_READING_AGE,
+            body_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -142,6 +163,15 @@ impl IngestConfig {
         if self.linger > Duration::from_secs(1) {
             return Err("linger must be at most 1 s".into());
         }
+        if let Some(limit) = &self.rate_limit {
+            limit.validate()?;
+        }
+        if self.max_reading_age < Duration::from_secs(3600) {
+            return Err("max_reading_age must be at least 1 h".into());
+        }
+        if self.body_timeout.is_zero() {
+            return Err("body_timeout must be more than 0".into());
+        }
         Ok(())
     }
 }
@@ -162,6 +192,7 @@ struct State {
     batchers: batcher::Batchers,
     limiter: Option<ratelimit::Limiter>,
     metrics: IngestMetrics,
+    connections: ConnectionMetrics,
     registry: Registry,
     /// Milliseconds (tokio clock, since `started`) of the last broker success.
     last_broker_ok: AtomicI64,
@@ -178,6 +209,7 @@ impl IngestService {
     pub fn new(queue: Arc<dyn Queue>, config: IngestConfig) -> Self {
         let mut registry = Registry::default();
         let metrics = IngestMetrics::register(&mut registry);
+        let connections = ConnectionMetrics::register(&mut registry, "ingest");
         let batchers = batcher::Batchers::new(
             queue.clone(),
             batcher::Limits {
@@ -200,6 +232,7 @@ impl IngestService {
                 config,
                 draining: AtomicBool::new(false),
                 metrics,
+                connections,
                 registry,
                 last_broker_ok: AtomicI64::new(i64::MIN),
                 last_broker_err: AtomicI64::new(i64::MIN),
@@ -220,7 +253,13 @@ impl IngestService {
         if self.state.config.enable_kill {
             r = r.route("/kill", post(handler::kill));
         }
-        r.with_state(self.state.clone())
+        Linger::default().apply(r.with_state(self.state.clone()))
+    }
+
+    /// The connection metrics to pass to [`crate::http::serve_with`], so
+    /// that they appear in this service's `/metrics`.
+    pub fn connection_metrics(&self) -> ConnectionMetrics {
+        self.state.connections.clone()
     }
 
     /// Starts draining: `/readyz` turns `503` so load balancers stop sending,

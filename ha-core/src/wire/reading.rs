@@ -1,6 +1,7 @@
 //! A reading and the ingest body that carries readings.
 
 use std::fmt;
+use std::time::Duration;
 
 use serde::de::{self, MapAccess, Visitor};
 use serde::ser::SerializeMap;
@@ -91,9 +92,18 @@ impl Reading {
     /// [`Reading::validate`] plus: `ts` is not more than
     /// [`MAX_FUTURE_SKEW`] after `now`.
     pub fn validate_at(&self, now: Timestamp) -> Result<(), ValidationError> {
+        self.validate_in(now, Duration::MAX)
+    }
+
+    /// [`Reading::validate_at`] plus: `ts` is not older than `max_age`
+    /// before `now` ([`Rule::TsTooOld`]).
+    pub fn validate_in(&self, now: Timestamp, max_age: Duration) -> Result<(), ValidationError> {
         self.validate()?;
         if self.ts > now.saturating_add(MAX_FUTURE_SKEW) {
             return Err(ValidationError::new(None, "ts", Rule::TsInFuture));
+        }
+        if self.ts < now.saturating_sub(max_age) {
+            return Err(ValidationError::new(None, "ts", Rule::TsTooOld));
         }
         Ok(())
     }
@@ -142,36 +152,129 @@ fn serialize_metrics<S: Serializer>(metrics: &[Metric], s: S) -> Result<S::Ok, S
 }
 
 fn deserialize_metrics<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Metric>, D::Error> {
-    struct MetricsVisitor;
+    let metrics = d.deserialize_map(MetricsVisitor)?;
+    if metrics.overflow {
+        return Err(de::Error::custom(format_args!(
+            "a reading may carry at most {MAX_METRICS} metrics"
+        )));
+    }
+    Ok(metrics.kept)
+}
 
-    impl<'de> Visitor<'de> for MetricsVisitor {
-        type Value = Vec<Metric>;
+/// The metrics of a reading as parsed: at most [`MAX_METRICS`] kept, and
+/// whether the object held more. Past the limit the remaining entries are
+/// skipped without being stored or compared, so the work stays linear in
+/// the body whatever a client sends (a repeated-name check over 80,000
+/// names would otherwise be quadratic).
+#[derive(Debug, Default)]
+struct ParsedMetrics {
+    kept: Vec<Metric>,
+    overflow: bool,
+}
 
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("an object of metric names to numbers")
-        }
+impl<'de> Deserialize<'de> for ParsedMetrics {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(MetricsVisitor)
+    }
+}
 
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-            // Bounded by the body size; the count rule is checked in validation
-            // so it gets its own status (422) rather than a parse error.
-            let mut out: Vec<Metric> = Vec::with_capacity(map.size_hint().unwrap_or(4).min(64));
-            while let Some(name) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-                if out.iter().any(|m| m.name == name) {
-                    return Err(de::Error::custom(format_args!(
-                        "metric `{name}` appears more than once"
-                    )));
-                }
-                let value: f64 = map.next_value()?;
-                out.push(Metric {
-                    name: name.into_owned(),
-                    value,
-                });
-            }
-            Ok(out)
-        }
+struct MetricsVisitor;
+
+impl<'de> Visitor<'de> for MetricsVisitor {
+    type Value = ParsedMetrics;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object of metric names to numbers")
     }
 
-    d.deserialize_map(MetricsVisitor)
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut out = ParsedMetrics {
+            kept: Vec::with_capacity(map.size_hint().unwrap_or(4).min(MAX_METRICS)),
+            overflow: false,
+        };
+        while let Some(name) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if out.kept.len() == MAX_METRICS {
+                // The count rule is a 422 decided in validation; here, skip
+                // the rest (values must still be numbers for the JSON to be
+                // well-formed, but nothing more is kept or compared).
+                out.overflow = true;
+                map.next_value::<f64>()?;
+                continue;
+            }
+            // At most MAX_METRICS names are kept, so this stays cheap.
+            if out.kept.iter().any(|m| m.name == name) {
+                return Err(de::Error::custom(format_args!(
+                    "metric `{}` appears more than once",
+                    Shortened(&name)
+                )));
+            }
+            let value: f64 = map.next_value()?;
+            out.kept.push(Metric {
+                name: name.into_owned(),
+                value,
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// A client-supplied string in an error message, cut to 64 characters so
+/// that a 1 MiB name does not come back in a 1 MiB error body.
+struct Shortened<'a>(&'a str);
+
+impl fmt::Display for Shortened<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.char_indices().nth(64) {
+            Some((cut, _)) => write!(f, "{}...", &self.0[..cut]),
+            None => f.write_str(self.0),
+        }
+    }
+}
+
+/// The `readings` array of a body: at most [`MAX_READINGS`] kept; past it
+/// the rest is skipped (still checked to be JSON) and only counted, so a
+/// body of 20,000 tiny readings costs no more than its bytes.
+#[derive(Debug, Default)]
+struct ParsedReadings {
+    kept: Vec<RawReading>,
+    overflow: bool,
+}
+
+impl<'de> Deserialize<'de> for ParsedReadings {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct ReadingsVisitor;
+
+        impl<'de> Visitor<'de> for ReadingsVisitor {
+            type Value = ParsedReadings;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an array of readings")
+            }
+
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut out = ParsedReadings {
+                    kept: Vec::with_capacity(seq.size_hint().unwrap_or(1).min(MAX_READINGS)),
+                    overflow: false,
+                };
+                loop {
+                    if out.kept.len() == MAX_READINGS {
+                        if seq.next_element::<de::IgnoredAny>()?.is_none() {
+                            break;
+                        }
+                        out.overflow = true;
+                    } else {
+                        match seq.next_element::<RawReading>()? {
+                            Some(r) => out.kept.push(r),
+                            None => break,
+                        }
+                    }
+                }
+                Ok(out)
+            }
+        }
+
+        d.deserialize_seq(ReadingsVisitor)
+    }
 }
 
 /// The body of `POST /v1/readings`: `{"readings":[ ... ]}`, 1–1000 readings.
@@ -190,7 +293,7 @@ pub struct IngestBody {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UncheckedBody {
-    readings: Vec<RawReading>,
+    readings: ParsedReadings,
 }
 
 #[derive(Debug, Deserialize)]
@@ -199,8 +302,7 @@ struct RawReading {
     device_id: String,
     seq: u64,
     ts: String,
-    #[serde(deserialize_with = "deserialize_metrics")]
-    metrics: Vec<Metric>,
+    metrics: ParsedMetrics,
 }
 
 impl UncheckedBody {
@@ -225,24 +327,41 @@ impl UncheckedBody {
 
     /// The device id of each reading, in body order.
     pub fn device_ids(&self) -> impl Iterator<Item = &str> {
-        self.readings.iter().map(|r| r.device_id.as_str())
+        self.readings.kept.iter().map(|r| r.device_id.as_str())
     }
 
     /// Checks every rule, with `now` as the server clock for the
     /// future-timestamp bound; the error names the first offending reading.
     pub fn validate(self, now: Timestamp) -> Result<IngestBody, ValidationError> {
-        if self.readings.is_empty() {
+        self.validate_in(now, Duration::MAX)
+    }
+
+    /// [`UncheckedBody::validate`] plus the age bound: a reading whose `ts`
+    /// is older than `max_age` before `now` breaks [`Rule::TsTooOld`].
+    pub fn validate_in(
+        self,
+        now: Timestamp,
+        max_age: Duration,
+    ) -> Result<IngestBody, ValidationError> {
+        if self.readings.kept.is_empty() {
             return Err(ValidationError::new(None, "readings", Rule::NoReadings));
         }
-        if self.readings.len() > MAX_READINGS {
+        if self.readings.overflow {
             return Err(ValidationError::new(
                 None,
                 "readings",
                 Rule::TooManyReadings,
             ));
         }
-        let mut readings = Vec::with_capacity(self.readings.len());
-        for (i, r) in self.readings.into_iter().enumerate() {
+        let mut readings = Vec::with_capacity(self.readings.kept.len());
+        for (i, r) in self.readings.kept.into_iter().enumerate() {
+            if r.metrics.overflow {
+                return Err(ValidationError::new(
+                    Some(i),
+                    "metrics",
+                    Rule::TooManyMetrics,
+                ));
+            }
             let ts = Timestamp::parse(&r.ts).map_err(|e| {
                 let rule = match e {
                     TimestampError::NotUtc => Rule::TsNotUtc,
@@ -254,9 +373,9 @@ impl UncheckedBody {
                 device_id: r.device_id,
                 seq: r.seq,
                 ts,
-                metrics: r.metrics,
+                metrics: r.metrics.kept,
             };
-            reading.validate_at(now).map_err(|mut e| {
+            reading.validate_in(now, max_age).map_err(|mut e| {
                 e.index = Some(i);
                 e
             })?;
@@ -486,6 +605,71 @@ mod tests {
             r#"{"a":1}"#,
         );
         assert!(parse(&body(max_seq)).is_ok());
+    }
+
+    #[test]
+    fn limits_are_enforced_while_parsing() {
+        // 80,000 distinct names in one reading: only 32 are kept, the rest
+        // skipped; the answer is the count rule (422), not a shape error.
+        let names: Vec<String> = (0..80_000).map(|i| format!("\"m{i}\":1")).collect();
+        let body = format!(
+            r#"{{"readings":[{{"device_id":"d","seq":1,"ts":"{TS}","metrics":{{{}}}}}]}}"#,
+            names.join(",")
+        );
+        let unchecked = UncheckedBody::parse(body.as_bytes()).unwrap();
+        assert_eq!(unchecked.readings.kept[0].metrics.kept.len(), MAX_METRICS);
+        assert_eq!(
+            rule_of(parse(&body)),
+            (Some(0), "metrics".into(), Rule::TooManyMetrics)
+        );
+        // Past the limit values must still be numbers: the JSON is checked.
+        let bad = format!(
+            r#"{{"readings":[{{"device_id":"d","seq":1,"ts":"{TS}","metrics":{{{},"x":"y"}}}}]}}"#,
+            names[..40].join(",")
+        );
+        assert!(matches!(parse(&bad), Err(ParseError::Malformed { .. })));
+        // 5,000 readings: 1,000 kept, the rest only counted.
+        let one = reading("d", 1, TS, r#"{"a":1}"#);
+        let body = format!(r#"{{"readings":[{}]}}"#, vec![one; 5_000].join(","));
+        let unchecked = UncheckedBody::parse(body.as_bytes()).unwrap();
+        assert_eq!(unchecked.readings.kept.len(), MAX_READINGS);
+        assert_eq!(
+            rule_of(parse(&body)),
+            (None, "readings".into(), Rule::TooManyReadings)
+        );
+        // A repeated name in the error message is cut short.
+        let long = "n".repeat(10_000);
+        let body = format!(
+            r#"{{"readings":[{{"device_id":"d","seq":1,"ts":"{TS}","metrics":{{"{long}":1,"{long}":2}}}}]}}"#
+        );
+        match parse(&body) {
+            Err(ParseError::Malformed { message, .. }) => {
+                assert!(message.len() < 300, "{} bytes", message.len())
+            }
+            other => panic!("expected malformed, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn too_old_and_future_timestamps_have_their_own_rules() {
+        let day = Duration::from_secs(86_400);
+        let at = |ts: &str| {
+            let body = format!(r#"{{"readings":[{}]}}"#, reading("d", 1, ts, r#"{"a":1}"#));
+            UncheckedBody::parse(body.as_bytes())
+                .unwrap()
+                .validate_in(now(), 30 * day)
+        };
+        assert!(at("2026-10-28T12:00:01Z").is_ok(), "just inside 30 days");
+        let err = at("1971-01-01T00:00:00Z").unwrap_err();
+        assert_eq!((err.index, err.rule), (Some(0), Rule::TsTooOld));
+        let err = at("2026-11-26T12:06:00Z").unwrap_err();
+        assert_eq!(err.rule, Rule::TsInFuture);
+        // Without an age bound (the queue's decoder, old callers) it passes.
+        let body = format!(
+            r#"{{"readings":[{}]}}"#,
+            reading("d", 1, "1971-01-01T00:00:00Z", r#"{"a":1}"#)
+        );
+        assert!(parse(&body).is_ok());
     }
 
     #[test]

@@ -11,26 +11,48 @@
 //! ```
 //!
 //! The CRC-32 (IEEE) covers `kind` and the payload. A record is only ever
-//! appended, so a crash can only leave a *torn tail*: on open, the first
-//! record that is short or fails its checksum ends the log, and the file is
-//! truncated there (the lost record was never reported as stored). When
-//! dead records outweigh the live ones, the file is compacted: the live
-//! readings are written to `<path>.tmp`, synced, and renamed over the log.
+//! appended, so a crash can only leave a *torn tail*: on open, a record
+//! that is short or fails its checksum and is followed by no intact record
+//! ends the log, and the file is truncated there (the lost record was
+//! never reported as stored). A corrupt stretch *followed* by intact
+//! records (a bit flip, a bad flash page) is skipped instead: replay
+//! resynchronises on the next intact record, keeps everything after it,
+//! counts what it skipped in [`Recovery`], and rewrites the file without
+//! it. If the skipped stretch held a removal record, the readings it
+//! removed come back and are sent again; the server deduplicates them by
+//! `(device_id, seq)`.
+//!
+//! When dead records outweigh the live ones, the file is compacted: the
+//! live readings are written to `<path>.tmp`, synced, and renamed over the
+//! log.
 //!
 //! Readings refused by the server for good are appended, one JSON object
-//! per line with the server's reason, to `<path>.rejected`.
+//! per line with the server's reason, to `<path>.rejected`, which is
+//! rotated to `<path>.rejected.1` past its limit (1 MiB by default, see
+//! [`FileOptions`]): the previous `.1` is deleted and its lines counted
+//! ([`FileBuffer::rejected_dropped`]). Readings refused for a clock rule
+//! are held instead, in `<path>.held-future` and `<path>.held-old` (see
+//! [the buffer docs](super#clock-refusals)).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
-use super::{Buffer, BufferLimits, EncodedReading, MemoryBuffer, Pushed};
+pub use options::FileOptions;
+
+use format::{HEADER, MAGIC, encode_reading, encode_removal, reading_record_len, replay};
+use rejected::RejectedFile;
+
+use crate::buffer::held::Release;
+use crate::buffer::memory::MemoryBuffer;
+use crate::buffer::refusal::ClockRefusal;
+use crate::buffer::{Buffer, BufferLimits, EncodedReading, Pushed};
 use crate::error::{Error, ServerError};
 
-const MAGIC: &[u8; 8] = b"HADCBUF1";
-const HEADER: usize = 9;
-const KIND_READING: u8 = 1;
-const KIND_REMOVED: u8 = 2;
+mod format;
+mod options;
+mod rejected;
+
 /// Compaction is not worth it below this many dead bytes.
 const COMPACT_MIN_DEAD: u64 = 64 * 1024;
 
@@ -42,6 +64,12 @@ pub struct Recovery {
     /// Bytes of a torn or corrupt tail that were cut off (0 after a clean
     /// shutdown).
     pub discarded_bytes: u64,
+    /// Corrupt stretches in the middle of the file (between intact
+    /// records) that were skipped; every intact record after them was
+    /// kept. The file is rewritten without them.
+    pub skipped_regions: usize,
+    /// Their total size in bytes.
+    pub skipped_bytes: u64,
 }
 
 /// A [`Buffer`] kept in an append-only file, with an in-memory index.
@@ -61,16 +89,46 @@ pub struct FileBuffer {
     dead_bytes: u64,
     sync: bool,
     recovery: Recovery,
+    options: FileOptions,
+    /// The holding areas (in-future, too-old), opened when first needed.
+    held: [Option<Box<FileBuffer>>; 2],
+    rejected: RejectedFile,
 }
 
 impl FileBuffer {
     /// Opens (or creates) the buffer at `path` with these bounds, replaying
-    /// the log and cutting off a torn tail.
+    /// the log and cutting off a torn tail, with the default
+    /// [`FileOptions`].
     ///
     /// Errors: [`Error::Storage`] if the file cannot be read or written, or
     /// is not a buffer file.
     pub fn open(path: impl AsRef<Path>, limits: BufferLimits) -> Result<Self, Error> {
-        let path = path.as_ref().to_path_buf();
+        Self::open_with(path, limits, FileOptions::default())
+    }
+
+    /// Like [`open`](Self::open), with these options; also opens the
+    /// holding areas `<path>.held-future` and `<path>.held-old` if they
+    /// exist.
+    ///
+    /// Errors: [`Error::Config`] for invalid options; [`Error::Storage`].
+    pub fn open_with(
+        path: impl AsRef<Path>,
+        limits: BufferLimits,
+        options: FileOptions,
+    ) -> Result<Self, Error> {
+        options.validate()?;
+        let mut buffer = Self::open_log(path.as_ref().to_path_buf(), limits, options)?;
+        for refusal in ClockRefusal::ALL {
+            let held = buffer.held_path(refusal);
+            if held.exists() {
+                let log = Self::open_log(held, options.hold, options)?;
+                buffer.held[slot(refusal)] = Some(Box::new(log));
+            }
+        }
+        Ok(buffer)
+    }
+
+    fn open_log(path: PathBuf, limits: BufferLimits, options: FileOptions) -> Result<Self, Error> {
         let mut file = OpenOptions::new()
             .read(true)
             .append(true)
@@ -98,53 +156,60 @@ impl FileBuffer {
                 )));
             }
         }
-        let mut index = MemoryBuffer::new(limits);
-        let mut pos = MAGIC.len();
-        let mut record_bytes = 0u64;
-        while let Some((kind, payload, next)) = parse_record(&bytes, pos) {
-            record_bytes += (next - pos) as u64;
-            match kind {
-                KIND_READING => {
-                    let seq = read_u64(payload);
-                    let reading = EncodedReading::from_parts(seq, payload[8..].to_vec());
-                    match index.plan_push(&reading) {
-                        Ok(dropped) => index.apply_push(reading, &dropped),
-                        Err(e) => {
-                            tracing::warn!(seq, error = %e, "Skipping a buffered reading on replay.")
-                        }
-                    }
-                }
-                _ => {
-                    let seqs: Vec<u64> = payload.chunks_exact(8).map(read_u64).collect();
-                    index.remove(&seqs);
-                }
-            }
-            pos = next;
-        }
-        let discarded = (bytes.len() - pos) as u64;
+        let replay = replay(&bytes, limits);
+        let end = replay.end;
+        let discarded = (bytes.len() - end) as u64;
+        drop(bytes);
         if discarded > 0 {
             tracing::warn!(
                 path = %path.display(),
                 discarded_bytes = discarded,
                 "Cut off a torn write at the end of the buffer file."
             );
-            file.set_len(pos as u64).map_err(Error::Storage)?;
+            file.set_len(end as u64).map_err(Error::Storage)?;
             file.sync_all().map_err(Error::Storage)?;
         }
+        let index = replay.index;
         let live = live_bytes(&index);
+        let rejected = RejectedFile::new(
+            with_suffix(&path, ".rejected"),
+            with_suffix(&path, ".rejected.1"),
+            options.rejected_max_bytes,
+        );
         let mut buffer = FileBuffer {
+            rejected,
             path,
             file,
-            file_len: pos as u64,
-            dead_bytes: record_bytes.saturating_sub(live),
-            sync: true,
+            file_len: end as u64,
+            // Skipped stretches are dead weight in the file too.
+            dead_bytes: (replay.record_bytes + replay.skipped_bytes).saturating_sub(live),
+            sync: options.sync,
+            options,
+            held: [None, None],
             recovery: Recovery {
                 readings: index.len(),
                 discarded_bytes: discarded,
+                skipped_regions: replay.skipped_regions,
+                skipped_bytes: replay.skipped_bytes,
             },
             index,
         };
-        buffer.maybe_compact();
+        if replay.skipped_regions > 0 {
+            tracing::warn!(
+                path = %buffer.path.display(),
+                regions = replay.skipped_regions,
+                skipped_bytes = replay.skipped_bytes,
+                readings = buffer.index.len(),
+                "Skipped corrupt records in the middle of the buffer file; kept every intact record after them."
+            );
+            // Rewrite now, so that the corrupt bytes are not skipped (and
+            // counted) again at the next start.
+            if let Err(e) = buffer.compact() {
+                tracing::warn!(error = %e, "Could not rewrite the buffer file after skipping corrupt records.");
+            }
+        } else {
+            buffer.maybe_compact();
+        }
         Ok(buffer)
     }
 
@@ -152,6 +217,10 @@ impl FileBuffer {
     /// (default `true`).
     pub fn set_sync(&mut self, sync: bool) {
         self.sync = sync;
+        self.options.sync = sync;
+        for log in self.held.iter_mut().flatten() {
+            log.set_sync(sync);
+        }
     }
 
     /// What opening the file found.
@@ -164,9 +233,37 @@ impl FileBuffer {
         &self.path
     }
 
-    /// The rejected-readings file: `<path>.rejected`, JSON lines.
+    /// The rejected-readings file: `<path>.rejected`, JSON lines (rotated
+    /// to `<path>.rejected.1` past its limit, see [`FileOptions`]).
     pub fn rejected_path(&self) -> PathBuf {
-        with_suffix(&self.path, ".rejected")
+        self.rejected.path().clone()
+    }
+
+    /// Rejected readings deleted by the rotation of the rejected file since
+    /// the buffer was opened (lines of the dropped `<path>.rejected.1`).
+    pub fn rejected_dropped(&self) -> u64 {
+        self.rejected.dropped()
+    }
+
+    /// The log of the holding area for `refusal`: `<path>.held-future` or
+    /// `<path>.held-old` (same format as the buffer file).
+    pub fn held_path(&self, refusal: ClockRefusal) -> PathBuf {
+        match refusal {
+            ClockRefusal::InFuture => with_suffix(&self.path, ".held-future"),
+            ClockRefusal::TooOld => with_suffix(&self.path, ".held-old"),
+        }
+    }
+
+    /// The holding area for `refusal`, opened (created) if need be.
+    fn held_log(&mut self, refusal: ClockRefusal) -> Result<&mut FileBuffer, Error> {
+        let path = self.held_path(refusal);
+        let (hold, options) = (self.options.hold, self.options);
+        let slot = &mut self.held[slot(refusal)];
+        if slot.is_none() {
+            *slot = Some(Box::new(Self::open_log(path, hold, options)?));
+        }
+        slot.as_deref_mut()
+            .ok_or_else(|| Error::Storage(io::Error::other("holding area not open")))
     }
 
     /// Current size of the log file in bytes.
@@ -214,7 +311,9 @@ impl FileBuffer {
     /// Compacts when dead records outweigh live ones. A failed compaction
     /// is logged and tried again later: the log itself is intact.
     fn maybe_compact(&mut self) {
-        let live = self.file_len - MAGIC.len() as u64 - self.dead_bytes;
+        let live = self
+            .file_len
+            .saturating_sub(MAGIC.len() as u64 + self.dead_bytes);
         if self.dead_bytes >= COMPACT_MIN_DEAD
             && self.dead_bytes > live
             && let Err(e) = self.compact()
@@ -250,9 +349,14 @@ impl FileBuffer {
     /// The removal record for those of `seqs` that are buffered, and the
     /// record bytes it makes dead.
     fn removal_record(&self, seqs: &[u64]) -> Option<(Vec<u8>, u64)> {
+        // A seq named twice frees its record once (found by fuzzing:
+        // counting it twice drove the dead-byte count past the file size).
+        let mut seqs = seqs.to_vec();
+        seqs.sort_unstable();
+        seqs.dedup();
         let mut payload = Vec::with_capacity(8 * seqs.len());
         let mut freed = 0;
-        for &seq in seqs {
+        for seq in seqs {
             if let Some(len) = self.index.size_of(seq) {
                 payload.extend_from_slice(&seq.to_le_bytes());
                 freed += reading_record_len(len);
@@ -262,7 +366,7 @@ impl FileBuffer {
             return None;
         }
         let mut record = Vec::with_capacity(HEADER + payload.len());
-        encode_record(&mut record, KIND_REMOVED, &[&payload]);
+        encode_removal(&mut record, &payload);
         Some((record, freed))
     }
 
@@ -307,33 +411,89 @@ impl Buffer for FileBuffer {
     }
 
     fn reject(&mut self, readings: &[EncodedReading], reason: &ServerError) -> Result<(), Error> {
-        let mut lines = Vec::new();
-        for r in readings {
-            let reason_json = serde_json::json!({
-                "status": reason.status,
-                "error": reason.code,
-                "message": reason.message,
-                "field": reason.field,
-                "index": reason.index,
-            });
-            lines.extend_from_slice(br#"{"reason":"#);
-            lines.extend_from_slice(reason_json.to_string().as_bytes());
-            lines.extend_from_slice(br#","reading":"#);
-            lines.extend_from_slice(r.json());
-            lines.extend_from_slice(b"}\n");
-        }
         // Into the rejected file first: a crash in between leaves the
         // reading in both places, never in neither.
-        let mut f = OpenOptions::new()
-            .append(true)
-            .create(true)
-            .open(self.rejected_path())
-            .map_err(Error::Storage)?;
-        f.write_all(&lines)
-            .and_then(|()| f.sync_data())
+        self.rejected
+            .append(readings, reason)
             .map_err(Error::Storage)?;
         let seqs: Vec<u64> = readings.iter().map(EncodedReading::seq).collect();
         self.append_removed(&seqs)
+    }
+
+    fn hold(
+        &mut self,
+        readings: &[EncodedReading],
+        refusal: ClockRefusal,
+    ) -> Result<Option<Pushed>, Error> {
+        // Into the holding area first, as for `reject`; pushing a reading
+        // held already (after such a crash) is a no-op.
+        let log = self.held_log(refusal)?;
+        let mut pushed = Pushed::default();
+        for r in readings {
+            match log.push(r.clone()) {
+                Ok(p) => pushed.dropped.extend(p.dropped),
+                Err(Error::DuplicateSeq(_)) => {}
+                Err(e) if e.is_buffer_full() => pushed.dropped.push(r.seq()),
+                Err(e) => return Err(e),
+            }
+        }
+        let seqs: Vec<u64> = readings.iter().map(EncodedReading::seq).collect();
+        self.append_removed(&seqs)?;
+        Ok(Some(pushed))
+    }
+
+    fn held(&self, refusal: ClockRefusal) -> Result<Vec<EncodedReading>, Error> {
+        match &self.held[slot(refusal)] {
+            Some(log) => log.peek(usize::MAX, usize::MAX),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    fn held_len(&self, refusal: ClockRefusal) -> usize {
+        self.held[slot(refusal)].as_ref().map_or(0, |log| log.len())
+    }
+
+    fn release(&mut self, refusal: ClockRefusal) -> Result<Pushed, Error> {
+        let held = self.held(refusal)?;
+        let mut out = Pushed::default();
+        let mut moved = Vec::new();
+        let mut result = Ok(());
+        for r in held {
+            let seq = r.seq();
+            let step = match Release::decide(seq, self.index.plan_push(&r)) {
+                Ok(step) => step,
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            };
+            match step {
+                // Into the flush order first: a crash before the holding
+                // area forgets it leaves it in both, never in neither.
+                Release::Push(_) => match self.push(r) {
+                    Ok(p) => out.dropped.extend(p.dropped),
+                    Err(e) => {
+                        result = Err(e);
+                        break;
+                    }
+                },
+                Release::AlreadyThere => {}
+                Release::Lost => out.dropped.push(seq),
+                Release::Stop => break,
+            }
+            moved.push(seq);
+        }
+        if let Some(log) = self.held[slot(refusal)].as_deref_mut() {
+            log.acknowledge(&moved)?;
+        }
+        result.map(|()| out)
+    }
+
+    fn forget_held(&mut self, seqs: &[u64]) -> Result<(), Error> {
+        for log in self.held.iter_mut().flatten() {
+            log.acknowledge(seqs)?;
+        }
+        Ok(())
     }
 
     fn len(&self) -> usize {
@@ -345,102 +505,21 @@ impl Buffer for FileBuffer {
     }
 }
 
+fn slot(refusal: ClockRefusal) -> usize {
+    match refusal {
+        ClockRefusal::InFuture => 0,
+        ClockRefusal::TooOld => 1,
+    }
+}
+
 fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
     s.push(suffix);
     PathBuf::from(s)
 }
 
-fn reading_record_len(json_len: usize) -> u64 {
-    (HEADER + 8 + json_len) as u64
-}
-
 fn live_bytes(index: &MemoryBuffer) -> u64 {
     index.iter().map(|(_, j)| reading_record_len(j.len())).sum()
-}
-
-fn read_u64(b: &[u8]) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[..8]);
-    u64::from_le_bytes(a)
-}
-
-fn encode_reading(out: &mut Vec<u8>, seq: u64, json: &[u8]) {
-    encode_record(out, KIND_READING, &[&seq.to_le_bytes(), json]);
-}
-
-fn encode_record(out: &mut Vec<u8>, kind: u8, parts: &[&[u8]]) {
-    let len: usize = parts.iter().map(|p| p.len()).sum();
-    let mut crc = Crc32::new();
-    crc.update(&[kind]);
-    for p in parts {
-        crc.update(p);
-    }
-    // Payloads are bounded by the buffer's byte bound, far below 4 GiB.
-    out.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_le_bytes());
-    out.extend_from_slice(&crc.finish().to_le_bytes());
-    out.push(kind);
-    for p in parts {
-        out.extend_from_slice(p);
-    }
-}
-
-/// The record at `pos`: `(kind, payload, next position)`, or `None` if it
-/// is incomplete or corrupt.
-fn parse_record(bytes: &[u8], pos: usize) -> Option<(u8, &[u8], usize)> {
-    let head = bytes.get(pos..pos + HEADER)?;
-    let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
-    let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
-    let kind = head[8];
-    let payload = bytes.get(pos + HEADER..(pos + HEADER).checked_add(len)?)?;
-    let mut c = Crc32::new();
-    c.update(&[kind]);
-    c.update(payload);
-    let well_formed = match kind {
-        KIND_READING => len > 8,
-        KIND_REMOVED => len > 0 && len.is_multiple_of(8),
-        _ => false,
-    };
-    (c.finish() == crc && well_formed).then_some((kind, payload, pos + HEADER + len))
-}
-
-/// CRC-32 (IEEE 802.3, reflected, polynomial 0xEDB88320).
-struct Crc32(u32);
-
-const CRC_TABLE: [u32; 256] = {
-    let mut table = [0u32; 256];
-    let mut i = 0;
-    while i < 256 {
-        let mut c = i as u32;
-        let mut k = 0;
-        while k < 8 {
-            c = if c & 1 != 0 {
-                0xEDB8_8320 ^ (c >> 1)
-            } else {
-                c >> 1
-            };
-            k += 1;
-        }
-        table[i] = c;
-        i += 1;
-    }
-    table
-};
-
-impl Crc32 {
-    fn new() -> Self {
-        Crc32(0xFFFF_FFFF)
-    }
-
-    fn update(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = CRC_TABLE[((self.0 ^ u32::from(b)) & 0xFF) as usize] ^ (self.0 >> 8);
-        }
-    }
-
-    fn finish(&self) -> u32 {
-        self.0 ^ 0xFFFF_FFFF
-    }
 }
 
 #[cfg(test)]

@@ -5,12 +5,32 @@
 //! layout; [`MemoryBuffer`] and the crash-safe append-only [`FileBuffer`]
 //! ship with the crate. Both are bounded by a reading count and a byte
 //! count ([`BufferLimits`]), with an explicit [`OverflowPolicy`].
+//!
+//! # Clock refusals
+//!
+//! A reading the server refuses with `ts_in_future` or `ts_too_old` is
+//! not malformed: the clock is at fault. Buffers with a holding area (both
+//! shipped ones) keep such readings apart from the flush order, bounded on
+//! their own, instead of sinking them with the rejected ones:
+//!
+//! | refusal | held | then |
+//! |---|---|---|
+//! | `ts_in_future` | up to 1,000 readings / 256 KiB, oldest dropped first (counted, [`Event::Held`](crate::Event::Held)) | back into the flush order after the client's clock-retry interval (default 60 s): the server's clock catches up |
+//! | `ts_too_old` | same bound, separately | until the application exports or re-stamps them ([`Buffer::held`], [`Buffer::forget_held`]) or sends them again ([`Buffer::release`]) |
+//!
+//! [`FileBuffer`] keeps its holding areas in `<path>.held-future` and
+//! `<path>.held-old` (same record format, crash-safe), so held readings
+//! survive a restart; [`FileOptions`] sets their bounds.
 
 mod file;
+mod held;
 mod memory;
+mod refusal;
 
-pub use file::{FileBuffer, Recovery};
+pub use file::{FileBuffer, FileOptions, Recovery};
+pub use held::default_hold_limits;
 pub use memory::MemoryBuffer;
+pub use refusal::ClockRefusal;
 
 use ha_core::wire::Reading;
 
@@ -159,7 +179,59 @@ pub trait Buffer {
         self.acknowledge(&seqs)
     }
 
-    /// Readings held.
+    /// Moves these readings, refused by the server for a clock rule, out
+    /// of the flush order into the holding area for `refusal` (see
+    /// [`ClockRefusal`] and the [module docs](self#clock-refusals)).
+    /// Returns the `seq`s the holding area's bound dropped (lost,
+    /// oldest first), or `None` if this buffer has no holding area — the
+    /// default, which changes nothing: the client then rejects the
+    /// readings as before.
+    ///
+    /// Errors: [`Error::Storage`]; the readings then stay in the flush order.
+    fn hold(
+        &mut self,
+        readings: &[EncodedReading],
+        refusal: ClockRefusal,
+    ) -> Result<Option<Pushed>, Error> {
+        let _ = (readings, refusal);
+        Ok(None)
+    }
+
+    /// The readings held for `refusal`, in `seq` order (to export or
+    /// re-stamp them).
+    ///
+    /// Errors: [`Error::Storage`].
+    fn held(&self, refusal: ClockRefusal) -> Result<Vec<EncodedReading>, Error> {
+        let _ = refusal;
+        Ok(Vec::new())
+    }
+
+    /// How many readings are held for `refusal`.
+    fn held_len(&self, refusal: ClockRefusal) -> usize {
+        let _ = refusal;
+        0
+    }
+
+    /// Moves every reading held for `refusal` back into the flush order;
+    /// returns the `seq`s this dropped (the main buffer's overflow policy
+    /// applies). With `RejectNew`, what does not fit stays held.
+    ///
+    /// Errors: [`Error::Storage`]; what was not moved stays held.
+    fn release(&mut self, refusal: ClockRefusal) -> Result<Pushed, Error> {
+        let _ = refusal;
+        Ok(Pushed::default())
+    }
+
+    /// Removes these held readings for good (the application exported or
+    /// re-stamped them). Unknown `seq`s are ignored.
+    ///
+    /// Errors: [`Error::Storage`]; the readings then stay held.
+    fn forget_held(&mut self, seqs: &[u64]) -> Result<(), Error> {
+        let _ = seqs;
+        Ok(())
+    }
+
+    /// Readings in the flush order (held ones are not counted).
     fn len(&self) -> usize;
 
     /// Whether no reading is held.
@@ -184,6 +256,25 @@ impl<B: Buffer + ?Sized> Buffer for Box<B> {
     fn reject(&mut self, readings: &[EncodedReading], reason: &ServerError) -> Result<(), Error> {
         (**self).reject(readings, reason)
     }
+    fn hold(
+        &mut self,
+        readings: &[EncodedReading],
+        refusal: ClockRefusal,
+    ) -> Result<Option<Pushed>, Error> {
+        (**self).hold(readings, refusal)
+    }
+    fn held(&self, refusal: ClockRefusal) -> Result<Vec<EncodedReading>, Error> {
+        (**self).held(refusal)
+    }
+    fn held_len(&self, refusal: ClockRefusal) -> usize {
+        (**self).held_len(refusal)
+    }
+    fn release(&mut self, refusal: ClockRefusal) -> Result<Pushed, Error> {
+        (**self).release(refusal)
+    }
+    fn forget_held(&mut self, seqs: &[u64]) -> Result<(), Error> {
+        (**self).forget_held(seqs)
+    }
     fn len(&self) -> usize {
         (**self).len()
     }
@@ -192,5 +283,5 @@ impl<B: Buffer + ?Sized> Buffer for Box<B> {
     }
 }
 
-#[cfg(test)]
-pub(crate) mod suite;
+#[cfg(any(test, feature = "test-util"))]
+pub mod conformance;

@@ -14,8 +14,9 @@ use tokio::net::{TcpSocket, TcpStream, lookup_host};
 use tokio::time::timeout;
 use tokio_rustls::TlsConnector;
 
+use super::endpoint::Endpoint;
+use super::options::ConnectOptions;
 use super::tls::{Stream, tls_config};
-use crate::config::{Endpoint, Pem};
 use crate::error::Error;
 
 /// Where and how to connect.
@@ -29,17 +30,11 @@ pub(crate) struct Connector {
 }
 
 impl Connector {
-    pub(crate) fn new(
-        endpoint: Endpoint,
-        ca: &[Pem],
-        client_cert: Option<&(Pem, Pem)>,
-        local_addrs: Vec<IpAddr>,
-        connect_timeout: Duration,
-    ) -> Result<Self, Error> {
+    pub(crate) fn new(endpoint: Endpoint, options: &ConnectOptions) -> Result<Self, Error> {
         let tls = if endpoint.tls {
             let name = ServerName::try_from(endpoint.host.clone())
                 .map_err(|e| Error::Config(format!("TLS server name `{}`: {e}", endpoint.host)))?;
-            let config = tls_config(ca, client_cert)?;
+            let config = tls_config(&options.ca, options.client_cert.as_ref())?;
             Some((TlsConnector::from(Arc::new(config)), name))
         } else {
             None
@@ -47,9 +42,9 @@ impl Connector {
         Ok(Connector {
             endpoint,
             tls,
-            local_addrs,
+            local_addrs: options.local_addrs.clone(),
             next_local: AtomicUsize::new(0),
-            connect_timeout,
+            connect_timeout: options.connect_timeout,
         })
     }
 

@@ -10,7 +10,11 @@
 //! `hyper-util`'s pool, which spawns), plus `http`, `http-body` and tower
 //! layers, for features a device never uses.
 
+mod conn;
 mod connector;
+mod endpoint;
+mod options;
+mod pool;
 mod response;
 mod tls;
 
@@ -18,25 +22,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
-use tokio::io::AsyncWriteExt;
 use tokio::time::timeout;
 
-pub(crate) use connector::Connector;
-use response::read_response;
-use tls::Stream;
+pub(crate) use endpoint::Endpoint;
+pub use endpoint::READINGS_PATH;
+pub use options::ConnectOptions;
+pub use pool::{ConnectionPool, PoolConfig};
+pub(crate) use response::Response;
 
-use crate::config::{ClientConfig, Endpoint};
+use conn::{Conn, close, post_on};
+use connector::Connector;
+
+use crate::config::ClientConfig;
 use crate::error::Error;
 use crate::event::Event;
-use crate::pool::ConnectionPool;
-
-/// An HTTP answer.
-#[derive(Debug)]
-pub(crate) struct Response {
-    pub(crate) status: u16,
-    pub(crate) retry_after: Option<Duration>,
-    pub(crate) body: Vec<u8>,
-}
 
 /// One client's way to the ingest API: its credentials, and either its
 /// own kept-alive connection or a pool to borrow one from.
@@ -54,34 +53,13 @@ enum Source {
     Pool(ConnectionPool),
 }
 
-/// An open connection.
-pub(crate) struct Conn {
-    stream: Stream,
-    /// Set while an exchange runs: if the caller drops the future halfway,
-    /// the connection holds half a request and must not be reused.
-    pub(crate) busy: bool,
-}
-
-/// Why an exchange failed, and whether it failed before the server sent a
-/// single byte (a kept-alive connection the server had already closed).
-pub(crate) struct Failure {
-    pub(crate) error: Error,
-    pub(crate) stale: bool,
-}
-
 impl Transport {
     pub(crate) fn new(config: &ClientConfig) -> Result<Self, Error> {
         config.validate()?;
         let (connector, source) = match &config.pool {
             Some(pool) => (pool.connector().clone(), Source::Pool(pool.clone())),
             None => {
-                let connector = Connector::new(
-                    Endpoint::parse(&config.url)?,
-                    &config.ca,
-                    config.client_cert.as_ref(),
-                    config.local_addr.into_iter().collect(),
-                    config.connect_timeout,
-                )?;
+                let connector = Connector::new(Endpoint::parse(&config.url)?, &config.connection)?;
                 (Arc::new(connector), Source::Own(None))
             }
         };
@@ -154,88 +132,4 @@ impl Transport {
         request.extend_from_slice(body);
         request
     }
-}
-
-fn close(slot: &mut Option<Conn>, reason: &str, events: &mut (dyn FnMut(Event) + Send)) {
-    if slot.take().is_some() {
-        events(Event::Disconnected {
-            reason: reason.to_owned(),
-        });
-    }
-}
-
-/// One request on the connection in `slot` (opened first if empty).
-async fn post_on(
-    connector: &Connector,
-    slot: &mut Option<Conn>,
-    request: &[u8],
-    limit: Duration,
-    events: &mut (dyn FnMut(Event) + Send),
-) -> Result<Response, Error> {
-    if slot.as_ref().is_some_and(|c| c.busy) {
-        close(slot, "an earlier request was abandoned", events);
-    }
-    let mut reused = slot.is_some();
-    loop {
-        let conn = match slot {
-            Some(conn) => conn,
-            None => {
-                let (stream, peer) = connector.connect().await?;
-                events(Event::Connected { peer });
-                slot.insert(Conn {
-                    stream,
-                    busy: false,
-                })
-            }
-        };
-        match exchange(conn, request, limit).await {
-            Ok((response, must_close)) => {
-                if must_close {
-                    close(slot, "the server closed the connection", events);
-                }
-                return Ok(response);
-            }
-            Err(f) if reused && f.stale => {
-                tracing::debug!(error = %f.error, "Kept-alive connection was closed; reconnecting.");
-                close(slot, &f.error.to_string(), events);
-                reused = false;
-            }
-            Err(f) => {
-                close(slot, &f.error.to_string(), events);
-                return Err(f.error);
-            }
-        }
-    }
-}
-
-/// One request and its answer, within `limit`. Returns the answer and
-/// whether the connection must be closed after it.
-async fn exchange(
-    conn: &mut Conn,
-    request: &[u8],
-    limit: Duration,
-) -> Result<(Response, bool), Failure> {
-    conn.busy = true;
-    let stream = &mut conn.stream;
-    let exchange = async {
-        if let Err(e) = stream.write_all(request).await.and(stream.flush().await) {
-            return Err(Failure {
-                error: Error::Io(e),
-                stale: true,
-            });
-        }
-        read_response(stream).await
-    };
-    let result = match timeout(limit, exchange).await {
-        Ok(r) => r,
-        Err(_) => Err(Failure {
-            error: Error::Timeout {
-                phase: "request",
-                after: limit,
-            },
-            stale: false,
-        }),
-    };
-    conn.busy = false;
-    result
 }

@@ -6,8 +6,22 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use super::{Failure, Response};
 use crate::error::Error;
+
+/// An HTTP answer.
+#[derive(Debug)]
+pub(crate) struct Response {
+    pub(crate) status: u16,
+    pub(crate) retry_after: Option<Duration>,
+    pub(crate) body: Vec<u8>,
+}
+
+/// Why an exchange failed, and whether it failed before the server sent a
+/// single byte (a kept-alive connection the server had already closed).
+pub(crate) struct Failure {
+    pub(crate) error: Error,
+    pub(crate) stale: bool,
+}
 
 /// Longest response head accepted.
 const MAX_HEAD: usize = 16 * 1024;

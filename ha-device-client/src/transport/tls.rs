@@ -11,7 +11,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
-use crate::config::Pem;
+use super::options::Pem;
 use crate::error::Error;
 
 pub(crate) fn tls_config(

@@ -77,7 +77,8 @@ async fn main() -> ExitCode {
         alerts.router(),
         None,
         move || draining.drain(),
-        args.common.drain_timeout,
+        &args.common.serve_config(),
+        alerts.connection_metrics(),
     )
     .await
 }

@@ -52,6 +52,11 @@ struct Args {
     /// Delete readings older than this (`30d`); `0` keeps everything.
     #[arg(long, env = "HA_RETENTION", default_value = "30d", value_parser = parse_duration)]
     retention: Duration,
+    /// The ingest replicas' `--max-reading-age` (same variable): the
+    /// retention may not be shorter, or readings ingest accepted would be
+    /// deleted by the next retention run.
+    #[arg(long, env = "HA_MAX_READING_AGE", default_value = "30d", value_parser = parse_duration)]
+    max_reading_age: Duration,
     /// Most deliveries per batch.
     #[arg(long, env = "HA_BATCH_SIZE", default_value_t = 500)]
     batch_size: usize,
@@ -79,6 +84,17 @@ async fn main() -> ExitCode {
             );
         }
     };
+    if !args.retention.is_zero() && args.retention < args.max_reading_age {
+        return service::config_error(
+            "analyzer",
+            format!(
+                "--retention ({}) is shorter than --max-reading-age ({}): readings ingest \
+                 accepts would be deleted; raise --retention or lower both",
+                service::format_duration(args.retention),
+                service::format_duration(args.max_reading_age)
+            ),
+        );
+    }
     let member_id = args.member_id.clone().unwrap_or_else(|| {
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "analyzer".into());
         format!("{host}-{}", std::process::id())
@@ -137,15 +153,24 @@ async fn main() -> ExitCode {
         }
     };
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
-    let http = tokio::spawn(ha_core::http::serve(
-        listener,
-        analyzer.router(),
-        None,
-        async {
-            let _ = http_stopped.await;
-        },
-        Duration::from_secs(1),
-    ));
+    let analyzer_router = analyzer.router();
+    let probes = ha_core::http::ServeConfig {
+        drain: Duration::from_secs(1),
+        ..args.common.serve_config()
+    };
+    let http = tokio::spawn(async move {
+        ha_core::http::serve_with(
+            listener,
+            analyzer_router,
+            None,
+            async {
+                let _ = http_stopped.await;
+            },
+            &probes,
+            ha_core::http::ConnectionMetrics::default(),
+        )
+        .await
+    });
     analyzer
         .run(service::shutdown_signal(), args.common.drain_timeout)
         .await;

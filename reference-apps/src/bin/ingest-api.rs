@@ -47,9 +47,19 @@ struct Args {
     /// Requests publishing at once; past it, 503 with Retry-After.
     #[arg(long, env = "HA_MAX_IN_FLIGHT", default_value_t = 4096)]
     max_in_flight: usize,
-    /// Per-device limit in readings per second (burst: 10 s worth); off when absent.
+    /// Per-device limit in readings per second (burst: 10 s worth, at
+    /// least 1 reading); off when absent. A request of more readings than
+    /// the burst is admitted once the device's bucket is full, which then
+    /// goes into debt: no request size is refused for ever.
     #[arg(long, env = "HA_RATE_LIMIT")]
     rate_limit: Option<f64>,
+    /// Refuse readings whose `ts` is older than this (422 `ts_too_old`);
+    /// keep the analyzer's `--retention` at least this long.
+    #[arg(long, env = "HA_MAX_READING_AGE", default_value = "30d", value_parser = parse_duration)]
+    max_reading_age: Duration,
+    /// A request body must arrive within this, or 408 `body_timeout`.
+    #[arg(long, env = "HA_BODY_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    body_timeout: Duration,
     /// Bound on one publish, reconnects included; then 503.
     #[arg(long, env = "HA_PUBLISH_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     publish_timeout: Duration,
@@ -93,11 +103,6 @@ async fn main() -> ExitCode {
             Err(e) => return service::config_error("ingest-api", e),
         },
     };
-    if let Some(r) = args.rate_limit
-        && !(r.is_finite() && r > 0.0)
-    {
-        return service::config_error("ingest-api", "--rate-limit must be a positive number");
-    }
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => {
             let read = |p: &PathBuf| {
@@ -125,8 +130,10 @@ async fn main() -> ExitCode {
         max_in_flight: args.max_in_flight,
         rate_limit: args.rate_limit.map(|r| RateLimit {
             per_second: r,
-            burst: r * 10.0,
+            burst: (r * 10.0).max(1.0),
         }),
+        max_reading_age: args.max_reading_age,
+        body_timeout: args.body_timeout,
         enable_kill: args.enable_kill,
         publishes_per_partition: args.batch_in_flight,
         max_message_readings: args.batch_max_readings,
@@ -145,7 +152,8 @@ async fn main() -> ExitCode {
         ingest.router(),
         tls,
         move || draining.drain(),
-        args.common.drain_timeout,
+        &args.common.serve_config(),
+        ingest.connection_metrics(),
     )
     .await;
     // The server waited for open requests; publish whatever a request that

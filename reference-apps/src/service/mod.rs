@@ -6,7 +6,7 @@ mod duration;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-pub use duration::parse_duration;
+pub use duration::{format_duration, parse_duration};
 
 /// Exit code for invalid configuration (`EX_USAGE`).
 pub const EXIT_CONFIG: u8 = 64;
@@ -32,6 +32,44 @@ pub struct CommonArgs {
     /// On SIGTERM: how long in-flight work may take to finish.
     #[arg(long, env = "HA_DRAIN_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
     pub drain_timeout: std::time::Duration,
+    /// What the HTTP server grants each connection.
+    #[command(flatten)]
+    pub http: HttpArgs,
+}
+
+/// What the HTTP server grants each connection (every service has an HTTP
+/// listener, the analyzer for its probes).
+#[derive(Clone, Debug, clap::Args)]
+pub struct HttpArgs {
+    /// A connection must send a complete request head within this after it
+    /// connects or starts a request (slow-header clients are closed).
+    #[arg(long, env = "HA_HEADER_READ_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub header_read_timeout: std::time::Duration,
+    /// A connection carrying no request is closed after this; keep it
+    /// above the devices' interval between sends so they are not churned.
+    #[arg(long, env = "HA_IDLE_TIMEOUT", default_value = "180s", value_parser = parse_duration)]
+    pub idle_timeout: std::time::Duration,
+    /// Bound on a TLS handshake.
+    #[arg(long, env = "HA_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub handshake_timeout: std::time::Duration,
+    /// Open connections at most; past it new ones get 503
+    /// `too_many_connections` and are closed (counted in
+    /// `ha_<service>_connections_refused_total`).
+    #[arg(long, env = "HA_MAX_CONNECTIONS", default_value_t = 20_000)]
+    pub max_connections: usize,
+}
+
+impl CommonArgs {
+    /// The server settings these flags describe.
+    pub fn serve_config(&self) -> ha_core::http::ServeConfig {
+        ha_core::http::ServeConfig {
+            drain: self.drain_timeout,
+            handshake_timeout: self.http.handshake_timeout,
+            header_read_timeout: self.http.header_read_timeout,
+            idle_timeout: self.http.idle_timeout,
+            max_connections: self.http.max_connections,
+        }
+    }
 }
 
 /// Where the partition queues are: flags shared by every service that
@@ -120,7 +158,7 @@ pub async fn listen(what: &str, addr: SocketAddr) -> std::io::Result<tokio::net:
 
 /// Serves `router` on `addr` until SIGTERM/Ctrl-C, then calls `drain`
 /// (readiness turns false), waits a second for load balancers to notice,
-/// stops accepting and lets open requests finish within `drain_timeout`.
+/// stops accepting and lets open requests finish within `config.drain`.
 /// Returns the process exit code.
 pub async fn serve_until_signal(
     program: &str,
@@ -128,8 +166,12 @@ pub async fn serve_until_signal(
     router: axum::Router,
     tls: Option<std::sync::Arc<rustls::ServerConfig>>,
     drain: impl FnOnce() + Send + 'static,
-    drain_timeout: std::time::Duration,
+    config: &ha_core::http::ServeConfig,
+    metrics: ha_core::http::ConnectionMetrics,
 ) -> ExitCode {
+    if let Err(e) = config.validate() {
+        return config_error(program, e);
+    }
     let listener = match listen(program, addr).await {
         Ok(l) => l,
         Err(e) => return config_error(program, format!("cannot listen on {addr}: {e}")),
@@ -139,7 +181,7 @@ pub async fn serve_until_signal(
         drain();
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     };
-    match ha_core::http::serve(listener, router, tls, shutdown, drain_timeout).await {
+    match ha_core::http::serve_with(listener, router, tls, shutdown, config, metrics).await {
         Ok(()) => {
             tracing::info!("Drained; bye.");
             ExitCode::SUCCESS
@@ -173,8 +215,19 @@ pub fn read_secret(path: &std::path::Path) -> Result<String, String> {
 /// error (unknown flag, bad value) exits with [`EXIT_CONFIG`] instead of
 /// clap's 2, as invalid configuration does everywhere else; `--help` and
 /// `--version` print and exit 0.
+///
+/// Values taken from `HA_*` variables are never shown in `--help` (they
+/// hold broker and database URLs with passwords).
 pub fn parse_args<T: clap::Parser>() -> T {
-    match T::try_parse() {
+    parse_args_from(std::env::args_os())
+}
+
+/// [`parse_args`] over `args` (the first is the program name).
+pub fn parse_args_from<T: clap::Parser>(args: impl IntoIterator<Item = std::ffi::OsString>) -> T {
+    let parsed = redacted(T::command())
+        .try_get_matches_from(args)
+        .and_then(|m| T::from_arg_matches(&m));
+    match parsed {
         Ok(args) => args,
         Err(e) => {
             let code = if e.use_stderr() {
@@ -186,4 +239,12 @@ pub fn parse_args<T: clap::Parser>() -> T {
             std::process::exit(code);
         }
     }
+}
+
+/// `command` with every argument's environment value hidden from help
+/// output, subcommands included.
+pub fn redacted(command: clap::Command) -> clap::Command {
+    command
+        .mut_args(|a| a.hide_env_values(true))
+        .mut_subcommands(redacted)
 }

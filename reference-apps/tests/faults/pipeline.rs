@@ -125,7 +125,8 @@ impl Pipeline {
         let prefix = format!("{}.readings", unique_name("fault"));
         declare_dead_letter_queue(&env.amqp_urls, &prefix).await;
         let key_file = dir.join("device.key");
-        std::fs::write(&key_file, "fault-drill-key\n").expect("key file");
+        std::fs::write(&key_file, "fault-drill-key-0123456789abcdef0123456789\n")
+            .expect("key file");
         let keys = DeviceKeys::from_keys(vec![b"fault-drill-key".to_vec()]).expect("keys");
         let tls = DemoTls::generate().expect("certificate");
         let ingest_addrs: Vec<SocketAddr> = (0..options.ingest).map(|_| free_addr()).collect();

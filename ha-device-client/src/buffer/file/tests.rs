@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::*;
 use crate::buffer::OverflowPolicy;
-use crate::buffer::suite::{self, reading};
+use crate::buffer::conformance::{self as suite, reading};
 
 /// A fresh directory under the system temp dir, removed on drop.
 pub(crate) struct TempDir(PathBuf);
@@ -171,6 +171,110 @@ fn corrupt_last_record_is_skipped() {
     assert!(b.recovery().discarded_bytes > 0);
 }
 
+/// Byte offsets of each record of a buffer file (after the magic).
+fn record_offsets(bytes: &[u8]) -> Vec<usize> {
+    let mut out = Vec::new();
+    let mut pos = MAGIC.len();
+    while pos + HEADER <= bytes.len() {
+        out.push(pos);
+        let len = u32::from_le_bytes(bytes[pos..pos + 4].try_into().unwrap()) as usize;
+        pos += HEADER + len;
+    }
+    out
+}
+
+/// Issue 14: one corrupt record in the middle of the file no longer
+/// truncates everything after it. Each record of a 20-reading file is
+/// corrupted in turn (a payload bit, the length, the checksum): every
+/// other reading is recovered, the skip is counted, the file is rewritten
+/// clean, and the buffer keeps working.
+#[test]
+fn corrupt_record_in_the_middle_is_skipped_and_later_ones_kept() {
+    let dir = TempDir::new("middle");
+    let path = dir.join("buf");
+    let mut b = FileBuffer::open(&path, BufferLimits::default()).unwrap();
+    for s in 0..20 {
+        b.push(reading(s)).unwrap();
+    }
+    drop(b);
+    let clean = fs::read(&path).unwrap();
+    let offsets = record_offsets(&clean);
+    assert_eq!(offsets.len(), 20);
+    for (victim, &at) in offsets.iter().enumerate().take(19) {
+        for (what, byte) in [
+            ("payload", at + HEADER + 12),
+            ("length", at + 1),
+            ("crc", at + 5),
+        ] {
+            let mut bytes = clean.clone();
+            bytes[byte] ^= 0x41;
+            fs::write(&path, &bytes).unwrap();
+            let mut b = FileBuffer::open(&path, BufferLimits::default()).unwrap();
+            let want: Vec<u64> = (0..20).filter(|&s| s != victim as u64).collect();
+            assert_eq!(seqs(&b), want, "{what} of record {victim}");
+            let rec = b.recovery();
+            assert_eq!(rec.skipped_regions, 1, "{what} of record {victim}");
+            assert_eq!(rec.skipped_bytes, (offsets[victim + 1] - at) as u64);
+            assert_eq!(rec.discarded_bytes, 0);
+            assert_eq!(rec.readings, 19);
+            b.push(reading(100)).unwrap();
+            drop(b);
+            let b = FileBuffer::open(&path, BufferLimits::default()).unwrap();
+            assert_eq!(b.recovery().skipped_regions, 0, "rewritten clean");
+            assert_eq!(b.recovery().discarded_bytes, 0);
+            assert_eq!(b.len(), 20);
+        }
+    }
+}
+
+/// A corrupt stretch in the middle and a torn tail in the same file: the
+/// middle is skipped, the tail cut.
+#[test]
+fn corrupt_middle_and_torn_tail_together() {
+    let dir = TempDir::new("both");
+    let path = dir.join("buf");
+    let mut b = FileBuffer::open(&path, BufferLimits::default()).unwrap();
+    for s in 0..6 {
+        b.push(reading(s)).unwrap();
+    }
+    b.acknowledge(&[0]).unwrap();
+    drop(b);
+    let mut bytes = fs::read(&path).unwrap();
+    let offsets = record_offsets(&bytes);
+    // Garbage over records 2 and 3, and the last record (the removal) torn.
+    for byte in &mut bytes[offsets[2] + 3..offsets[4] - 2] {
+        *byte = 0xA5;
+    }
+    bytes.truncate(bytes.len() - 4);
+    fs::write(&path, &bytes).unwrap();
+    let b = FileBuffer::open(&path, BufferLimits::default()).unwrap();
+    assert_eq!(seqs(&b), [0, 1, 4, 5], "the torn removal of 0 is lost");
+    assert_eq!(b.recovery().skipped_regions, 1);
+    assert_eq!(b.recovery().discarded_bytes, 13);
+}
+
+/// Found by the property fuzzer: acknowledging a `seq` twice in one call
+/// counted its record as freed twice, and the next compaction check
+/// underflowed.
+#[test]
+fn acknowledging_a_seq_twice_frees_it_once() {
+    let dir = TempDir::new("dup-ack");
+    let path = dir.join("buf");
+    let mut b = FileBuffer::open(&path, BufferLimits::default()).unwrap();
+    b.push(reading(0)).unwrap();
+    b.push(reading(1)).unwrap();
+    b.acknowledge(&[0, 0, 0]).unwrap();
+    assert_eq!(seqs(&b), [1]);
+    let live = reading_record_len(reading(1).len());
+    assert_eq!(b.file_len() - MAGIC.len() as u64 - b.dead_bytes, live);
+    b.push(reading(2)).unwrap();
+    drop(b);
+    assert_eq!(
+        seqs(&FileBuffer::open(&path, BufferLimits::default()).unwrap()),
+        [1, 2]
+    );
+}
+
 #[test]
 fn torn_header_of_a_new_file_and_foreign_files() {
     let dir = TempDir::new("header");
@@ -236,6 +340,60 @@ fn rejected_readings_go_to_their_file() {
     assert_eq!(
         seqs(&FileBuffer::open(&path, BufferLimits::default()).unwrap()),
         [0, 2]
+    );
+}
+
+/// The rejected file rotates past its limit: `.rejected.1` holds the
+/// previous lines, the one before is deleted and its lines counted.
+#[test]
+fn rejected_file_is_bounded_by_rotation() {
+    let dir = TempDir::new("rotate");
+    let path = dir.join("buf");
+    let options = FileOptions::default().with_rejected_limit(4096);
+    let mut b = FileBuffer::open_with(&path, BufferLimits::default(), options).unwrap();
+    let reason = ServerError {
+        status: 400,
+        code: "malformed".into(),
+        ..ServerError::default()
+    };
+    let line_len = {
+        b.push(reading(0)).unwrap();
+        b.reject(&[reading(0)], &reason).unwrap();
+        fs::metadata(b.rejected_path()).unwrap().len()
+    };
+    let per_file = 4096 / line_len;
+    let total = 3 * per_file + 2;
+    for s in 1..total {
+        b.push(reading(s)).unwrap();
+        b.reject(&[reading(s)], &reason).unwrap();
+        assert!(fs::metadata(b.rejected_path()).unwrap().len() <= 4096);
+    }
+    let rotated = with_suffix(&b.rejected_path(), ".1");
+    let lines = |p: &Path| fs::read_to_string(p).unwrap().lines().count() as u64;
+    let kept = lines(&b.rejected_path()) + lines(&rotated);
+    assert_eq!(
+        kept + b.rejected_dropped(),
+        total,
+        "every line kept or counted"
+    );
+    assert!(b.rejected_dropped() >= per_file);
+    let last: serde_json::Value = serde_json::from_str(
+        fs::read_to_string(b.rejected_path())
+            .unwrap()
+            .lines()
+            .last()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(last["reading"]["seq"], total - 1, "the newest are kept");
+    assert!(b.is_empty());
+    assert!(
+        FileBuffer::open_with(
+            &path,
+            BufferLimits::default(),
+            FileOptions::default().with_rejected_limit(10)
+        )
+        .is_err()
     );
 }
 
@@ -340,4 +498,28 @@ fn killed_writer_loses_nothing_it_reported() {
         }
     }
     assert!(reported.len() >= 50 + 87 + 124);
+}
+
+/// A buffer file written by the format of release 0.1 (readings 0-5,
+/// 1 acknowledged, 3 rejected) opens unchanged.
+#[test]
+fn existing_buffer_files_open_unchanged() {
+    let dir = TempDir::new("fixture");
+    let path = dir.join("buf");
+    let fixture = include_bytes!("../../../tests/data/buffer-v1.log");
+    fs::write(&path, fixture).unwrap();
+    let b = FileBuffer::open(&path, BufferLimits::default()).unwrap();
+    assert_eq!(seqs(&b), [0, 2, 4, 5]);
+    assert_eq!(
+        b.recovery(),
+        Recovery {
+            readings: 4,
+            ..Recovery::default()
+        }
+    );
+    for r in b.peek(10, usize::MAX).unwrap() {
+        assert_eq!(r, reading(r.seq()));
+    }
+    drop(b);
+    assert_eq!(fs::read(&path).unwrap(), fixture, "opening changed nothing");
 }

@@ -16,28 +16,19 @@ use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::config::{Endpoint, Pem};
+use super::conn::Conn;
+use super::connector::Connector;
+use super::endpoint::Endpoint;
+use super::options::ConnectOptions;
 use crate::error::Error;
-use crate::transport::{Conn, Connector};
 
-/// How a [`ConnectionPool`] connects: the connection half of a
-/// [`ClientConfig`](crate::ClientConfig), plus the number of connections.
-///
-/// | option | default |
-/// |---|---|
-/// | connect timeout (TCP + TLS) | 2 s |
-/// | CA bundle | none: required for `https` |
-/// | client certificate (mTLS) | none |
-/// | local addresses | chosen by the OS; several are used in turn |
-/// | plain `http://` | refused unless [`with_plain_http`](Self::with_plain_http) |
+/// How a [`ConnectionPool`] connects: the endpoint, the number of
+/// connections, and the same [`ConnectOptions`] a
+/// [`ClientConfig`](crate::ClientConfig) has (defaults there).
 pub struct PoolConfig {
     url: String,
     max_connections: usize,
-    connect_timeout: Duration,
-    ca: Vec<Pem>,
-    client_cert: Option<(Pem, Pem)>,
-    local_addrs: Vec<IpAddr>,
-    allow_plain_http: bool,
+    connection: ConnectOptions,
 }
 
 impl fmt::Debug for PoolConfig {
@@ -45,11 +36,7 @@ impl fmt::Debug for PoolConfig {
         f.debug_struct("PoolConfig")
             .field("url", &self.url)
             .field("max_connections", &self.max_connections)
-            .field("connect_timeout", &self.connect_timeout)
-            .field("ca_bundles", &self.ca.len())
-            .field("client_cert", &self.client_cert.is_some())
-            .field("local_addrs", &self.local_addrs)
-            .field("allow_plain_http", &self.allow_plain_http)
+            .field("connection", &self.connection)
             .finish()
     }
 }
@@ -61,70 +48,59 @@ impl PoolConfig {
         PoolConfig {
             url: base_url.into(),
             max_connections,
-            connect_timeout: Duration::from_secs(2),
-            ca: Vec::new(),
-            client_cert: None,
-            local_addrs: Vec::new(),
-            allow_plain_http: false,
+            connection: ConnectOptions::default(),
         }
     }
 
     /// Longest time for the TCP connect plus the TLS handshake.
     pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
+        self.connection = self.connection.with_connect_timeout(timeout);
         self
     }
 
     /// Trusts the CA certificates in this PEM bundle (may be repeated).
     pub fn with_ca_pem(mut self, pem: Vec<u8>) -> Self {
-        self.ca.push(Pem::Bytes(pem));
+        self.connection = self.connection.with_ca_pem(pem);
         self
     }
 
     /// Trusts the CA certificates in this PEM file, read when the pool is
     /// created (may be repeated).
     pub fn with_ca_file(mut self, path: impl Into<PathBuf>) -> Self {
-        self.ca.push(Pem::File(path.into()));
+        self.connection = self.connection.with_ca_file(path);
         self
     }
 
     /// Presents this client certificate chain and private key (PEM) for
     /// mutual TLS: the gateway's identity, shared by every client.
     pub fn with_client_cert_pem(mut self, chain: Vec<u8>, key: Vec<u8>) -> Self {
-        self.client_cert = Some((Pem::Bytes(chain), Pem::Bytes(key)));
+        self.connection = self.connection.with_client_cert_pem(chain, key);
         self
     }
 
     /// Binds new connections to these local (source) addresses in turn.
     /// On loopback each source address gives about 28k ports.
     pub fn with_local_addrs(mut self, addrs: impl IntoIterator<Item = IpAddr>) -> Self {
-        self.local_addrs.extend(addrs);
+        self.connection = self.connection.with_local_addrs(addrs);
         self
     }
 
     /// Allows an `http://` URL (readings and tokens in the clear).
     pub fn with_plain_http(mut self) -> Self {
-        self.allow_plain_http = true;
+        self.connection = self.connection.with_plain_http();
+        self
+    }
+
+    /// Replaces every connection option at once.
+    pub fn with_connect_options(mut self, options: ConnectOptions) -> Self {
+        self.connection = options;
         self
     }
 
     /// Checks the values that need no I/O. [`ConnectionPool::new`] calls it.
     pub fn validate(&self) -> Result<(), Error> {
         let endpoint = Endpoint::parse(&self.url)?;
-        if !endpoint.tls && !self.allow_plain_http {
-            return Err(Error::Config(format!(
-                "{} is plain HTTP; use https or call with_plain_http()",
-                self.url
-            )));
-        }
-        if endpoint.tls && self.ca.is_empty() {
-            return Err(Error::Config(
-                "https needs a CA bundle: with_ca_file() or with_ca_pem()".into(),
-            ));
-        }
-        if self.connect_timeout.is_zero() {
-            return Err(Error::Config("timeouts must be positive".into()));
-        }
+        self.connection.validate(&endpoint, &self.url)?;
         if !(1..=Semaphore::MAX_PERMITS).contains(&self.max_connections) {
             return Err(Error::Config(
                 "a connection pool needs at least 1 connection".into(),
@@ -183,13 +159,7 @@ impl ConnectionPool {
     /// Errors: [`Error::Config`] / [`Error::TlsConfig`].
     pub fn new(config: PoolConfig) -> Result<Self, Error> {
         config.validate()?;
-        let connector = Connector::new(
-            Endpoint::parse(&config.url)?,
-            &config.ca,
-            config.client_cert.as_ref(),
-            config.local_addrs,
-            config.connect_timeout,
-        )?;
+        let connector = Connector::new(Endpoint::parse(&config.url)?, &config.connection)?;
         Ok(ConnectionPool {
             shared: Arc::new(Shared {
                 url: config.url,

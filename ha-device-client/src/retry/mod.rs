@@ -3,7 +3,11 @@
 
 use std::time::Duration;
 
-use crate::Error;
+pub use cause::RetryCause;
+
+use crate::error::Error;
+
+mod cause;
 
 /// Longest `Retry-After` honoured; a larger value is clamped to this, so a
 /// misconfigured proxy cannot park a device for a day.
