@@ -179,7 +179,8 @@ fn every_flag_has_an_environment_variable() {
             }
             let var = format!("HA_{}", flag.to_uppercase().replace('-', "_"));
             assert!(
-                help.contains(&format!("[env: {var}=")),
+                // `[env: VAR]`, or `[env: VAR=value]` when it is set and shown.
+                help.contains(&format!("[env: {var}]")) || help.contains(&format!("[env: {var}=")),
                 "{bin}: --{flag} has no {var}:\n{help}"
             );
         }
