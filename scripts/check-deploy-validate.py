@@ -253,6 +253,19 @@ def check_pipeline(name, docs):
             fail(name, f"Queue {q['spec']['name']}: the applications declare the partition queues (a second declaration risks 406)")
     if not any(q["spec"]["name"] == "ha.dead" for q in by_kind(docs, "Queue")) or not any(e["spec"]["name"] == "ha.dlx" and e["spec"].get("type") == "topic" for e in by_kind(docs, "Exchange")):
         fail(name, "needs the dead-letter exchange ha.dlx (topic) and queue ha.dead")
+    # Encrypted backends (docs/queue-and-store.md#tls): no insecure
+    # CockroachDB, and no service URL that skips TLS.
+    for c in by_kind(docs, "CrdbCluster"):
+        if c["spec"].get("tlsEnabled") is not True:
+            fail(name, f"CrdbCluster/{c['metadata']['name']} must run secure (tlsEnabled: true)")
+    for w in by_kind(docs, "Deployment") + by_kind(docs, "Job"):
+        for c in w["spec"]["template"]["spec"]["containers"]:
+            for e in c.get("env", []):
+                v = str(e.get("value", ""))
+                if (e["name"] == "HA_AMQP_URL" and not v.startswith("amqps://")) or (
+                    e["name"] == "HA_POSTGRES_URL" and "value" in e and "sslmode=verify-full" not in v
+                ):
+                    fail(f"{name} {w['kind']}/{w['metadata']['name']}", f"{e['name']} must use TLS (amqps://, sslmode=verify-full)")
     if name != "base":
         dbs = [d for d in by_kind(docs, "Cluster") if d["spec"].get("instances") == 3] + [d for d in by_kind(docs, "CrdbCluster") if d["spec"].get("nodes") == 3]
         if len(dbs) != 1:

@@ -7,6 +7,11 @@
 #   ...                     # HA_TEST_AMQP_URL, HA_TEST_POSTGRES_URL are exported
 #   stop_servers            # always (use a trap)
 #
+# Both servers also listen with TLS (certificates made by make_test_certs
+# at start: a CA, a server certificate for 127.0.0.1/localhost, a client
+# certificate, and an unrelated CA for the wrong-CA tests); the TLS URLs
+# and files are exported too (HA_TEST_*_TLS_URL, HA_TEST_TLS_*).
+#
 # Facts this relies on (measured on Debian 12): the packaged wrappers in
 # /usr/sbin re-exec via `su rabbitmq` and drop our environment, so the real
 # scripts under /usr/lib/rabbitmq are called; initdb/pg_ctl refuse to run as
@@ -43,6 +48,35 @@ servers_init() {
   SERVERS_DIR=$(mktemp -d /tmp/ha-servers.XXXXXX)
   chmod 755 "$SERVERS_DIR"
   export SERVERS_DIR
+  make_test_certs "$SERVERS_DIR/tls"
+}
+
+# Test-only PKI under DIR (P-256 keys, valid 2 days): ca.pem, server.pem/
+# server.key (SANs 127.0.0.1, localhost), client.pem/client.key,
+# wrong-ca.pem. Throwaway keys; the openssl CLI only, nothing links it.
+make_test_certs() {
+  local dir=$1 name
+  mkdir -p "$dir"
+  ( cd "$dir"
+    for name in ca wrong-ca; do
+      openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+        -subj "/CN=ha-test $name" -keyout "$name.key" -out "$name.pem" \
+        -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null
+    done
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n' >server.ext
+    printf 'extendedKeyUsage=clientAuth\nbasicConstraints=CA:FALSE\n' >client.ext
+    for name in server client; do
+      openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=ha-test-$name" \
+        -keyout "$name.key" -out "$name.csr" 2>/dev/null
+      openssl x509 -req -in "$name.csr" -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+        -extfile "$name.ext" -out "$name.pem" 2>/dev/null
+    done
+    # PostgreSQL wants its own copy of the key, private to it.
+    cp server.key pg-server.key
+    chmod 600 pg-server.key
+    chmod 644 ./*.pem server.key client.key
+  ) || { servers_log "making the test certificates failed"; return 1; }
+  [ -s "$dir/server.pem" ] && [ -s "$dir/client.pem" ] || { servers_log "test certificates missing"; return 1; }
 }
 
 # Writes the files of one RabbitMQ node under DIR: its config, an env file
@@ -50,17 +84,25 @@ servers_init() {
 # `start` script (backgrounds the server; used again to restart a killed
 # node). Args: DIR NODENAME EPMD_PORT COOKIE.
 rabbit_node_files() {
-  local dir=$1 node=$2 epmd=$3 cookie=$4 sbin port dist ctl_port
+  local dir=$1 node=$2 epmd=$3 cookie=$4 sbin port dist ctl_port tls_port
+  local tls="$SERVERS_DIR/tls"
   sbin=$(ls -d /usr/lib/rabbitmq/lib/rabbitmq_server-*/sbin | sort -V | tail -n 1)
   mkdir -p "$dir/home" "$dir/mnesia" "$dir/log"
-  port=$(free_port); dist=$(free_port); ctl_port=$(free_port)
+  port=$(free_port); dist=$(free_port); ctl_port=$(free_port); tls_port=$(free_port)
   printf '%s' "$cookie" >"$dir/home/.erlang.cookie"
   chmod 400 "$dir/home/.erlang.cookie"
   printf '[].\n' >"$dir/enabled_plugins"
   cat >"$dir/rabbitmq.conf" <<CONF
 loopback_users = none
 listeners.tcp.default = 127.0.0.1:$port
+listeners.ssl.default = 127.0.0.1:$tls_port
+ssl_options.cacertfile = $tls/ca.pem
+ssl_options.certfile = $tls/server.pem
+ssl_options.keyfile = $tls/server.key
+ssl_options.verify = verify_peer
+ssl_options.fail_if_no_peer_cert = false
 CONF
+  echo "$tls_port" >"$dir/tls_port"
   cat >"$dir/env" <<ENV
 export HOME='$dir/home'
 export RABBITMQ_NODENAME='$node'
@@ -182,6 +224,10 @@ start_postgres() {
   fi
   "${run[@]}" "$bin/initdb" -D "$dir/data" --auth=trust --no-sync -U postgres -E UTF8 --no-locale >"$dir/initdb.out" 2>&1 \
     || { servers_log "initdb failed:"; cat "$dir/initdb.out" >&2; return 1; }
+  # TLS on the same port (clients choose with sslmode).
+  cp "$SERVERS_DIR/tls/server.pem" "$SERVERS_DIR/tls/pg-server.key" "$dir/data/"
+  if [ "$(id -u)" = 0 ]; then chown postgres "$dir/data/server.pem" "$dir/data/pg-server.key"; fi
+  printf "ssl = on\nssl_cert_file = 'server.pem'\nssl_key_file = 'pg-server.key'\n" >>"$dir/data/postgresql.conf"
   # fsync off: test data need not survive a machine crash, and it spares
   # the shared disk. Never do this in production.
   "${run[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
@@ -209,8 +255,9 @@ export_server_urls() {
   local rdir="$SERVERS_DIR/rabbitmq" pdir="$SERVERS_DIR/postgres"
   if [ -f "$rdir/env" ]; then
     HA_TEST_AMQP_URL="amqp://guest:guest@127.0.0.1:$(. "$rdir/env"; echo "$RABBITMQ_NODE_PORT")/%2f"
+    HA_TEST_AMQP_TLS_URL="amqps://guest:guest@127.0.0.1:$(cat "$rdir/tls_port")/%2f"
     HA_TEST_RABBITMQCTL="$rdir/rabbitmqctl"
-    export HA_TEST_AMQP_URL HA_TEST_RABBITMQCTL
+    export HA_TEST_AMQP_URL HA_TEST_AMQP_TLS_URL HA_TEST_RABBITMQCTL
   fi
   if [ -f "$SERVERS_DIR/rabbit-a/env" ]; then
     local n urls=() dirs=()
@@ -226,7 +273,15 @@ export_server_urls() {
     HA_FAULT_PGCTL="$pdir/pgctl"
     export HA_FAULT_PGCTL
     HA_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$(cat "$pdir/port")/postgres"
-    export HA_TEST_POSTGRES_URL
+    HA_TEST_POSTGRES_TLS_URL="$HA_TEST_POSTGRES_URL?sslmode=verify-full"
+    export HA_TEST_POSTGRES_URL HA_TEST_POSTGRES_TLS_URL
+  fi
+  if [ -f "$SERVERS_DIR/tls/ca.pem" ]; then
+    HA_TEST_TLS_CA="$SERVERS_DIR/tls/ca.pem"
+    HA_TEST_TLS_WRONG_CA="$SERVERS_DIR/tls/wrong-ca.pem"
+    HA_TEST_TLS_CLIENT_CERT="$SERVERS_DIR/tls/client.pem"
+    HA_TEST_TLS_CLIENT_KEY="$SERVERS_DIR/tls/client.key"
+    export HA_TEST_TLS_CA HA_TEST_TLS_WRONG_CA HA_TEST_TLS_CLIENT_CERT HA_TEST_TLS_CLIENT_KEY
   fi
 }
 

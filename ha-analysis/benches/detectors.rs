@@ -88,6 +88,57 @@ fn single_series(c: &mut Criterion) {
     group.finish();
 }
 
+/// Kestrel beside the z-score in the same run, both through `SeriesSet`
+/// (one series, the analyzer's code path), default config (W = 200), on
+/// noise with a spike every 500 readings; prints heap bytes per series.
+fn kestrel_vs_zscore(c: &mut Criterion) {
+    let mut group = c.benchmark_group("kestrel_vs_zscore");
+    group.throughput(Throughput::Elements(BATCH as u64));
+    let mut values = noise(200 + BATCH, 5);
+    for (i, x) in values.iter_mut().enumerate().skip(250).step_by(500) {
+        *x += 10.0 + (i % 7) as f64;
+    }
+    for kind in [DetectorKind::Kestrel, DetectorKind::ZScore] {
+        let mut set: SeriesSet<u8> = SeriesSet::new(&config(200, kind)).unwrap();
+        let mut seq = 0u64;
+        for &x in &values[..200] {
+            seq += 1;
+            set.feed(0, seq, x).unwrap();
+        }
+        println!(
+            "{kind}: {} heap bytes per series (its buffers), {} with its map slot",
+            set.heap_bytes_per_series(),
+            set.memory_per_series(),
+        );
+        // Takeover: rebuild series from their 200 stored values; 50 series
+        // per iteration = 10,000 values = BATCH, so the throughput reads
+        // as stored values replayed per second.
+        let stored: Vec<(u64, f64)> = (0u64..).zip(values[..200].iter().copied()).collect();
+        group.bench_function(BenchmarkId::new("warm_start_200", kind.as_str()), |b| {
+            let mut fresh: SeriesSet<u8> = SeriesSet::new(&config(200, kind)).unwrap();
+            b.iter(|| {
+                for key in 0..50u8 {
+                    fresh
+                        .warm_start(key, black_box(stored.iter().copied()))
+                        .unwrap();
+                }
+            })
+        });
+        group.bench_function(BenchmarkId::new("feed", kind.as_str()), |b| {
+            b.iter(|| {
+                let mut anomalies = 0u32;
+                for &x in &values[200..] {
+                    seq += 1;
+                    let verdict = set.feed(0, seq, black_box(x)).unwrap();
+                    anomalies += u32::from(verdict.is_some_and(|v| v.is_anomaly));
+                }
+                anomalies
+            })
+        });
+    }
+    group.finish();
+}
+
 fn keyed_100k(c: &mut Criterion) {
     const SERIES: u64 = 100_000;
     let mut group = c.benchmark_group("keyed_100k_series");
@@ -126,5 +177,5 @@ fn keyed_100k(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, single_series, keyed_100k);
+criterion_group!(benches, single_series, kestrel_vs_zscore, keyed_100k);
 criterion_main!(benches);

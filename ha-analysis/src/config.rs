@@ -8,6 +8,10 @@ use statrs::distribution::{ContinuousCDF, Normal};
 
 use crate::AnalysisError;
 
+/// Default margin in σ beyond the previous range for a Kestrel breakout:
+/// the best of 0.1 … 3 on the tuning corpus (SKAB; docs/detection.md).
+pub const KESTREL_MARGIN: f64 = 0.3;
+
 /// Two-sided false-alarm probability used when neither
 /// [`DetectorConfig::false_alarm`] nor [`DetectorConfig::z`] is set.
 pub const DEFAULT_FALSE_ALARM: f64 = 1e-4;
@@ -26,14 +30,21 @@ pub enum DetectorKind {
     /// Median and MAD (scaled by 1.4826) of the baseline; one outlier in the
     /// baseline cannot mask the next one. O(W) memmove per reading, no sort.
     Mad,
+    /// Breakout of the previous range by a margin in σ, first reading of a
+    /// breakout only (see the `kestrel` module). O(1) amortised.
+    Kestrel,
 }
 
 impl DetectorKind {
+    /// Every detector, the recommended one first.
+    pub const ALL: [Self; 3] = [Self::Kestrel, Self::ZScore, Self::Mad];
+
     /// The name used on command lines: `zscore` or `mad`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::ZScore => "zscore",
             Self::Mad => "mad",
+            Self::Kestrel => "kestrel",
         }
     }
 }
@@ -51,9 +62,10 @@ impl FromStr for DetectorKind {
         match s {
             "zscore" => Ok(Self::ZScore),
             "mad" => Ok(Self::Mad),
+            "kestrel" => Ok(Self::Kestrel),
             other => Err(AnalysisError::config(
                 "kind",
-                format!("must be `zscore` or `mad`, got `{other}`"),
+                format!("must be `kestrel`, `zscore` or `mad`, got `{other}`"),
             )),
         }
     }
@@ -161,11 +173,13 @@ impl DetectorConfig {
             }
             (p, None) => z_from_false_alarm(p.unwrap_or(DEFAULT_FALSE_ALARM))?,
         };
+        let default_z = z_from_false_alarm(DEFAULT_FALSE_ALARM)?;
         Ok(Resolved {
             window: self.window,
             recent: self.recent,
             min_history: self.min_history,
             z,
+            kestrel_margin: (KESTREL_MARGIN + (z - default_z)).max(0.1),
             kind: self.kind,
         })
     }
@@ -200,6 +214,9 @@ pub(crate) struct Resolved {
     pub(crate) recent: usize,
     pub(crate) min_history: usize,
     pub(crate) z: f64,
+    /// Kestrel's margin: [`KESTREL_MARGIN`] moved by `z`'s distance from the
+    /// default threshold.
+    pub(crate) kestrel_margin: f64,
     pub(crate) kind: DetectorKind,
 }
 
@@ -303,8 +320,24 @@ mod tests {
     }
 
     #[test]
+    fn kestrel_margin_follows_the_threshold() {
+        let margin = |config: DetectorConfig| config.resolve().unwrap().kestrel_margin;
+        assert_eq!(margin(DetectorConfig::default()), crate::KESTREL_MARGIN);
+        let stricter = margin(DetectorConfig {
+            z: Some(5.0),
+            ..DetectorConfig::default()
+        });
+        assert!((stricter - (crate::KESTREL_MARGIN + 5.0 - 3.890_591_886_413_094)).abs() < 1e-9);
+        let floor = margin(DetectorConfig {
+            false_alarm: Some(0.5),
+            ..DetectorConfig::default()
+        });
+        assert_eq!(floor, 0.1);
+    }
+
+    #[test]
     fn kind_round_trips() {
-        for kind in [DetectorKind::ZScore, DetectorKind::Mad] {
+        for kind in DetectorKind::ALL {
             assert_eq!(kind.as_str().parse::<DetectorKind>().unwrap(), kind);
         }
         assert!("median".parse::<DetectorKind>().is_err());

@@ -1,10 +1,7 @@
-//! The single-series detector contract and the per-kind state a container
-//! keeps for each series.
+//! The single-series detector contract.
 
-use crate::config::Resolved;
-use crate::robust::MadState;
-use crate::zscore::ZScoreState;
-use crate::{AnalysisError, DetectorKind, Verdict};
+use crate::error::AnalysisError;
+use crate::verdict::Verdict;
 
 /// A detector judging one series, value after value.
 ///
@@ -17,43 +14,4 @@ pub trait WindowDetector {
 
     /// The threshold on `|score|` above which a reading is an anomaly.
     fn threshold(&self) -> f64;
-}
-
-/// The state of one series, whichever the detector kind.
-#[derive(Debug, Clone)]
-pub(crate) enum DetectorState {
-    ZScore(ZScoreState),
-    Mad(MadState),
-}
-
-impl DetectorState {
-    pub(crate) fn new(config: &Resolved) -> Self {
-        match config.kind {
-            DetectorKind::ZScore => Self::ZScore(ZScoreState::new(config)),
-            DetectorKind::Mad => Self::Mad(MadState::new(config)),
-        }
-    }
-
-    pub(crate) fn heap_bytes(&self) -> usize {
-        match self {
-            Self::ZScore(state) => state.heap_bytes(),
-            Self::Mad(state) => state.heap_bytes(),
-        }
-    }
-
-    /// `value` must be finite.
-    pub(crate) fn push(&mut self, config: &Resolved, value: f64) {
-        match self {
-            Self::ZScore(state) => state.push(config, value),
-            Self::Mad(state) => state.push(config, value),
-        }
-    }
-
-    /// `value` must be finite.
-    pub(crate) fn observe(&mut self, config: &Resolved, value: f64) -> Verdict {
-        match self {
-            Self::ZScore(state) => state.observe(config, value),
-            Self::Mad(state) => state.observe(config, value),
-        }
-    }
 }

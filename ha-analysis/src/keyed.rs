@@ -169,6 +169,12 @@ impl<K: Hash + Eq, S: BuildHasher> SeriesSet<K, S> {
         slot + SeriesState::new_heap_bytes(&self.config)
     }
 
+    /// Heap bytes of one series' buffers with this config (allocated in
+    /// full when the series is created, never grown).
+    pub fn heap_bytes_per_series(&self) -> usize {
+        SeriesState::new_heap_bytes(&self.config)
+    }
+
     /// Bytes held by the container: every slot of the map, used or spare,
     /// plus every series' buffers (key heap data not included).
     pub fn memory_bytes(&self) -> usize {
@@ -290,6 +296,22 @@ mod tests {
             (reported.window, reported.recent, reported.min_history),
             (8, 2, 4)
         );
+    }
+
+    #[test]
+    fn stated_heap_bytes_are_what_a_series_holds() {
+        for kind in DetectorKind::ALL {
+            let config = DetectorConfig {
+                kind,
+                ..DetectorConfig::default()
+            };
+            let mut set: SeriesSet<u32> = SeriesSet::new(&config).unwrap();
+            for seq in 0..500u64 {
+                set.feed(7, seq, (seq % 11) as f64).unwrap();
+            }
+            let held: usize = set.series.values().map(SeriesState::heap_bytes).sum();
+            assert_eq!(held, set.heap_bytes_per_series(), "{kind}");
+        }
     }
 
     #[test]

@@ -28,7 +28,7 @@
 //!     series.feed(key(), u64::from(seq), value)?;
 //! }
 //! let verdict = series.feed(key(), 40, 140.0)?.expect("seq 40 is new");
-//! assert!(verdict.is_anomaly && verdict.anomaly_score() > 0.999);
+//! assert!(verdict.is_anomaly && verdict.anomaly_score() > 0.99);
 //! # Ok::<(), ha_analysis::AnalysisError>(())
 //! ```
 //!
@@ -46,11 +46,21 @@
 //! - `score = (x − mean) / stdev` (sample, n − 1); anomaly when
 //!   `|score| > z`, `z = Φ⁻¹(1 − p/2)` from the two-sided false-alarm
 //!   probability `p` (default 1e-4) or given directly;
-//! - `anomaly_score = 2Φ(|score|) − 1` ([`Verdict::anomaly_score`]), 0
-//!   without a verdict.
+//! - `anomaly_score = L / (1 + L)`, `L = −log10 p`, `p = 2(1 − Φ(|score|))`
+//!   the two-sided tail probability ([`Verdict::anomaly_score`]), 0 without
+//!   a verdict. It ranks: strictly increasing in `|score|` and below 1 even
+//!   at |z| = 1000. (Up to 0.1.0 it was `1 − p`, which rounds to exactly 1
+//!   for |z| > 8.3.)
 //!
 //! [`DetectorKind::Mad`] uses median and 1.4826 × MAD instead of mean and
 //! standard deviation, so one outlier in the baseline masks nothing.
+//!
+//! [`DetectorKind::Kestrel`] (recommended on real series, first in
+//! [`DetectorKind::ALL`]) flags a reading that breaks out of the range of
+//! the `W − 2` readings before it by more than a margin (default
+//! [`KESTREL_MARGIN`] σ), and only the first reading of a breakout; its
+//! verdicts depend on the newest `W` readings only, so warm start is exact.
+//! Its evaluation on public labelled corpora is in `docs/detection.md`.
 //!
 //! ## Cost
 //!
@@ -58,6 +68,7 @@
 //! |---|---|---|
 //! | [`ZScoreDetector`] | O(1): ring write + shifted compensated sums; O(W) exact recompute only when the sums drift (rare, amortised O(1)) | `8·W` bytes + ~100 (W = 200: ≈ 1.7 KiB) |
 //! | [`MadDetector`] | O(log W) search + O(W) memmove in a sorted baseline, O(log W) median and MAD; no sort | `8·(2W − k)` bytes + ~100 |
+//! | Kestrel | amortised O(1): ring write, compensated sums, two monotonic deques for max and min | `16·W` bytes + ~100 (W = 200: ≈ 3.3 KiB) |
 //!
 //! [`SeriesSet`] adds one hash-map lookup per reading.
 //!
@@ -80,16 +91,18 @@
 mod config;
 mod detector;
 mod error;
+mod kestrel;
 mod keyed;
 mod moments;
 mod robust;
 mod series;
 mod sorted_baseline;
+mod state;
 mod verdict;
 mod window;
 mod zscore;
 
-pub use config::{DEFAULT_FALSE_ALARM, DetectorConfig, DetectorKind, MAX_WINDOW};
+pub use config::{DEFAULT_FALSE_ALARM, DetectorConfig, DetectorKind, KESTREL_MARGIN, MAX_WINDOW};
 pub use detector::WindowDetector;
 pub use error::AnalysisError;
 pub use keyed::SeriesSet;

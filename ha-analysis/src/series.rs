@@ -2,7 +2,7 @@
 //! the idle stamp, and the detector state.
 
 use crate::config::Resolved;
-use crate::detector::DetectorState;
+use crate::state::DetectorState;
 use crate::{AnalysisError, DetectorKind, Verdict};
 
 /// A series' state; the config is passed in by the owning container.
@@ -33,6 +33,9 @@ impl SeriesState {
         let floats = match config.kind {
             DetectorKind::ZScore => config.window,
             DetectorKind::Mad => config.window + config.baseline_capacity(),
+            DetectorKind::Kestrel => {
+                return crate::kestrel::KestrelState::new_heap_bytes(config);
+            }
         };
         floats * std::mem::size_of::<f64>()
     }

@@ -74,6 +74,18 @@ impl Window {
         )
     }
 
+    /// The `count` values just before the newest, oldest first, as at most
+    /// two slices; `count` must be `< len()`.
+    pub(crate) fn before_newest(&self, count: usize) -> (&[f64], &[f64]) {
+        let first = self.len() - 1 - count;
+        let start = self.physical(first);
+        let first_len = count.min(self.values.len() - start);
+        (
+            &self.values[start..start + first_len],
+            &self.values[..count - first_len],
+        )
+    }
+
     /// Physical index of the `logical`-th oldest value.
     fn physical(&self, logical: usize) -> usize {
         let index = self.start as usize + logical;
@@ -105,6 +117,9 @@ mod tests {
         let (a, b) = window.oldest_slices(3);
         let all: Vec<f64> = a.iter().chain(b).copied().collect();
         assert_eq!(all, [3.0, 4.0, 5.0]);
+        let (a, b) = window.before_newest(2);
+        let two: Vec<f64> = a.iter().chain(b).copied().collect();
+        assert_eq!(two, [3.0, 4.0]);
         let (a, b) = window.oldest_slices(2);
         let two: Vec<f64> = a.iter().chain(b).copied().collect();
         assert_eq!(two, [3.0, 4.0]);

@@ -1217,3 +1217,25 @@ async fn a_request_larger_than_the_burst_is_admitted_when_the_bucket_is_full() {
     assert_eq!(accepted, 33);
     assert_eq!(total_depth(&queue).await, 3);
 }
+
+#[tokio::test]
+async fn post_kill_calls_the_binarys_hook_and_never_exits_by_itself() {
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = calls.clone();
+    let app = service(
+        Arc::new(MemoryQueue::with_partitions(PARTITIONS)),
+        IngestConfig {
+            kill: Some(ha_core::ingest::KillHook::new(move || {
+                seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            })),
+            ..IngestConfig::default()
+        },
+    );
+    let resp = app
+        .clone()
+        .oneshot(Request::post("/kill").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+}

@@ -24,8 +24,8 @@ pub(super) fn store_error(state: &State, e: StoreError) -> ApiError {
     state.metrics.store_errors.inc();
     match e {
         StoreError::InvalidQuery(m) => ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", m),
-        StoreError::Unavailable(m) => {
-            tracing::warn!(error = %m, "Store unavailable; answering 503.");
+        e if e.is_transient() => {
+            tracing::warn!(error = %e, "Store unavailable; answering 503.");
             ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "store_unavailable",

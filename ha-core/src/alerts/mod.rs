@@ -180,7 +180,7 @@ impl AlertsService {
                 metrics::record,
             ))
             .with_state(self.state.clone());
-        Linger::default().apply(router)
+        crate::http::request_id::apply(Linger::default().apply(router))
     }
 
     /// The connection metrics to pass to [`crate::http::serve_with`], so

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use super::Shared;
 use crate::queue::{Delivery, QueueError, Subscription};
-use crate::store::{Anomaly, StoreError};
+use crate::store::Anomaly;
 use crate::wire::{Envelope, EnvelopeError, Reading, Timestamp};
 
 type SeriesKey = (String, String);
@@ -364,7 +364,7 @@ impl Worker {
                     tracing::warn!(error = %e, "Stopping during a store outage; the batch will be redelivered.");
                     return false;
                 }
-                Err(e @ StoreError::Unavailable(_)) => {
+                Err(e) if e.is_transient() => {
                     m.store_retries.inc();
                     tracing::warn!(partition = self.partition, error = %e, ?delay, "Store unavailable; holding the batch and retrying.");
                     tokio::time::sleep(delay).await;

@@ -5,9 +5,11 @@ mod conn;
 mod error;
 mod linger;
 mod metrics;
+pub mod request_id;
 mod serve;
 
 pub use error::ApiError;
 pub use linger::Linger;
 pub use metrics::{json_document, metrics_response};
+pub use request_id::RequestId;
 pub use serve::{ConnectionMetrics, ServeConfig, ServeError, load_tls, serve, serve_with};

@@ -351,8 +351,15 @@ pub(super) async fn openapi() -> Response {
     crate::http::json_document(include_str!("openapi.json"))
 }
 
-/// `POST /kill`: ends the process at once, without draining (failover drills).
-pub(super) async fn kill() -> Response {
-    tracing::warn!("POST /kill: exiting at once.");
-    std::process::exit(137)
+/// `POST /kill`: runs the binary's kill hook (failover drills: it ends the
+/// process at once, without draining). The library never exits by itself.
+pub(super) async fn kill(AxumState(state): S) -> Response {
+    match &state.config.kill {
+        Some(hook) => {
+            tracing::warn!("POST /kill: calling the kill hook.");
+            hook.call();
+            StatusCode::ACCEPTED.into_response()
+        }
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
 }

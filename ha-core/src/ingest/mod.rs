@@ -25,7 +25,7 @@
 //! | `GET /readyz` | `200` when the broker answers and the service is not draining, else `503` |
 //! | `GET /metrics` | Prometheus text |
 //! | `GET /openapi.json` | the OpenAPI 3 document |
-//! | `POST /kill` | exits the process at once; only with [`IngestConfig::enable_kill`] |
+//! | `POST /kill` | calls the binary's [`KillHook`] (drills: exit at once); only with [`IngestConfig::kill`] |
 //!
 //! Checks run in this order, each with its own status: 401 (credentials)
 //! → 415 (content type) → 413 (declared over 1 MiB) → 503 (too many
@@ -84,7 +84,15 @@ pub struct IngestConfig {
     pub rate_limit: Option<RateLimit>,
     /// `Retry-After` seconds on `503`.
     pub retry_after_secs: u32,
-    /// Serve `POST /kill` (failover drills).
+    /// Serve `POST /kill`, which calls this hook (failover drills: the
+    /// binary passes one that ends the process at once). `None`: no route.
+    pub kill: Option<KillHook>,
+    /// Replaced by [`IngestConfig::kill`]: the library no longer ends the
+    /// process itself. Setting it alone serves no route (logged at start).
+    #[deprecated(
+        since = "0.2.0",
+        note = "pass IngestConfig::kill = Some(KillHook::new(...))"
+    )]
     pub enable_kill: bool,
     /// How long `/readyz` trusts the last successful broker contact
     /// without checking again.
@@ -122,9 +130,32 @@ pub struct IngestConfig {
     pub body_timeout: Duration,
 }
 
+/// What `POST /kill` does, chosen by the binary (a library must not end the
+/// process it runs in).
+#[derive(Clone)]
+pub struct KillHook(Arc<dyn Fn() + Send + Sync>);
+
+impl KillHook {
+    /// A hook calling `f`.
+    pub fn new(f: impl Fn() + Send + Sync + 'static) -> Self {
+        KillHook(Arc::new(f))
+    }
+
+    fn call(&self) {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for KillHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KillHook")
+    }
+}
+
 /// Default of [`IngestConfig::max_reading_age`]: 30 days.
 pub const DEFAULT_MAX_READING_AGE: Duration = Duration::from_secs(30 * 86_400);
 
+#[allow(deprecated)] // enable_kill, kept one release for old callers
 impl Default for IngestConfig {
     fn default() -> Self {
         IngestConfig {
@@ -132,6 +163,7 @@ impl Default for IngestConfig {
             max_in_flight: 4096,
             rate_limit: None,
             retry_after_secs: 1,
+            kill: None,
             enable_kill: false,
             ready_cache: Duration::from_secs(1),
             ready_grace: Duration::from_secs(5),
@@ -207,6 +239,13 @@ impl IngestService {
     /// A service publishing to `queue`. Settings out of range are clamped
     /// to the nearest valid value; see [`IngestConfig::validate`].
     pub fn new(queue: Arc<dyn Queue>, config: IngestConfig) -> Self {
+        #[allow(deprecated)]
+        if config.enable_kill && config.kill.is_none() {
+            tracing::warn!(
+                "IngestConfig::enable_kill is deprecated and no longer serves POST /kill: \
+                 pass IngestConfig::kill with a hook that ends the process."
+            );
+        }
         let mut registry = Registry::default();
         let metrics = IngestMetrics::register(&mut registry);
         let connections = ConnectionMetrics::register(&mut registry, "ingest");
@@ -250,10 +289,10 @@ impl IngestService {
             .route("/readyz", get(handler::readyz))
             .route("/metrics", get(handler::metrics))
             .route("/openapi.json", get(handler::openapi));
-        if self.state.config.enable_kill {
+        if self.state.config.kill.is_some() {
             r = r.route("/kill", post(handler::kill));
         }
-        Linger::default().apply(r.with_state(self.state.clone()))
+        crate::http::request_id::apply(Linger::default().apply(r.with_state(self.state.clone())))
     }
 
     /// The connection metrics to pass to [`crate::http::serve_with`], so

@@ -1,6 +1,12 @@
 //! Errors of the [`Store`](super::Store) contract.
 
 /// What went wrong talking to the store.
+///
+/// Match on the predicates ([`is_transient`](Self::is_transient),
+/// [`kind`](Self::kind)) rather than on variants: a database backend
+/// reports its driver's errors as [`StoreError::Database`], which keeps the
+/// driver error as its [`source`](std::error::Error::source) and amounts to
+/// one of the other kinds.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
@@ -19,11 +25,83 @@ pub enum StoreError {
     /// The schema is missing or older than this build needs.
     #[error("schema not ready: {0}")]
     Schema(String),
+    /// The database refused an operation or could not be reached; `kind`
+    /// says what it amounts to, `source` is the driver's error (its
+    /// SQLSTATE, message, or the I/O or TLS failure).
+    #[cfg(feature = "postgres")]
+    #[error("{kind} (after {attempts} attempt(s)): {source}")]
+    Database {
+        /// What the error amounts to for the caller.
+        kind: StoreErrorKind,
+        /// How many times the operation was tried.
+        attempts: u32,
+        /// The driver's error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// The store's settings are invalid; nothing was connected.
+    #[cfg(feature = "postgres")]
+    #[error(transparent)]
+    Config(#[from] super::postgres::PostgresConfigError),
+}
+
+/// What a [`StoreError`] amounts to for the caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreErrorKind {
+    /// See [`StoreError::Unavailable`]; transient.
+    #[error("store unavailable")]
+    Unavailable,
+    /// See [`StoreError::Invalid`].
+    #[error("data cannot be stored")]
+    Invalid,
+    /// See [`StoreError::InvalidQuery`].
+    #[error("invalid query")]
+    InvalidQuery,
+    /// See [`StoreError::Schema`].
+    #[error("schema not ready")]
+    Schema,
+    /// The credentials are wrong or the role lacks the privilege (e.g. a
+    /// write with the read-only role). Not transient: a configuration fault.
+    #[error("permission denied")]
+    Denied,
+    /// The store's settings are invalid.
+    #[error("invalid store configuration")]
+    Config,
 }
 
 impl StoreError {
+    /// What the error amounts to, whichever variant carries it.
+    pub fn kind(&self) -> StoreErrorKind {
+        match self {
+            StoreError::Unavailable(_) => StoreErrorKind::Unavailable,
+            StoreError::Invalid(_) => StoreErrorKind::Invalid,
+            StoreError::InvalidQuery(_) => StoreErrorKind::InvalidQuery,
+            StoreError::Schema(_) => StoreErrorKind::Schema,
+            #[cfg(feature = "postgres")]
+            StoreError::Database { kind, .. } => *kind,
+            #[cfg(feature = "postgres")]
+            StoreError::Config(_) => StoreErrorKind::Config,
+        }
+    }
+
     /// Whether retrying later may succeed.
     pub fn is_transient(&self) -> bool {
-        matches!(self, StoreError::Unavailable(_))
+        self.kind() == StoreErrorKind::Unavailable
+    }
+
+    /// Whether the query arguments were malformed (the caller's mistake).
+    pub fn is_invalid_query(&self) -> bool {
+        self.kind() == StoreErrorKind::InvalidQuery
+    }
+
+    /// Whether the schema is missing or too old.
+    pub fn is_schema(&self) -> bool {
+        self.kind() == StoreErrorKind::Schema
+    }
+
+    /// Whether the database refused the credentials or the privilege.
+    pub fn is_denied(&self) -> bool {
+        self.kind() == StoreErrorKind::Denied
     }
 }

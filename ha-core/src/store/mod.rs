@@ -25,7 +25,7 @@ use async_trait::async_trait;
 
 use crate::wire::{Reading, Timestamp};
 
-pub use error::StoreError;
+pub use error::{StoreError, StoreErrorKind};
 pub use memory::MemoryStore;
 pub use types::{
     Anomaly, AnomalyCursor, AnomalyQuery, DeviceStatus, Page, ReadingQuery, SeqGap, StoredValue,

@@ -24,7 +24,9 @@ pub struct Anomaly {
     pub value: f64,
     /// The detector's score, e.g. a z-score.
     pub score: f64,
-    /// Confidence in [0, 1] (one minus the two-sided p-value).
+    /// Strength of evidence in [0, 1): `L / (1 + L)`, `L = −log10 p` of the
+    /// two-sided p-value (see `ha_analysis::Verdict::anomaly_score`; rows
+    /// written by 0.1.0 hold `1 − p`).
     pub anomaly_score: f64,
     /// Which detector judged it, e.g. `zscore`.
     pub detector: String,

@@ -24,6 +24,9 @@ struct Args {
     /// PostgreSQL or CockroachDB URL.
     #[arg(long, env = "HA_POSTGRES_URL")]
     postgres_url: String,
+    /// PEM CA of the database's certificate (`sslmode=verify-full` in the URL).
+    #[arg(long, env = "HA_POSTGRES_CA_FILE")]
+    postgres_ca_file: Option<PathBuf>,
     /// File holding the operator token (`Authorization: Bearer <token>`).
     #[arg(long, env = "HA_API_TOKEN_FILE")]
     api_token_file: Option<PathBuf>,
@@ -57,6 +60,7 @@ async fn main() -> ExitCode {
     };
     let store = match PostgresStore::new(PostgresConfig {
         url: args.postgres_url.clone(),
+        ca_file: args.postgres_ca_file.clone(),
         pool_size: args.db_pool,
         ..PostgresConfig::default()
     }) {

@@ -4,16 +4,16 @@
 //! `cargo run --bin analyzer -- --help`
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use ha_analysis::{DetectorConfig, DetectorKind};
 use ha_core::analyzer::{Analyzer, AnalyzerConfig};
 use ha_core::queue::amqp::AmqpQueue;
 use ha_core::store::postgres::{PostgresConfig, PostgresStore};
-use reference_apps::service::{self, CommonArgs, QueueArgs, parse_duration};
+use reference_apps::service::{self, CommonArgs, DetectorArgs, QueueArgs, parse_duration};
 
 /// Analyzer: stores readings and anomalies idempotently, runs the
 /// anomaly-window detector, shares the partitions with the other replicas.
@@ -28,27 +28,14 @@ struct Args {
     /// PostgreSQL or CockroachDB URL.
     #[arg(long, env = "HA_POSTGRES_URL")]
     postgres_url: String,
+    /// PEM CA of the database's certificate (`sslmode=verify-full` in the URL).
+    #[arg(long, env = "HA_POSTGRES_CA_FILE")]
+    postgres_ca_file: Option<PathBuf>,
     /// This replica's unique name (the pod name); defaults to $HOSTNAME-$PID.
     #[arg(long, env = "HA_MEMBER_ID")]
     member_id: Option<String>,
-    /// Values per series window, recent ones included.
-    #[arg(long, env = "HA_WINDOW", default_value_t = 200)]
-    window: usize,
-    /// Newest values left out of the baseline.
-    #[arg(long, env = "HA_RECENT", default_value_t = 3)]
-    recent: usize,
-    /// Fewest baseline values needed for a verdict.
-    #[arg(long, env = "HA_MIN_HISTORY", default_value_t = 30)]
-    min_history: usize,
-    /// Two-sided false-alarm probability per reading (default 1e-4).
-    #[arg(long, env = "HA_FALSE_ALARM", conflicts_with = "z")]
-    false_alarm: Option<f64>,
-    /// Threshold on |score| given directly.
-    #[arg(long, env = "HA_Z")]
-    z: Option<f64>,
-    /// zscore or mad.
-    #[arg(long, env = "HA_DETECTOR", default_value = "zscore")]
-    detector: String,
+    #[command(flatten)]
+    detector: DetectorArgs,
     /// Delete readings older than this (`30d`); `0` keeps everything.
     #[arg(long, env = "HA_RETENTION", default_value = "30d", value_parser = parse_duration)]
     retention: Duration,
@@ -74,16 +61,6 @@ struct Args {
 async fn main() -> ExitCode {
     let args: Args = service::parse_args();
     service::init_tracing(&args.common);
-    let kind = match args.detector.as_str() {
-        "zscore" => DetectorKind::ZScore,
-        "mad" => DetectorKind::Mad,
-        other => {
-            return service::config_error(
-                "analyzer",
-                format!("--detector must be zscore or mad, not `{other}`"),
-            );
-        }
-    };
     if !args.retention.is_zero() && args.retention < args.max_reading_age {
         return service::config_error(
             "analyzer",
@@ -101,14 +78,7 @@ async fn main() -> ExitCode {
     });
     let config = AnalyzerConfig {
         member_id,
-        detector: DetectorConfig {
-            window: args.window,
-            recent: args.recent,
-            min_history: args.min_history,
-            false_alarm: args.false_alarm,
-            z: args.z,
-            kind,
-        },
+        detector: args.detector.config(),
         prefetch: args.prefetch,
         batch_deliveries: args.batch_size,
         retention: (!args.retention.is_zero()).then_some(args.retention),
@@ -120,6 +90,7 @@ async fn main() -> ExitCode {
     };
     let store = match PostgresStore::new(PostgresConfig {
         url: args.postgres_url.clone(),
+        ca_file: args.postgres_ca_file.clone(),
         pool_size: args.db_pool,
         ..PostgresConfig::default()
     }) {

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::{Args as ClapArgs, Parser, Subcommand};
 use ha_core::ingest::DeviceKeys;
 use ha_core::store::Store;
-use ha_core::store::postgres::{PostgresConfig, PostgresStore};
+use ha_core::store::postgres::{PostgresConfig, PostgresStore, Roles};
 use reference_apps::admin::dlq::{self, DlqConfig};
 
 /// Operator commands for an ha-pipeline deployment.
@@ -21,11 +21,24 @@ struct Args {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Apply the database schema migrations (safe to run from several places at once).
+    /// Apply the database schema migrations (safe to run from several places at once),
+    /// then create and grant the least-privilege roles that are named.
     Migrate {
-        /// PostgreSQL or CockroachDB URL.
-        #[arg(long, env = "HA_POSTGRES_URL")]
-        postgres_url: String,
+        #[command(flatten)]
+        db: DbArgs,
+        /// The analyzer's role: reads and writes readings, anomalies and leases.
+        #[arg(long, env = "HA_WRITER_ROLE")]
+        writer_role: Option<String>,
+        /// The alerts API's role: reads only.
+        #[arg(long, env = "HA_READER_ROLE")]
+        reader_role: Option<String>,
+        /// File holding the writer role's password, set on every run (omit
+        /// where the database operator manages it, e.g. CloudNativePG).
+        #[arg(long, env = "HA_WRITER_PASSWORD_FILE", requires = "writer_role")]
+        writer_password_file: Option<PathBuf>,
+        /// File holding the reader role's password, set on every run.
+        #[arg(long, env = "HA_READER_PASSWORD_FILE", requires = "reader_role")]
+        reader_password_file: Option<PathBuf>,
     },
     /// Print a device's token: hex(HMAC-SHA256(key, device_id)).
     Token {
@@ -39,9 +52,8 @@ enum Command {
     Gaps {
         /// The device id.
         device_id: String,
-        /// PostgreSQL or CockroachDB URL.
-        #[arg(long, env = "HA_POSTGRES_URL")]
-        postgres_url: String,
+        #[command(flatten)]
+        db: DbArgs,
         /// Most ranges to print.
         #[arg(long, default_value_t = 100)]
         limit: u32,
@@ -51,6 +63,31 @@ enum Command {
         #[command(subcommand)]
         command: DlqCommand,
     },
+}
+
+#[derive(Debug, ClapArgs)]
+struct DbArgs {
+    /// PostgreSQL or CockroachDB URL.
+    #[arg(long, env = "HA_POSTGRES_URL")]
+    postgres_url: String,
+    /// PEM CA of the database's certificate (`sslmode=verify-full` in the URL).
+    #[arg(long, env = "HA_POSTGRES_CA_FILE")]
+    postgres_ca_file: Option<PathBuf>,
+    /// PEM client certificate, where the database authenticates by
+    /// certificate (CockroachDB's `root`).
+    #[arg(
+        long,
+        env = "HA_POSTGRES_CLIENT_CERT_FILE",
+        requires = "postgres_client_key_file"
+    )]
+    postgres_client_cert_file: Option<PathBuf>,
+    /// PEM private key of `--postgres-client-cert-file`.
+    #[arg(
+        long,
+        env = "HA_POSTGRES_CLIENT_KEY_FILE",
+        requires = "postgres_client_cert_file"
+    )]
+    postgres_client_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -83,6 +120,9 @@ struct DlqArgs {
         required = true
     )]
     amqp_urls: Vec<String>,
+    /// PEM CA of the brokers' certificates, for `amqps://` URLs.
+    #[arg(long, env = "HA_AMQP_CA_FILE")]
+    amqp_ca_file: Option<PathBuf>,
     /// The dead-letter queue (bound to the `ha.dlx` exchange).
     #[arg(long, env = "HA_DLQ", default_value = "ha.dead")]
     dlq: String,
@@ -102,6 +142,7 @@ impl DlqArgs {
     fn config(self) -> DlqConfig {
         DlqConfig {
             urls: self.amqp_urls,
+            ca_file: self.amqp_ca_file,
             dlq: self.dlq,
             partitions: self.partitions,
             queue_prefix: self.queue_prefix,
@@ -121,9 +162,12 @@ async fn main() -> ExitCode {
     }
 }
 
-fn store(url: &str) -> Result<PostgresStore, (u8, String)> {
+fn store(db: DbArgs) -> Result<PostgresStore, (u8, String)> {
     PostgresStore::new(PostgresConfig {
-        url: url.to_owned(),
+        url: db.postgres_url,
+        ca_file: db.postgres_ca_file,
+        client_cert_file: db.postgres_client_cert_file,
+        client_key_file: db.postgres_client_key_file,
         pool_size: 1,
         ..PostgresConfig::default()
     })
@@ -132,15 +176,44 @@ fn store(url: &str) -> Result<PostgresStore, (u8, String)> {
 
 async fn run(args: Args) -> Result<(), (u8, String)> {
     match args.command {
-        Command::Migrate { postgres_url } => {
-            let applied = store(&postgres_url)?
-                .migrate()
-                .await
-                .map_err(|e| (1, e.to_string()))?;
+        Command::Migrate {
+            db,
+            writer_role,
+            reader_role,
+            writer_password_file,
+            reader_password_file,
+        } => {
+            let password = |f: Option<PathBuf>| {
+                f.map(|f| reference_apps::service::read_secret(&f))
+                    .transpose()
+                    .map_err(|e| (64, e.to_string()))
+            };
+            let (writer_password, reader_password) = (
+                password(writer_password_file)?,
+                password(reader_password_file)?,
+            );
+            let store = store(db)?;
+            let applied = store.migrate().await.map_err(|e| (1, e.to_string()))?;
             if applied.is_empty() {
                 println!("schema is up to date");
             } else {
                 println!("applied migrations {applied:?}");
+            }
+            if writer_role.is_some() || reader_role.is_some() {
+                let roles = Roles {
+                    writer: writer_role,
+                    reader: reader_role,
+                    writer_password,
+                    reader_password,
+                };
+                store.grant_roles(&roles).await.map_err(|e| {
+                    let code = if e.is_invalid_query() { 64 } else { 1 };
+                    (code, e.to_string())
+                })?;
+                println!(
+                    "granted roles: writer {:?}, reader {:?}",
+                    roles.writer, roles.reader
+                );
             }
         }
         Command::Token {
@@ -161,10 +234,10 @@ async fn run(args: Args) -> Result<(), (u8, String)> {
         }
         Command::Gaps {
             device_id,
-            postgres_url,
+            db,
             limit,
         } => {
-            let store = store(&postgres_url)?;
+            let store = store(db)?;
             match store
                 .device_status(&device_id)
                 .await

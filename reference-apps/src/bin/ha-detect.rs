@@ -1,19 +1,48 @@
-//! `ha-detect`: the anomaly detector over a CSV of readings.
+//! `ha-detect`: the anomaly detector over a CSV of readings, and
+//! `ha-detect eval` over labelled corpora.
 //!
 //! `cargo run --release --bin ha-detect -- --help`
 
 use std::fs::File;
-use std::io::{self, BufReader, BufWriter};
+use std::io::{self, BufReader, BufWriter, Write};
 use std::process::ExitCode;
 
+use ha_analysis::DetectorKind;
 use reference_apps::detect::{self, Command, DetectError};
 
 fn main() -> ExitCode {
-    let command = detect::parse(std::env::args_os().skip(1), |name| std::env::var(name).ok());
-    let result = command.and_then(|command| match command {
-        Command::Help => {
-            print!("{}", detect::HELP);
-            Ok(())
+    let parsed = detect::parse(std::env::args_os().skip(1), |name| std::env::var(name).ok());
+    let result = parsed.and_then(|(command, warnings)| {
+        for warning in warnings {
+            eprintln!("ha-detect: warning: {warning}");
+        }
+        execute(command)
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) if err.is_broken_pipe() => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("ha-detect: {err}");
+            ExitCode::from(err.exit_code())
+        }
+    }
+}
+
+fn execute(command: Command) -> Result<(), DetectError> {
+    let output_error = |source| DetectError::Io {
+        context: "writing output",
+        source,
+    };
+    match command {
+        Command::Print(text) => print!("{text}"),
+        Command::Detectors => {
+            let mut out = io::stdout().lock();
+            for kind in DetectorKind::ALL {
+                writeln!(out, "{kind}").map_err(output_error)?;
+            }
+        }
+        Command::Eval(options) => {
+            detect::eval::run(&options, io::stdout().lock())?;
         }
         Command::Run(options) => {
             let stdout = BufWriter::new(io::stdout().lock());
@@ -26,16 +55,8 @@ fn main() -> ExitCode {
                     detect::run(&options, BufReader::new(file), stdout)
                 }
                 None => detect::run(&options, io::stdin().lock(), stdout),
-            }
-            .map(|_| ())
-        }
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) if err.is_broken_pipe() => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("ha-detect: {err}");
-            ExitCode::from(err.exit_code())
+            }?;
         }
     }
+    Ok(())
 }

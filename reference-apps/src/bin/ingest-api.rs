@@ -134,7 +134,12 @@ async fn main() -> ExitCode {
         }),
         max_reading_age: args.max_reading_age,
         body_timeout: args.body_timeout,
-        enable_kill: args.enable_kill,
+        kill: args.enable_kill.then(|| {
+            ha_core::ingest::KillHook::new(|| {
+                tracing::warn!("POST /kill: exiting at once.");
+                std::process::exit(137)
+            })
+        }),
         publishes_per_partition: args.batch_in_flight,
         max_message_readings: args.batch_max_readings,
         max_message_bytes: args.batch_max_bytes,

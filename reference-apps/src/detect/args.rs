@@ -1,22 +1,18 @@
-//! `ha-detect` options from flags and `HA_DETECT_*` environment variables.
-//!
-//! Parsed by hand: eight flags do not justify an argument-parser
-//! dependency in a crate every reference app shares.
+//! `ha-detect` options: clap, with the detector flags and `HA_*` names the
+//! analyzer uses ([`DetectorArgs`]). The `HA_DETECT_*` names of 0.1.0 are
+//! still read for one release, with a warning.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use ha_analysis::{DetectorConfig, DetectorKind};
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
+use super::eval::EvalOptions;
 use super::{DetectError, DetectOptions, Emit};
+use crate::service::DetectorArgs;
 
-/// The `--help` text.
-pub const HELP: &str = "\
-ha-detect: run the ha-pipeline anomaly detector over a CSV of readings.
-
-USAGE:
-    ha-detect [OPTIONS] [FILE]
-
+const AFTER_HELP: &str = "\
 Reads FILE (or stdin when FILE is absent or `-`): a CSV with the header
 `device_id,seq,ts,metric,value` and rows in arrival order. Each series
 (device_id, metric) is fed in seq order; a row whose seq is not newer than
@@ -24,161 +20,130 @@ the newest fed to its series is not fed (no verdict). Writes CSV to stdout:
 `device_id,seq,ts,metric,value,score,anomaly_score,anomaly`, the input
 fields echoed as read, `score` empty when there is no verdict.
 
-OPTIONS (each also read from the environment variable shown; a flag wins):
-    --window <N>          Values per series window, recent ones included
-                          [env HA_DETECT_WINDOW] [default: 200]
-    --recent <N>          Newest values left out of the baseline
-                          [env HA_DETECT_RECENT] [default: 3]
-    --min-history <N>     Fewest baseline values needed for a verdict
-                          [env HA_DETECT_MIN_HISTORY] [default: 30]
-    --false-alarm <P>     Two-sided false-alarm probability per reading, in
-                          (0, 1); threshold z = Φ⁻¹(1 − P/2)
-                          [env HA_DETECT_FALSE_ALARM] [default: 0.0001]
-    --z <Z>               Threshold on |score| given directly (> 0); not
-                          together with --false-alarm [env HA_DETECT_Z]
-    --detector <KIND>     zscore (mean / standard deviation) or mad
-                          (median / 1.4826·MAD) [env HA_DETECT_DETECTOR]
-                          [default: zscore]
-    --emit <WHAT>         anomalies (one row per anomaly) or all (one row
-                          per input row) [env HA_DETECT_EMIT]
-                          [default: anomalies]
-    -h, --help            Print this help
+`ha-detect eval` scores every detector on labelled corpora (see
+`ha-detect eval --help` and docs/detection.md).
 
-A threshold flag (--z or --false-alarm) makes both threshold variables of
-the environment ignored.
+The HA_DETECT_* variables of 0.1.0 (HA_DETECT_WINDOW, ...) are still read,
+with a warning, when neither the flag nor the HA_* variable is given; they
+go away in the next release.
 
 EXIT STATUS:
     0   success
     64  bad flags or configuration
     65  malformed input (the message names the line and the problem)
-    74  input or output error
-";
+    74  input or output error";
+
+/// `ha-detect [OPTIONS] [FILE]` or `ha-detect eval ...`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "ha-detect",
+    version,
+    about = "ha-detect: run the ha-pipeline anomaly detector over a CSV of readings.",
+    after_help = AFTER_HELP,
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Sub>,
+    #[command(flatten)]
+    detector: DetectorArgs,
+    /// anomalies (one row per anomaly) or all (one row per input row).
+    #[arg(long, env = "HA_EMIT", value_enum, default_value = "anomalies")]
+    emit: Emit,
+    /// Print the detector names, one per line, recommended first, and exit.
+    #[arg(long)]
+    detectors: bool,
+    /// Input CSV; absent or `-` reads stdin.
+    file: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Sub {
+    /// Score every detector, at its defaults, on labelled corpora.
+    Eval(EvalOptions),
+}
 
 /// What the command line asks for.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
-    /// Print [`HELP`] and exit 0.
-    Help,
+    /// Print this text (help or version) to stdout and exit 0.
+    Print(String),
+    /// Print the detector names, recommended first.
+    Detectors,
     /// Run over the input.
     Run(DetectOptions),
+    /// Evaluate detectors on labelled corpora.
+    Eval(EvalOptions),
 }
 
-/// Parses flags (`--flag value` or `--flag=value`) over `env` values.
-/// `env` is a lookup such as `|name| std::env::var(name).ok()`.
+/// Parses the arguments (without the program name). `env` looks up the
+/// deprecated `HA_DETECT_*` variables (e.g. `|n| std::env::var(n).ok()`);
+/// the `HA_*` ones are read by clap from the process environment. Returns
+/// the command and one warning per deprecated variable used.
 pub fn parse(
     args: impl IntoIterator<Item = OsString>,
     env: impl Fn(&str) -> Option<String>,
-) -> Result<Command, DetectError> {
-    let mut flags: Vec<(String, String)> = Vec::new();
-    let mut input: Option<PathBuf> = None;
-    let mut args = args.into_iter();
-    while let Some(arg) = args.next() {
-        let arg = arg
-            .into_string()
-            .map_err(|arg| usage(format!("argument {arg:?} is not valid UTF-8")))?;
-        if arg == "-h" || arg == "--help" {
-            return Ok(Command::Help);
-        }
-        if let Some(flag) = arg.strip_prefix("--") {
-            let (name, value) = match flag.split_once('=') {
-                Some((name, value)) => (name.to_string(), value.to_string()),
-                None => {
-                    let value = args
-                        .next()
-                        .and_then(|v| v.into_string().ok())
-                        .ok_or_else(|| usage(format!("--{flag} needs a value")))?;
-                    (flag.to_string(), value)
-                }
-            };
-            if !FLAGS.contains(&name.as_str()) {
-                return Err(usage(format!("unknown flag --{name}")));
-            }
-            flags.push((name, value));
-        } else if arg.starts_with('-') && arg != "-" {
-            return Err(usage(format!("unknown flag {arg}")));
-        } else if input.replace(PathBuf::from(&arg)).is_some() {
-            return Err(usage("more than one input file given".to_string()));
-        }
+) -> Result<(Command, Vec<String>), DetectError> {
+    let argv = std::iter::once(OsString::from("ha-detect")).chain(args);
+    let matches = match Cli::command().try_get_matches_from(argv) {
+        Ok(matches) => matches,
+        Err(e) if !e.use_stderr() => return Ok((Command::Print(e.render().to_string()), vec![])),
+        Err(e) => return Err(usage(e)),
+    };
+    let mut cli = Cli::from_arg_matches(&matches).map_err(usage)?;
+    if let Some(Sub::Eval(options)) = cli.command {
+        return Ok((Command::Eval(options), vec![]));
     }
-    let threshold_flag = flags.iter().any(|(n, _)| n == "z" || n == "false-alarm");
-    let lookup = |name: &str| -> Option<(String, String)> {
-        if let Some((_, value)) = flags.iter().rev().find(|(n, _)| n == name) {
-            return Some((format!("--{name}"), value.clone()));
-        }
-        if threshold_flag && (name == "z" || name == "false-alarm") {
-            return None;
-        }
-        let var = env_name(name);
-        env(&var).map(|value| (var, value))
-    };
-
-    let defaults = DetectorConfig::default();
-    let config = DetectorConfig {
-        window: number(lookup("window"))?.unwrap_or(defaults.window),
-        recent: number(lookup("recent"))?.unwrap_or(defaults.recent),
-        min_history: number(lookup("min-history"))?.unwrap_or(defaults.min_history),
-        false_alarm: number(lookup("false-alarm"))?,
-        z: number(lookup("z"))?,
-        kind: match lookup("detector") {
-            Some((source, value)) => value
-                .parse::<DetectorKind>()
-                .map_err(|_| usage(format!("{source} must be zscore or mad, got `{value}`")))?,
-            None => DetectorKind::ZScore,
-        },
-    };
+    if cli.detectors {
+        return Ok((Command::Detectors, vec![]));
+    }
+    let mut warnings = cli
+        .detector
+        .apply_deprecated_env(&matches, &env)
+        .map_err(DetectError::Usage)?;
+    if matches!(
+        matches.value_source("emit"),
+        None | Some(ValueSource::DefaultValue)
+    ) && let Some(value) = env("HA_DETECT_EMIT")
+    {
+        cli.emit = match value.as_str() {
+            "all" => Emit::All,
+            "anomalies" => Emit::Anomalies,
+            _ => {
+                return Err(DetectError::Usage(format!(
+                    "HA_DETECT_EMIT must be anomalies or all, got `{value}`"
+                )));
+            }
+        };
+        warnings.push(
+            "HA_DETECT_EMIT is deprecated and will be removed in the next release; use HA_EMIT"
+                .to_string(),
+        );
+    }
+    let config = cli.detector.config();
     config.validate().map_err(DetectError::Config)?;
-    let emit = match lookup("emit") {
-        Some((_, value)) if value == "all" => Emit::All,
-        Some((_, value)) if value == "anomalies" => Emit::Anomalies,
-        Some((source, value)) => {
-            return Err(usage(format!(
-                "{source} must be anomalies or all, got `{value}`"
-            )));
-        }
-        None => Emit::Anomalies,
-    };
-    let input = input.filter(|path| path.as_os_str() != "-");
-    Ok(Command::Run(DetectOptions {
-        config,
-        emit,
-        input,
-    }))
+    let input = cli.file.filter(|path| path.as_os_str() != "-");
+    Ok((
+        Command::Run(DetectOptions {
+            config,
+            emit: cli.emit,
+            input,
+        }),
+        warnings,
+    ))
 }
 
-/// Every flag taking a value.
-const FLAGS: [&str; 7] = [
-    "window",
-    "recent",
-    "min-history",
-    "false-alarm",
-    "z",
-    "detector",
-    "emit",
-];
-
-/// `--min-history` → `HA_DETECT_MIN_HISTORY`.
-fn env_name(flag: &str) -> String {
-    format!("HA_DETECT_{}", flag.replace('-', "_").to_uppercase())
-}
-
-fn number<T: std::str::FromStr>(found: Option<(String, String)>) -> Result<Option<T>, DetectError> {
-    found
-        .map(|(source, value)| {
-            value
-                .trim()
-                .parse::<T>()
-                .map_err(|_| usage(format!("{source}: `{value}` is not a valid number")))
-        })
-        .transpose()
-}
-
-fn usage(message: String) -> DetectError {
-    DetectError::Usage(message)
+fn usage(e: clap::Error) -> DetectError {
+    // clap's rendering ends with its own usage hint; keep the first line.
+    let text = e.render().to_string();
+    let first = text.lines().next().unwrap_or("invalid arguments");
+    DetectError::Usage(first.trim_start_matches("error: ").to_string())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ha_analysis::{DetectorConfig, DetectorKind};
 
     fn parse_with(args: &[&str], env: &[(&str, &str)]) -> Result<Command, DetectError> {
         let env: Vec<(String, String)> = env
@@ -188,12 +153,13 @@ mod tests {
         parse(args.iter().map(OsString::from), move |name| {
             env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
         })
+        .map(|(command, _)| command)
     }
 
     fn options(args: &[&str], env: &[(&str, &str)]) -> DetectOptions {
         match parse_with(args, env).unwrap() {
             Command::Run(options) => options,
-            Command::Help => panic!("help"),
+            other => panic!("{other:?}"),
         }
     }
 
@@ -231,34 +197,61 @@ mod tests {
     }
 
     #[test]
-    fn environment_under_flags() {
+    fn deprecated_environment_under_flags() {
         let env = [
             ("HA_DETECT_WINDOW", "50"),
             ("HA_DETECT_DETECTOR", "mad"),
-            ("HA_DETECT_Z", "3"),
+            ("HA_DETECT_EMIT", "all"),
         ];
         let o = options(&["--window", "60"], &env);
         assert_eq!(o.config.window, 60);
         assert_eq!(o.config.kind, DetectorKind::Mad);
-        assert_eq!(o.config.z, Some(3.0));
-        // A threshold flag hides both threshold variables.
-        let o = options(&["--false-alarm", "0.01"], &env);
-        assert_eq!((o.config.false_alarm, o.config.z), (Some(0.01), None));
+        assert_eq!(o.emit, Emit::All);
+        let (_, warnings) = parse(std::iter::empty(), |name| {
+            env.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        })
+        .unwrap();
+        assert_eq!(warnings.len(), 3, "{warnings:?}");
     }
 
     #[test]
-    fn help() {
-        assert_eq!(
-            parse_with(&["--window", "8", "--help"], &[]).unwrap(),
-            Command::Help
-        );
-        for flag in FLAGS {
-            assert!(
-                HELP.contains(&format!("--{flag} ")),
-                "--{flag} undocumented"
-            );
-            assert!(HELP.contains(&env_name(flag)), "{flag}: env undocumented");
+    fn help_detectors_and_eval() {
+        let Command::Print(help) = parse_with(&["--window", "8", "--help"], &[]).unwrap() else {
+            panic!("not help");
+        };
+        for flag in [
+            "--window",
+            "--recent",
+            "--min-history",
+            "--false-alarm",
+            "--z",
+            "--detector",
+            "--emit",
+            "--detectors",
+        ] {
+            let documented =
+                help.contains(&format!("{flag} ")) || help.contains(&format!("{flag}\n"));
+            assert!(documented, "{flag} undocumented");
         }
+        for var in [
+            "HA_WINDOW",
+            "HA_RECENT",
+            "HA_MIN_HISTORY",
+            "HA_Z",
+            "HA_EMIT",
+        ] {
+            assert!(help.contains(var), "{var} undocumented");
+        }
+        assert_eq!(
+            parse_with(&["--detectors"], &[]).unwrap(),
+            Command::Detectors
+        );
+        assert!(matches!(
+            parse_with(&["eval", "corpus-dir"], &[]).unwrap(),
+            Command::Eval(_)
+        ));
     }
 
     #[test]

@@ -7,17 +7,18 @@
 
 mod args;
 mod csv;
+pub mod eval;
 
 use std::io::{self, BufRead, Write};
 use std::path::PathBuf;
 
 use ha_analysis::{AnalysisError, DetectorConfig, SeriesSet, Verdict};
 
-pub use args::{Command, HELP, parse};
+pub use args::{Command, parse};
 pub use csv::{INPUT_HEADER, OUTPUT_HEADER, Row, check_header, parse_row, trim_line_end};
 
 /// Which rows are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Emit {
     /// One row per anomaly.
     #[default]

@@ -1,12 +1,16 @@
 //! What every reference service shares: logging, shutdown signals,
 //! listeners, durations in flags, and the exit code for bad configuration.
 
+mod detector_args;
 mod duration;
+mod ecs;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
+pub use detector_args::{DEPRECATED_ENV, DetectorArgs};
 pub use duration::{format_duration, parse_duration};
+pub use ecs::{ECS_VERSION, EcsLayer};
 
 /// Exit code for invalid configuration (`EX_USAGE`).
 pub const EXIT_CONFIG: u8 = 64;
@@ -18,6 +22,9 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
+    /// One JSON object per line in Elastic Common Schema fields, with the
+    /// request id (`http.request.id`); see docs/logging.md.
+    Ecs,
 }
 
 /// Flags every service has.
@@ -85,6 +92,23 @@ pub struct QueueArgs {
         required = true
     )]
     pub amqp_urls: Vec<String>,
+    /// PEM CA of the brokers' certificates, for `amqps://` URLs.
+    #[arg(long, env = "HA_AMQP_CA_FILE")]
+    pub amqp_ca_file: Option<std::path::PathBuf>,
+    /// PEM client certificate, for brokers that verify clients.
+    #[arg(
+        long,
+        env = "HA_AMQP_CLIENT_CERT_FILE",
+        requires = "amqp_client_key_file"
+    )]
+    pub amqp_client_cert_file: Option<std::path::PathBuf>,
+    /// PEM PKCS#8 key of `--amqp-client-cert-file`.
+    #[arg(
+        long,
+        env = "HA_AMQP_CLIENT_KEY_FILE",
+        requires = "amqp_client_cert_file"
+    )]
+    pub amqp_client_key_file: Option<std::path::PathBuf>,
     /// Number of partition queues; the same on every ingest and analyzer.
     #[arg(long, env = "HA_PARTITIONS", default_value_t = 8)]
     pub partitions: u32,
@@ -99,6 +123,9 @@ impl QueueArgs {
     pub fn amqp_config(&self, connection_name: &str) -> ha_core::queue::amqp::AmqpConfig {
         ha_core::queue::amqp::AmqpConfig {
             urls: self.amqp_urls.clone(),
+            ca_file: self.amqp_ca_file.clone(),
+            client_cert_file: self.amqp_client_cert_file.clone(),
+            client_key_file: self.amqp_client_key_file.clone(),
             partitions: self.partitions,
             queue_prefix: self.queue_prefix.clone(),
             connection_name: connection_name.to_owned(),
@@ -110,15 +137,45 @@ impl QueueArgs {
 /// Installs the log subscriber. Secrets are never logged: configuration
 /// structs holding them print redacted.
 pub fn init_tracing(common: &CommonArgs) {
-    let filter = tracing_subscriber::EnvFilter::try_new(&common.log)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let filter = || {
+        tracing_subscriber::EnvFilter::try_new(&common.log)
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+    };
+    let builder = || {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter())
+            .with_writer(std::io::stderr)
+    };
     match common.log_format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.with_ansi(false).init(),
+        LogFormat::Json => builder().json().init(),
+        LogFormat::Text => builder().with_ansi(false).init(),
+        LogFormat::Ecs => {
+            use tracing_subscriber::layer::SubscriberExt;
+            use tracing_subscriber::util::SubscriberInitExt;
+            PLAIN_STDERR.store(false, std::sync::atomic::Ordering::Relaxed);
+            tracing_subscriber::registry()
+                .with(filter())
+                .with(EcsLayer::new(
+                    &service_name(),
+                    env!("CARGO_PKG_VERSION"),
+                    std::io::stderr,
+                ))
+                .init();
+        }
     }
+}
+
+/// The service's name in logs: the program's file name (`ingest-api`).
+fn service_name() -> String {
+    std::env::args_os()
+        .next()
+        .and_then(|a| {
+            std::path::Path::new(&a)
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+        })
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "ha-pipeline".to_owned())
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
@@ -146,13 +203,20 @@ pub async fn shutdown_signal() {
     tracing::info!("Shutdown signal received.");
 }
 
+/// Whether stderr may carry lines that are not log records: false under
+/// `--log-format ecs`, whose consumers expect one ECS document per line.
+static PLAIN_STDERR: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
 /// Binds `addr` and logs `listening on <addr>` with the real port (so
-/// `--listen 127.0.0.1:0` can be used by tests and scripts).
+/// `--listen 127.0.0.1:0` can be used by tests and scripts); under
+/// `--log-format ecs` only as the log record's `labels.local`.
 pub async fn listen(what: &str, addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     tracing::info!(%local, "{what} listening on {local}");
-    eprintln!("listening on {local}");
+    if PLAIN_STDERR.load(std::sync::atomic::Ordering::Relaxed) {
+        eprintln!("listening on {local}");
+    }
     Ok(listener)
 }
 

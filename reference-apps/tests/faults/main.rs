@@ -288,7 +288,17 @@ async fn verdicts(db: &str) -> (BTreeSet<(String, i64)>, BTreeSet<(String, i64)>
         )
         .await
         .expect("readings");
-    let mut series = SeriesSet::new(&DetectorConfig::default()).expect("detector");
+    // The analyzers inherit HA_DETECTOR (`HA_DETECTOR=kestrel scripts/faults`
+    // drills another detector); replay with the same one.
+    let kind = std::env::var("HA_DETECTOR")
+        .ok()
+        .map(|name| name.parse().expect("HA_DETECTOR names a detector"))
+        .unwrap_or_default();
+    let config = DetectorConfig {
+        kind,
+        ..DetectorConfig::default()
+    };
+    let mut series = SeriesSet::new(&config).expect("detector");
     let mut expected = BTreeSet::new();
     for r in rows {
         let (device, seq, value): (String, i64, f64) = (r.get(0), r.get(1), r.get(2));

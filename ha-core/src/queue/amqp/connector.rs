@@ -4,11 +4,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use lapin::options::{ConfirmSelectOptions, QueueDeclareOptions};
+use lapin::tcp::OwnedTLSConfig;
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, Connection, ConnectionProperties};
 use tokio::sync::Mutex;
 
-use super::AmqpConfig;
+use super::config::AmqpConfig;
 use crate::queue::QueueError;
 
 /// A live connection and the generation it belongs to. A user that sees an
@@ -23,6 +24,7 @@ pub(super) struct Live {
 pub(super) struct Connector {
     role: &'static str,
     config: AmqpConfig,
+    tls: OwnedTLSConfig,
     live: Mutex<Option<Live>>,
     generations: AtomicU64,
     next_channel: AtomicU64,
@@ -32,10 +34,16 @@ pub(super) struct Connector {
 impl Connector {
     /// `confirm_channels` channels in confirm mode are opened with each
     /// connection (for publishing).
-    pub(super) fn new(role: &'static str, config: AmqpConfig, confirm_channels: usize) -> Self {
+    pub(super) fn new(
+        role: &'static str,
+        config: AmqpConfig,
+        tls: OwnedTLSConfig,
+        confirm_channels: usize,
+    ) -> Self {
         Connector {
             role,
             config,
+            tls,
             live: Mutex::new(None),
             generations: AtomicU64::new(0),
             next_channel: AtomicU64::new(0),
@@ -136,19 +144,22 @@ impl Connector {
     async fn connect(&self) -> Result<Live, QueueError> {
         let generation = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
         let mut errors = Vec::new();
+        let mut untrusted = false;
         for (i, url) in self.config.urls.iter().enumerate() {
             let url = with_heartbeat(url, self.config.heartbeat_secs);
             let props = ConnectionProperties::default().with_connection_name(
                 format!("{}-{}", self.config.connection_name, self.role).into(),
             );
+            let runtime = lapin::runtime::default_runtime().map_err(unavailable)?;
             let attempt = tokio::time::timeout(
                 self.config.connect_timeout,
-                Connection::connect(&url, props),
+                Connection::connect_with_config(&url, props, self.tls.clone(), runtime),
             )
             .await;
             let connection = match attempt {
                 Ok(Ok(c)) => c,
                 Ok(Err(e)) => {
+                    untrusted |= super::tls::certificate_refused(&e);
                     errors.push(format!("broker #{i}: {e}"));
                     continue;
                 }
@@ -175,9 +186,15 @@ impl Connector {
                 Err(e) => errors.push(format!("broker #{i}: {e}")),
             }
         }
+        let errors = errors.join("; ");
+        if untrusted {
+            // Retrying will not change the certificate: an operator must.
+            return Err(QueueError::Misconfigured(format!(
+                "a broker's TLS certificate is not trusted (check ca_file): {errors}"
+            )));
+        }
         Err(QueueError::Unavailable(format!(
-            "no broker answered: {}",
-            errors.join("; ")
+            "no broker answered: {errors}"
         )))
     }
 

@@ -23,7 +23,9 @@
 //! - Publishers and consumers use separate connections, so flow control on
 //!   publishing never stalls acknowledgements.
 
+mod config;
 mod connector;
+mod tls;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -40,74 +42,9 @@ use lapin::options::{
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel};
 
+pub use self::config::AmqpConfig;
 use self::connector::{Connector, close_channel, declare_partition, unavailable};
 use super::{Acknowledger, Delivery, OutgoingMessage, Queue, QueueError, Subscription};
-
-/// Settings of an [`AmqpQueue`].
-#[derive(Clone, Debug)]
-pub struct AmqpConfig {
-    /// Broker URLs (`amqp://user:pass@host:5672/%2f`), tried in order; on
-    /// connection loss the list is tried again from the start. A
-    /// `heartbeat` query parameter is added when absent.
-    pub urls: Vec<String>,
-    /// Number of partition queues; must match every other replica.
-    pub partitions: u32,
-    /// Partition `p` is the queue `{queue_prefix}.{p}`.
-    pub queue_prefix: String,
-    /// AMQP heartbeat in seconds: how fast a silently vanished broker is noticed.
-    pub heartbeat_secs: u16,
-    /// Bound on connecting to one broker address.
-    pub connect_timeout: Duration,
-    /// Bound on one [`Queue::publish`] call, reconnects and republishing
-    /// included; past it the call fails with [`QueueError::Unavailable`].
-    pub publish_timeout: Duration,
-    /// Confirm-mode channels used for publishing, round-robin.
-    pub publish_channels: usize,
-    /// Shown in the broker's connection list (`-publish`/`-consume` appended).
-    pub connection_name: String,
-}
-
-impl Default for AmqpConfig {
-    fn default() -> Self {
-        AmqpConfig {
-            urls: vec!["amqp://guest:guest@127.0.0.1:5672/%2f".into()],
-            partitions: 4,
-            queue_prefix: "ha.readings".into(),
-            heartbeat_secs: 5,
-            connect_timeout: Duration::from_secs(3),
-            publish_timeout: Duration::from_secs(10),
-            publish_channels: 2,
-            connection_name: "ha-pipeline".into(),
-        }
-    }
-}
-
-impl AmqpConfig {
-    /// The queue name of partition `p`.
-    pub fn queue_name(&self, p: u32) -> String {
-        format!("{}.{p}", self.queue_prefix)
-    }
-
-    /// Checks the settings; the message names the bad one.
-    pub fn validate(&self) -> Result<(), String> {
-        if self.urls.is_empty() {
-            return Err("at least one broker URL is needed".into());
-        }
-        if self.partitions == 0 {
-            return Err("partitions must be at least 1".into());
-        }
-        if self.queue_prefix.is_empty() || self.queue_prefix.len() > 200 {
-            return Err("queue_prefix must be 1 to 200 characters".into());
-        }
-        if self.publish_channels == 0 {
-            return Err("publish_channels must be at least 1".into());
-        }
-        if self.heartbeat_secs == 0 {
-            return Err("heartbeat_secs must be at least 1".into());
-        }
-        Ok(())
-    }
-}
 
 /// RabbitMQ quorum-queue backend: see the [module docs](self).
 pub struct AmqpQueue {
@@ -137,9 +74,15 @@ impl AmqpQueue {
     /// Errors: [`QueueError::Misconfigured`] for invalid settings.
     pub fn new(config: AmqpConfig) -> Result<Self, QueueError> {
         config.validate().map_err(QueueError::Misconfigured)?;
+        let tls = tls::load(&config)?;
         Ok(AmqpQueue {
-            publisher: Connector::new("publish", config.clone(), config.publish_channels),
-            consumer: Connector::new("consume", config.clone(), 0),
+            publisher: Connector::new(
+                "publish",
+                config.clone(),
+                tls.clone(),
+                config.publish_channels,
+            ),
+            consumer: Connector::new("consume", config.clone(), tls, 0),
             config,
             unconfirmed: Arc::new(AtomicU64::new(0)),
             republished: AtomicU64::new(0),

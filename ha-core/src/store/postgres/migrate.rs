@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio_postgres::Client;
 use tokio_postgres::error::SqlState;
 
-use super::classify;
+use super::classify::classify;
 use crate::store::StoreError;
 
 /// One schema change.

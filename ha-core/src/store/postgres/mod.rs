@@ -18,243 +18,89 @@
 //! - **Portability**: no `LISTEN/NOTIFY`, temporary tables, advisory locks,
 //!   `SERIAL` or `COPY`; row-value comparisons, `unnest`, data-modifying
 //!   CTEs and window functions are supported by both databases.
+//!
+//! # TLS
+//!
+//! rustls with the ring provider (no OpenSSL), set by `sslmode` in the URL
+//! and [`PostgresConfig::ca_file`]:
+//!
+//! | `sslmode` | encrypted | server certificate checked |
+//! |---|---|---|
+//! | `disable` | no | - |
+//! | `prefer` (default) | when the server offers it | against the CA file if one is set, else not |
+//! | `require` | yes | against the CA file if one is set, else not |
+//! | `verify-ca` | yes | chain against the CA file (needed) |
+//! | `verify-full` | yes | chain against the CA file (needed) and the host name |
+//!
+//! Production uses `verify-full` (CockroachDB's and CloudNativePG's
+//! certificates name the service); unverified encryption stops passive
+//! listeners only.
 
+mod classify;
+mod config;
 mod migrate;
+mod pool;
+mod roles;
+mod rows;
 mod sql;
+mod tls;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use tokio::sync::Mutex;
-use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, NoTls, Row, Statement};
 
+pub use config::{PostgresConfig, PostgresConfigError, SslMode};
 pub use migrate::{LATEST_VERSION, MIGRATIONS, Migration};
+pub use roles::Roles;
 
 use super::{
     Anomaly, AnomalyQuery, DeviceStatus, Page, ReadingQuery, SeqGap, Store, StoreError,
     StoredValue, WriteOutcome,
 };
-use crate::wire::{MAX_SEQ, Reading, Timestamp};
-
-/// Settings of a [`PostgresStore`].
-#[derive(Clone, Debug)]
-pub struct PostgresConfig {
-    /// `postgres://user:password@host:port/database` (key-value strings work
-    /// too). TLS is not supported yet: use a local connection or a sidecar.
-    pub url: String,
-    /// Put the tables in this schema (created by [`PostgresStore::migrate`])
-    /// instead of the default `search_path`. Lowercase letters, digits, `_`.
-    pub schema: Option<String>,
-    /// Connections kept open, each shared by concurrent queries.
-    pub pool_size: usize,
-    /// Bound on establishing one connection.
-    pub connect_timeout: Duration,
-    /// Attempts for one operation on transient errors (first try included).
-    pub attempts: u32,
-}
-
-impl Default for PostgresConfig {
-    fn default() -> Self {
-        PostgresConfig {
-            url: "postgres://postgres@127.0.0.1:5432/postgres".into(),
-            schema: None,
-            pool_size: 4,
-            connect_timeout: Duration::from_secs(5),
-            attempts: 4,
-        }
-    }
-}
-
-impl PostgresConfig {
-    /// Checks the settings; the message names the bad one.
-    pub fn validate(&self) -> Result<(), String> {
-        if self.pool_size == 0 {
-            return Err("pool_size must be at least 1".into());
-        }
-        if self.attempts == 0 {
-            return Err("attempts must be at least 1".into());
-        }
-        if let Some(s) = &self.schema {
-            let ok = !s.is_empty()
-                && s.len() <= 63
-                && s.bytes()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_')
-                && !s.as_bytes()[0].is_ascii_digit();
-            if !ok {
-                return Err(format!(
-                    "schema `{s}` must be 1-63 characters of [a-z0-9_], not starting with a digit"
-                ));
-            }
-        }
-        Ok(())
-    }
-}
+use crate::wire::{Reading, Timestamp};
+use pool::Pool;
+use rows::{WriteColumns, anomaly_of, seq_bound, seq_of, stored_value_of};
 
 /// PostgreSQL / CockroachDB store: see the [module docs](self).
 pub struct PostgresStore {
-    config: PostgresConfig,
-    slots: Vec<Mutex<Option<Arc<Conn>>>>,
-    next: AtomicUsize,
-}
-
-/// One connection with its prepared statements.
-struct Conn {
-    client: Client,
-    write: Statement,
-    recent: Statement,
-}
-
-/// Maps a database error to the contract's error kinds by SQLSTATE class.
-pub(super) fn classify(e: tokio_postgres::Error) -> StoreError {
-    let Some(code) = e.code() else {
-        return StoreError::Unavailable(e.to_string());
-    };
-    let msg = e
-        .as_db_error()
-        .map_or_else(|| e.to_string(), |db| db.message().to_owned());
-    match &code.code()[..2] {
-        // Data exceptions and integrity violations: this data never fits.
-        "22" | "23" => StoreError::Invalid(format!("{msg} (SQLSTATE {})", code.code())),
-        // Undefined table/column: the schema is not migrated.
-        "42" => StoreError::Schema(format!("{msg} (SQLSTATE {})", code.code())),
-        _ => StoreError::Unavailable(format!("{msg} (SQLSTATE {})", code.code())),
-    }
-}
-
-/// Whether an error is worth retrying at once, and whether the connection
-/// it came from should be replaced.
-fn retry_kind(e: &tokio_postgres::Error) -> Option<bool> {
-    if e.is_closed() {
-        return Some(true);
-    }
-    match e.code() {
-        Some(c) if *c == SqlState::T_R_SERIALIZATION_FAILURE => Some(false),
-        Some(c) if *c == SqlState::T_R_DEADLOCK_DETECTED => Some(false),
-        Some(c) if c.code().starts_with("08") || c.code().starts_with("57P") => Some(true),
-        None => Some(true),
-        _ => None,
-    }
-}
-
-fn seq_param(seq: u64) -> Result<i64, StoreError> {
-    i64::try_from(seq).map_err(|_| StoreError::Invalid(format!("seq {seq} is above 2^63-1")))
-}
-
-/// Clamps a bound to the stored seq range.
-fn seq_bound(seq: u64) -> i64 {
-    i64::try_from(seq.min(MAX_SEQ)).unwrap_or(i64::MAX)
-}
-
-fn seq_of(row: &Row, i: usize) -> u64 {
-    u64::try_from(row.get::<_, i64>(i)).unwrap_or(0)
-}
-
-fn anomaly_of(row: &Row) -> Anomaly {
-    Anomaly {
-        device_id: row.get(0),
-        seq: seq_of(row, 1),
-        metric: row.get(2),
-        ts: Timestamp::from(row.get::<_, SystemTime>(3)),
-        value: row.get(4),
-        score: row.get(5),
-        anomaly_score: row.get(6),
-        detector: row.get(7),
-    }
-}
-
-/// Builds the anomalies query for the filters that are set; parameters are
-/// appended to `params` in placeholder order.
-fn anomaly_sql(device: bool, metric: bool, from: bool, to: bool, after: bool) -> String {
-    let mut conds = Vec::new();
-    let mut n = 0;
-    let mut p = || {
-        n += 1;
-        format!("${n}")
-    };
-    if device {
-        conds.push(format!("device_id = {}", p()));
-    }
-    if metric {
-        conds.push(format!("metric = {}", p()));
-    }
-    if from {
-        conds.push(format!("ts >= {}", p()));
-    }
-    if to {
-        conds.push(format!("ts < {}", p()));
-    }
-    if after {
-        let (a, b, c, d) = (p(), p(), p(), p());
-        conds.push(format!(
-            "(ts, device_id, seq, metric) < ({a}, {b}, {c}, {d})"
-        ));
-    }
-    let limit = p();
-    let filter = if conds.is_empty() {
-        String::new()
-    } else {
-        format!("WHERE {}", conds.join(" AND "))
-    };
-    format!(
-        "SELECT {} FROM anomalies {filter} ORDER BY ts DESC, device_id DESC, seq DESC, metric DESC LIMIT {limit}",
-        sql::ANOMALY_COLUMNS
-    )
-}
-
-/// Every shape of the dynamically built queries, for the portability test.
-#[cfg(test)]
-fn all_query_shapes() -> Vec<String> {
-    let mut out = Vec::new();
-    for bits in 0..32u8 {
-        let b = |i: u8| bits & (1 << i) != 0;
-        out.push(anomaly_sql(b(0), b(1), b(2), b(3), b(4)));
-    }
-    out.push(readings_sql(false));
-    out.push(readings_sql(true));
-    out
-}
-
-fn readings_sql(metric: bool) -> String {
-    let (m, limit) = if metric {
-        ("AND metric = $4", "$5")
-    } else {
-        ("", "$4")
-    };
-    format!(
-        "SELECT seq, ts, metric, value FROM readings \
-         WHERE device_id = $1 AND ts >= $2 AND ts < $3 {m} \
-         ORDER BY ts, seq, metric LIMIT {limit}"
-    )
+    pool: Pool,
 }
 
 impl PostgresStore {
     /// A store for `config`. Connects lazily; call [`migrate`](Self::migrate)
     /// (or [`check_schema`](Self::check_schema)) to fail fast.
+    ///
+    /// Errors: [`StoreError::Config`] for invalid settings.
     pub fn new(config: PostgresConfig) -> Result<Self, StoreError> {
-        config.validate().map_err(StoreError::InvalidQuery)?;
-        let slots = (0..config.pool_size).map(|_| Mutex::new(None)).collect();
         Ok(PostgresStore {
-            config,
-            slots,
-            next: AtomicUsize::new(0),
+            pool: Pool::new(config)?,
         })
     }
 
     /// Applies missing migrations and returns the versions applied now.
     /// Safe to run from several replicas at once.
     pub async fn migrate(&self) -> Result<Vec<i64>, StoreError> {
-        let mut client = self.raw_connect().await?;
-        migrate::run(&mut client, self.config.schema.as_deref()).await
+        let mut client = self.pool.connect().await?;
+        migrate::run(&mut client, self.pool.config().schema.as_deref()).await
+    }
+
+    /// Creates the writer and read-only roles if missing and grants them on
+    /// the store's tables (run by an owner after [`migrate`](Self::migrate);
+    /// again after each new migration). Idempotent.
+    ///
+    /// Errors: [`StoreError::InvalidQuery`] for a role name outside
+    /// `[a-z0-9_]`; a database error whose [`kind`](StoreError::kind) is
+    /// `Denied` when this connection's role may not create roles or grant.
+    pub async fn grant_roles(&self, roles: &Roles) -> Result<(), StoreError> {
+        let client = self.pool.connect().await?;
+        roles::grant(&client, self.pool.config().schema.as_deref(), roles).await
     }
 
     /// Fails with [`StoreError::Schema`] unless the schema is at the version
     /// this build needs.
     pub async fn check_schema(&self) -> Result<(), StoreError> {
-        let client = self.raw_connect().await?;
+        let client = self.pool.connect().await?;
         let version = migrate::current_version(&client).await?;
         if version < LATEST_VERSION {
             return Err(StoreError::Schema(format!(
@@ -262,187 +108,6 @@ impl PostgresStore {
             )));
         }
         Ok(())
-    }
-
-    async fn raw_connect(&self) -> Result<Client, StoreError> {
-        let connecting = tokio_postgres::connect(&self.config.url, NoTls);
-        let (client, connection) = tokio::time::timeout(self.config.connect_timeout, connecting)
-            .await
-            .map_err(|_| StoreError::Unavailable("connecting to the database timed out".into()))?
-            .map_err(classify)?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::warn!(error = %e, "Database connection ended.");
-            }
-        });
-        if let Some(schema) = &self.config.schema {
-            client
-                .batch_execute(&format!("SET search_path TO \"{schema}\""))
-                .await
-                .map_err(classify)?;
-        }
-        Ok(client)
-    }
-
-    async fn connect_slot(&self) -> Result<Conn, StoreError> {
-        let client = self.raw_connect().await?;
-        let write = client.prepare(sql::WRITE).await.map_err(classify)?;
-        let recent = client.prepare(sql::RECENT_VALUES).await.map_err(classify)?;
-        Ok(Conn {
-            client,
-            write,
-            recent,
-        })
-    }
-
-    /// A connection from the pool (round-robin), connecting if needed.
-    async fn conn(&self) -> Result<(usize, Arc<Conn>), StoreError> {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
-        let mut slot = self.slots[i].lock().await;
-        if let Some(c) = slot.as_ref().filter(|c| !c.client.is_closed()) {
-            return Ok((i, c.clone()));
-        }
-        let c = Arc::new(self.connect_slot().await?);
-        *slot = Some(c.clone());
-        Ok((i, c))
-    }
-
-    async fn drop_conn(&self, i: usize, conn: &Arc<Conn>) {
-        let mut slot = self.slots[i].lock().await;
-        if slot.as_ref().is_some_and(|c| Arc::ptr_eq(c, conn)) {
-            *slot = None;
-        }
-    }
-
-    /// Runs `op` on a pooled connection, retrying transient failures.
-    async fn run<T, F, Fut>(&self, op: F) -> Result<T, StoreError>
-    where
-        F: Fn(Arc<Conn>) -> Fut,
-        Fut: Future<Output = Result<T, tokio_postgres::Error>>,
-    {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let (i, conn) = match self.conn().await {
-                Ok(c) => c,
-                Err(e) if e.is_transient() && attempt < self.config.attempts => {
-                    tokio::time::sleep(retry_delay(attempt)).await;
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
-            match op(conn.clone()).await {
-                Ok(v) => return Ok(v),
-                Err(e) => match retry_kind(&e) {
-                    Some(replace) if attempt < self.config.attempts => {
-                        if replace {
-                            self.drop_conn(i, &conn).await;
-                        }
-                        tracing::debug!(error = %e, attempt, "Retrying a database operation.");
-                        tokio::time::sleep(retry_delay(attempt)).await;
-                    }
-                    Some(replace) => {
-                        if replace {
-                            self.drop_conn(i, &conn).await;
-                        }
-                        return Err(StoreError::Unavailable(format!(
-                            "gave up after {attempt} attempts: {e}"
-                        )));
-                    }
-                    None => return Err(classify(e)),
-                },
-            }
-        }
-    }
-}
-
-/// 25 ms, 50 ms, 100 ms, ... capped at 1 s.
-fn retry_delay(attempt: u32) -> Duration {
-    Duration::from_millis(25u64 << attempt.min(6)).min(Duration::from_secs(1))
-}
-
-/// Column arrays of the write statement, with in-batch duplicates removed
-/// (the first copy wins) and counted.
-#[derive(Default)]
-struct WriteColumns {
-    r_device: Vec<String>,
-    r_seq: Vec<i64>,
-    r_metric: Vec<String>,
-    r_ts: Vec<SystemTime>,
-    r_value: Vec<f64>,
-    a_device: Vec<String>,
-    a_seq: Vec<i64>,
-    a_metric: Vec<String>,
-    a_ts: Vec<SystemTime>,
-    a_value: Vec<f64>,
-    a_score: Vec<f64>,
-    a_anomaly_score: Vec<f64>,
-    a_detector: Vec<String>,
-    in_batch_duplicates: u64,
-    in_batch_conflicts: u64,
-}
-
-impl WriteColumns {
-    fn build(readings: &[Reading], anomalies: &[Anomaly]) -> Result<Self, StoreError> {
-        use std::collections::HashMap;
-        let mut c = WriteColumns::default();
-        let mut seen: HashMap<(&str, u64, &str), (Timestamp, f64)> = HashMap::new();
-        for r in readings {
-            let seq = seq_param(r.seq)?;
-            for m in &r.metrics {
-                if !m.value.is_finite() {
-                    return Err(StoreError::Invalid(format!(
-                        "{}/{}/{}: value {} is not finite",
-                        r.device_id, r.seq, m.name, m.value
-                    )));
-                }
-                match seen.get(&(r.device_id.as_str(), r.seq, m.name.as_str())) {
-                    Some(&(ts, v)) if ts == r.ts && v == m.value => c.in_batch_duplicates += 1,
-                    Some(_) => c.in_batch_conflicts += 1,
-                    None => {
-                        seen.insert((&r.device_id, r.seq, &m.name), (r.ts, m.value));
-                        c.r_device.push(r.device_id.clone());
-                        c.r_seq.push(seq);
-                        c.r_metric.push(m.name.clone());
-                        c.r_ts.push(r.ts.into());
-                        c.r_value.push(m.value);
-                    }
-                }
-            }
-        }
-        let mut seen_anomalies = std::collections::HashSet::new();
-        for a in anomalies {
-            if !seen_anomalies.insert((a.device_id.as_str(), a.seq, a.metric.as_str())) {
-                continue;
-            }
-            c.a_device.push(a.device_id.clone());
-            c.a_seq.push(seq_param(a.seq)?);
-            c.a_metric.push(a.metric.clone());
-            c.a_ts.push(a.ts.into());
-            c.a_value.push(a.value);
-            c.a_score.push(a.score);
-            c.a_anomaly_score.push(a.anomaly_score);
-            c.a_detector.push(a.detector.clone());
-        }
-        Ok(c)
-    }
-
-    fn params(&self) -> [&(dyn ToSql + Sync); 13] {
-        [
-            &self.r_device,
-            &self.r_seq,
-            &self.r_metric,
-            &self.r_ts,
-            &self.r_value,
-            &self.a_device,
-            &self.a_seq,
-            &self.a_metric,
-            &self.a_ts,
-            &self.a_value,
-            &self.a_score,
-            &self.a_anomaly_score,
-            &self.a_detector,
-        ]
     }
 }
 
@@ -463,6 +128,7 @@ impl Store for PostgresStore {
         }
         let params = cols.params();
         let row = self
+            .pool
             .run(|c| {
                 let params = &params;
                 async move { c.client.query_one(&c.write, params).await }
@@ -492,6 +158,7 @@ impl Store for PostgresStore {
         let upto = seq_bound(before_seq - 1);
         let limit = i64::from(limit);
         let rows = self
+            .pool
             .run(|c| async move {
                 c.client
                     .query(&c.recent, &[&device_id, &metric, &upto, &limit])
@@ -503,7 +170,7 @@ impl Store for PostgresStore {
 
     async fn anomalies(&self, query: &AnomalyQuery) -> Result<Page<Anomaly>, StoreError> {
         let limit = query.effective_limit();
-        let sql = anomaly_sql(
+        let sql = sql::anomaly_sql(
             query.device_id.is_some(),
             query.metric.is_some(),
             query.from.is_some(),
@@ -540,6 +207,7 @@ impl Store for PostgresStore {
         }
         params.push(&fetch);
         let rows = self
+            .pool
             .run(|c| {
                 let (sql, params) = (&sql, &params);
                 async move { c.client.query(sql.as_str(), params).await }
@@ -556,7 +224,7 @@ impl Store for PostgresStore {
     }
 
     async fn readings(&self, query: &ReadingQuery) -> Result<Vec<StoredValue>, StoreError> {
-        let sql = readings_sql(query.metric.is_some());
+        let sql = sql::readings_sql(query.metric.is_some());
         let from = SystemTime::from(query.from);
         let to = SystemTime::from(query.to);
         let limit = i64::from(query.limit);
@@ -566,24 +234,18 @@ impl Store for PostgresStore {
         }
         params.push(&limit);
         let rows = self
+            .pool
             .run(|c| {
                 let (sql, params) = (&sql, &params);
                 async move { c.client.query(sql.as_str(), params).await }
             })
             .await?;
-        Ok(rows
-            .iter()
-            .map(|r| StoredValue {
-                seq: seq_of(r, 0),
-                ts: Timestamp::from(r.get::<_, SystemTime>(1)),
-                metric: r.get(2),
-                value: r.get(3),
-            })
-            .collect())
+        Ok(rows.iter().map(stored_value_of).collect())
     }
 
     async fn device_status(&self, device_id: &str) -> Result<Option<DeviceStatus>, StoreError> {
         let row = self
+            .pool
             .run(|c| async move { c.client.query_one(sql::DEVICE_STATUS, &[&device_id]).await })
             .await?;
         let last_seen: Option<SystemTime> = row.get(0);
@@ -607,6 +269,7 @@ impl Store for PostgresStore {
     ) -> Result<Vec<SeqGap>, StoreError> {
         let (from, to, limit) = (seq_bound(from_seq), seq_bound(to_seq), i64::from(limit));
         let rows = self
+            .pool
             .run(|c| async move {
                 c.client
                     .query(sql::SEQ_GAPS, &[&device_id, &from, &to, &limit])
@@ -629,12 +292,13 @@ impl Store for PostgresStore {
     ) -> Result<u64, StoreError> {
         let cutoff = SystemTime::from(cutoff);
         let batch = i64::from(batch);
-        self.run(|c| async move {
-            c.client
-                .execute(sql::DELETE_BEFORE, &[&cutoff, &batch])
-                .await
-        })
-        .await
+        self.pool
+            .run(|c| async move {
+                c.client
+                    .execute(sql::DELETE_BEFORE, &[&cutoff, &batch])
+                    .await
+            })
+            .await
     }
 
     async fn heartbeat(
@@ -645,6 +309,7 @@ impl Store for PostgresStore {
     ) -> Result<Vec<String>, StoreError> {
         let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
         let rows = self
+            .pool
             .run(|c| async move {
                 if rand_percent() == 0 {
                     // Now and then, drop leases that expired long ago.
@@ -659,7 +324,8 @@ impl Store for PostgresStore {
     }
 
     async fn leave(&self, group: &str, member: &str) -> Result<(), StoreError> {
-        self.run(|c| async move { c.client.execute(sql::LEAVE, &[&group, &member]).await })
+        self.pool
+            .run(|c| async move { c.client.execute(sql::LEAVE, &[&group, &member]).await })
             .await
             .map(|_| ())
     }

@@ -80,6 +80,60 @@ pub(super) const FORGET_EXPIRED: &str =
 pub(super) const ANOMALY_COLUMNS: &str =
     "device_id, seq, metric, ts, value, score, anomaly_score, detector";
 
+/// The anomalies query for the filters that are set (device, metric, from,
+/// to, after-cursor); placeholders are numbered in that order, the limit
+/// last.
+pub(super) fn anomaly_sql(device: bool, metric: bool, from: bool, to: bool, after: bool) -> String {
+    let mut conds = Vec::new();
+    let mut n = 0;
+    let mut p = || {
+        n += 1;
+        format!("${n}")
+    };
+    if device {
+        conds.push(format!("device_id = {}", p()));
+    }
+    if metric {
+        conds.push(format!("metric = {}", p()));
+    }
+    if from {
+        conds.push(format!("ts >= {}", p()));
+    }
+    if to {
+        conds.push(format!("ts < {}", p()));
+    }
+    if after {
+        let (a, b, c, d) = (p(), p(), p(), p());
+        conds.push(format!(
+            "(ts, device_id, seq, metric) < ({a}, {b}, {c}, {d})"
+        ));
+    }
+    let limit = p();
+    let filter = if conds.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", conds.join(" AND "))
+    };
+    format!(
+        "SELECT {ANOMALY_COLUMNS} FROM anomalies {filter} ORDER BY ts DESC, device_id DESC, seq DESC, metric DESC LIMIT {limit}"
+    )
+}
+
+/// A device's values in a time range, optionally of one metric
+/// (`$1` device, `$2` from, `$3` to, then the metric if any, the limit last).
+pub(super) fn readings_sql(metric: bool) -> String {
+    let (m, limit) = if metric {
+        ("AND metric = $4", "$5")
+    } else {
+        ("", "$4")
+    };
+    format!(
+        "SELECT seq, ts, metric, value FROM readings \
+         WHERE device_id = $1 AND ts >= $2 AND ts < $3 {m} \
+         ORDER BY ts, seq, metric LIMIT {limit}"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,7 +159,12 @@ mod tests {
                 .iter()
                 .map(|m| m.sql.to_string()),
         );
-        all.extend(super::super::all_query_shapes());
+        for bits in 0..32u8 {
+            let b = |i: u8| bits & (1 << i) != 0;
+            all.push(anomaly_sql(b(0), b(1), b(2), b(3), b(4)));
+        }
+        all.push(readings_sql(false));
+        all.push(readings_sql(true));
         all
     }
 

@@ -41,6 +41,8 @@ const REPLAY_BATCH: usize = 64;
 pub struct DlqConfig {
     /// Broker URLs, tried in order.
     pub urls: Vec<String>,
+    /// PEM CA of the brokers' certificates, for `amqps://` URLs.
+    pub ca_file: Option<std::path::PathBuf>,
     /// The dead-letter queue.
     pub dlq: String,
     /// Number of partition queues (as on ingest and the analyzers).
@@ -56,6 +58,7 @@ impl Default for DlqConfig {
     fn default() -> Self {
         DlqConfig {
             urls: vec!["amqp://guest:guest@127.0.0.1:5672/%2f".into()],
+            ca_file: None,
             dlq: "ha.dead".into(),
             partitions: 8,
             queue_prefix: "ha.readings".into(),
@@ -82,6 +85,7 @@ impl DlqConfig {
     fn queue_config(&self) -> AmqpConfig {
         AmqpConfig {
             urls: self.urls.clone(),
+            ca_file: self.ca_file.clone(),
             partitions: self.partitions,
             queue_prefix: self.queue_prefix.clone(),
             connection_name: "ha-admin-dlq".into(),
@@ -162,12 +166,18 @@ struct Fetched {
 
 impl DlqReader {
     async fn open(config: &DlqConfig) -> Result<DlqReader, DlqError> {
+        let mut tls = lapin::tcp::OwnedTLSConfig::default();
+        if let Some(ca) = &config.ca_file {
+            tls.cert_chain = Some(std::fs::read_to_string(ca).map_err(|e| {
+                DlqError::Config(format!("cannot read the CA file {}: {e}", ca.display()))
+            })?);
+        }
         let mut errors = Vec::new();
         for (i, url) in config.urls.iter().enumerate() {
             let props = ConnectionProperties::default().with_connection_name("ha-admin-dlq".into());
-            match tokio::time::timeout(Duration::from_secs(5), Connection::connect(url, props))
-                .await
-            {
+            let runtime = lapin::runtime::default_runtime()?;
+            let connecting = Connection::connect_with_config(url, props, tls.clone(), runtime);
+            match tokio::time::timeout(Duration::from_secs(5), connecting).await {
                 Ok(Ok(connection)) => {
                     let channel = connection.create_channel().await?;
                     let declared = channel

@@ -1,0 +1,89 @@
+//! Settings of an [`AmqpQueue`](super::AmqpQueue) and their checks.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Settings of an [`AmqpQueue`](super::AmqpQueue).
+#[derive(Clone, Debug)]
+pub struct AmqpConfig {
+    /// Broker URLs (`amqp://user:pass@host:5672/%2f`, or `amqps://...:5671`
+    /// for TLS), tried in order; on connection loss the list is tried again
+    /// from the start. A `heartbeat` query parameter is added when absent.
+    pub urls: Vec<String>,
+    /// PEM file of the CA(s) that sign the brokers' certificates; needed
+    /// for `amqps://` URLs and the only trust anchor (no system roots).
+    /// The certificate must name the URL's host.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate chain, for brokers that verify clients
+    /// (with [`client_key_file`](Self::client_key_file)).
+    pub client_cert_file: Option<PathBuf>,
+    /// PEM PKCS#8 key of [`client_cert_file`](Self::client_cert_file).
+    pub client_key_file: Option<PathBuf>,
+    /// Number of partition queues; must match every other replica.
+    pub partitions: u32,
+    /// Partition `p` is the queue `{queue_prefix}.{p}`.
+    pub queue_prefix: String,
+    /// AMQP heartbeat in seconds: how fast a silently vanished broker is noticed.
+    pub heartbeat_secs: u16,
+    /// Bound on connecting to one broker address.
+    pub connect_timeout: Duration,
+    /// Bound on one [`Queue::publish`](crate::queue::Queue::publish) call, reconnects and republishing
+    /// included; past it the call fails with
+    /// [`QueueError::Unavailable`](crate::queue::QueueError::Unavailable).
+    pub publish_timeout: Duration,
+    /// Confirm-mode channels used for publishing, round-robin.
+    pub publish_channels: usize,
+    /// Shown in the broker's connection list (`-publish`/`-consume` appended).
+    pub connection_name: String,
+}
+
+impl Default for AmqpConfig {
+    fn default() -> Self {
+        AmqpConfig {
+            urls: vec!["amqp://guest:guest@127.0.0.1:5672/%2f".into()],
+            ca_file: None,
+            client_cert_file: None,
+            client_key_file: None,
+            partitions: 4,
+            queue_prefix: "ha.readings".into(),
+            heartbeat_secs: 5,
+            connect_timeout: Duration::from_secs(3),
+            publish_timeout: Duration::from_secs(10),
+            publish_channels: 2,
+            connection_name: "ha-pipeline".into(),
+        }
+    }
+}
+
+impl AmqpConfig {
+    /// The queue name of partition `p`.
+    pub fn queue_name(&self, p: u32) -> String {
+        format!("{}.{p}", self.queue_prefix)
+    }
+
+    /// Checks the settings; the message names the bad one.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.urls.is_empty() {
+            return Err("at least one broker URL is needed".into());
+        }
+        if self.partitions == 0 {
+            return Err("partitions must be at least 1".into());
+        }
+        if self.queue_prefix.is_empty() || self.queue_prefix.len() > 200 {
+            return Err("queue_prefix must be 1 to 200 characters".into());
+        }
+        if self.publish_channels == 0 {
+            return Err("publish_channels must be at least 1".into());
+        }
+        if self.heartbeat_secs == 0 {
+            return Err("heartbeat_secs must be at least 1".into());
+        }
+        if self.client_cert_file.is_some() != self.client_key_file.is_some() {
+            return Err("client_cert_file and client_key_file go together".into());
+        }
+        if self.ca_file.is_none() && self.urls.iter().any(|u| u.starts_with("amqps://")) {
+            return Err("amqps:// URLs need ca_file (the CA of the brokers' certificates)".into());
+        }
+        Ok(())
+    }
+}
