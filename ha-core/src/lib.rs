@@ -48,5 +48,6 @@ pub mod http;
 #[cfg(feature = "server")]
 pub mod ingest;
 pub mod queue;
+pub mod redact;
 pub mod store;
 pub mod wire;

@@ -80,6 +80,7 @@
 mod auth;
 mod config;
 mod handler;
+mod lifecycle;
 mod metrics;
 mod params;
 mod stream;

@@ -51,6 +51,20 @@ pub struct AnalyzerMetrics {
     /// Deliveries taken from the queue and not yet settled (in the batch
     /// being gathered or processed): what a crash now would hand back.
     pub unacked: Gauge,
+    /// Payload bytes of those deliveries (bounded by `max_unacked_bytes`).
+    pub unacked_bytes: Gauge,
+    /// Series (device, metric) held by the detector.
+    pub series: Gauge,
+    /// Series dropped (least recently used) to make room for new ones.
+    pub series_evicted: Counter,
+    /// Metric values stored but not analysed: their device was at its
+    /// metric-name cap, or the series cap was reached within a batch.
+    pub unanalysed: Counter,
+    /// Store writes refused with a permanent error (each try).
+    pub store_permanent_errors: Counter,
+    /// Messages dead-lettered because the store refused them every time
+    /// (also counted in `dead_lettered`).
+    pub dead_lettered_store: Counter,
 }
 
 impl AnalyzerMetrics {
@@ -77,6 +91,12 @@ impl AnalyzerMetrics {
             stale_devices: Gauge::default(),
             devices: Gauge::default(),
             unacked: Gauge::default(),
+            unacked_bytes: Gauge::default(),
+            series: Gauge::default(),
+            series_evicted: Counter::default(),
+            unanalysed: Counter::default(),
+            store_permanent_errors: Counter::default(),
+            dead_lettered_store: Counter::default(),
         };
         let r = registry;
         r.register(
@@ -178,6 +198,36 @@ impl AnalyzerMetrics {
             "ha_analyzer_unacked_deliveries",
             "Deliveries taken from the queue and not yet acknowledged",
             m.unacked.clone(),
+        );
+        r.register(
+            "ha_analyzer_unacked_bytes",
+            "Payload bytes of deliveries taken and not yet acknowledged",
+            m.unacked_bytes.clone(),
+        );
+        r.register(
+            "ha_analyzer_series",
+            "Series held by the detector",
+            m.series.clone(),
+        );
+        r.register(
+            "ha_analyzer_series_evicted",
+            "Series dropped to make room for new ones",
+            m.series_evicted.clone(),
+        );
+        r.register(
+            "ha_analyzer_unanalysed_values",
+            "Metric values stored but not analysed (series caps)",
+            m.unanalysed.clone(),
+        );
+        r.register(
+            "ha_analyzer_store_permanent_errors",
+            "Store writes refused with a permanent error",
+            m.store_permanent_errors.clone(),
+        );
+        r.register(
+            "ha_analyzer_dead_lettered_store",
+            "Messages dead-lettered after the store refused them every time",
+            m.dead_lettered_store.clone(),
         );
         m
     }

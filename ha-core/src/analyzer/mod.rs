@@ -34,10 +34,31 @@
 //! retried while the deliveries are held (so valid readings are never
 //! dead-lettered); then one `ack_up_to` settles the batch. A message that
 //! does not decode can never succeed and is rejected to the dead-letter
-//! queue.
+//! queue. When the store refuses a batch with a permanent error
+//! ([`StoreError::is_permanent`](crate::store::StoreError::is_permanent):
+//! SQLSTATE classes 22, 23, 42), its messages are written one by one and a
+//! message refused [`AnalyzerConfig::permanent_error_tries`] times is
+//! dead-lettered with the reason logged, so the partition moves on.
+//!
+//! ## Bounds against hostile input
+//!
+//! - Series: at most [`AnalyzerConfig::max_series`] per replica (least
+//!   recently used evicted in O(1)) and
+//!   [`AnalyzerConfig::max_metrics_per_device`] per device; readings of
+//!   series left out are stored, only not analysed. New series of a batch
+//!   are warm-started with one store query per 256
+//!   ([`Store::recent_values_many`]).
+//! - Bytes: workers stop pulling deliveries while the replica holds
+//!   [`AnalyzerConfig::max_unacked_bytes`]. RabbitMQ's prefetch counts
+//!   messages, so the client library may buffer up to `prefetch` further
+//!   messages per partition before they are pulled; keep
+//!   `prefetch × partitions × typical message size` within the budget.
 
 mod assignment;
+mod budget;
+mod lifecycle;
 mod metrics;
+mod series;
 mod worker;
 
 use std::collections::HashMap;
@@ -87,6 +108,23 @@ pub struct AnalyzerConfig {
     pub retention: Option<Duration>,
     /// Series untouched for this many batches of a partition are evicted.
     pub evict_after_batches: u64,
+    /// Most series held by the replica, split evenly among the queue's
+    /// partitions (so it holds even when one replica owns them all); the
+    /// least recently used series makes room for a new one. About 2 KB
+    /// each with the default detector (see docs/queue-and-store.md).
+    pub max_series: usize,
+    /// Most series held per device (distinct metric names analysed at
+    /// once). Values of a device's further metrics are stored but not
+    /// analysed (`ha_analyzer_unanalysed_values`).
+    pub max_metrics_per_device: usize,
+    /// Bytes of deliveries the replica holds unacknowledged, all partitions
+    /// together; workers stop pulling at the bound (exceeded by at most one
+    /// delivery per partition).
+    pub max_unacked_bytes: usize,
+    /// Writes of one message refused with a permanent store error
+    /// ([`StoreError::is_permanent`](crate::store::StoreError::is_permanent))
+    /// before it is dead-lettered.
+    pub permanent_error_tries: u32,
 }
 
 impl Default for AnalyzerConfig {
@@ -102,6 +140,10 @@ impl Default for AnalyzerConfig {
             lease_ttl: Duration::from_secs(5),
             retention: Some(Duration::from_secs(30 * 86_400)),
             evict_after_batches: 100_000,
+            max_series: 200_000,
+            max_metrics_per_device: 64,
+            max_unacked_bytes: 128 << 20,
+            permanent_error_tries: 3,
         }
     }
 }
@@ -115,6 +157,12 @@ impl AnalyzerConfig {
         }
         if self.batch_deliveries == 0 || self.prefetch == 0 {
             return Err("batch_deliveries and prefetch must be at least 1".into());
+        }
+        if self.max_series == 0 || self.max_metrics_per_device == 0 {
+            return Err("max_series and max_metrics_per_device must be at least 1".into());
+        }
+        if self.max_unacked_bytes == 0 || self.permanent_error_tries == 0 {
+            return Err("max_unacked_bytes and permanent_error_tries must be at least 1".into());
         }
         if self.lease_ttl <= self.heartbeat * 2 {
             return Err("lease_ttl must be more than twice the heartbeat".into());
@@ -138,6 +186,7 @@ struct Shared {
     registry: Registry,
     ready: AtomicBool,
     owned: std::sync::Mutex<Vec<u32>>,
+    budget: Arc<budget::ByteBudget>,
 }
 
 impl Analyzer {
@@ -150,8 +199,13 @@ impl Analyzer {
         config.validate()?;
         let mut registry = Registry::default();
         let metrics = AnalyzerMetrics::register(&mut registry);
+        let budget = Arc::new(budget::ByteBudget::new(
+            config.max_unacked_bytes,
+            metrics.unacked_bytes.clone(),
+        ));
         Ok(Analyzer {
             shared: Arc::new(Shared {
+                budget,
                 queue,
                 store,
                 config,

@@ -1,19 +1,22 @@
 //! One partition's consumer: batch, store, detect, ack.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ha_analysis::SeriesSet;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::Shared;
+use super::budget::Held;
+use super::series::{BoundedSeries, SeriesKey};
 use crate::queue::{Delivery, QueueError, Subscription};
-use crate::store::Anomaly;
+use crate::store::{Anomaly, StoreError};
 use crate::wire::{Envelope, EnvelopeError, Reading, Timestamp};
 
-type SeriesKey = (String, String);
+/// New series warm-started per store query.
+const WARM_START_CHUNK: usize = 256;
 
 /// Consumes `partition` until `stop` turns true (finishing the batch in
 /// hand) or the subscription is lost for good.
@@ -45,10 +48,13 @@ pub(super) async fn run_partition(
         // A fresh detector state for every subscription: while this replica
         // did not consume the partition, another one may have, so windows
         // are rebuilt from the store on first sight.
+        let cfg = &shared.config;
+        let max_series = (cfg.max_series / shared.queue.partitions().max(1) as usize).max(1);
         let mut worker = Worker {
             shared: shared.clone(),
             partition,
-            series: match SeriesSet::new(&shared.config.detector) {
+            series: match BoundedSeries::new(&cfg.detector, max_series, cfg.max_metrics_per_device)
+            {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::error!(error = %e, "Invalid detector configuration.");
@@ -58,6 +64,7 @@ pub(super) async fn run_partition(
             batches: 0,
             devices: HashMap::new(),
             stale: 0,
+            series_counted: 0,
         };
         match worker.consume(&mut sub, &mut stop).await {
             Ok(()) => break,
@@ -72,39 +79,14 @@ pub(super) async fn run_partition(
 struct Worker {
     shared: Arc<Shared>,
     partition: u32,
-    series: SeriesSet<SeriesKey>,
+    series: BoundedSeries,
     batches: u64,
     /// Newest `seq` and `ts` per device, for the gap and freshness metrics.
     devices: HashMap<String, (u64, Timestamp)>,
     /// This worker's share of the stale-devices gauge.
     stale: i64,
-}
-
-/// This batch's share of the unacked-deliveries gauge; given back when
-/// the batch is settled or abandoned (its deliveries then come back).
-struct Unacked {
-    gauge: prometheus_client::metrics::gauge::Gauge,
-    count: i64,
-}
-
-impl Unacked {
-    fn new(gauge: &prometheus_client::metrics::gauge::Gauge) -> Self {
-        Unacked {
-            gauge: gauge.clone(),
-            count: 0,
-        }
-    }
-
-    fn add(&mut self, n: i64) {
-        self.gauge.inc_by(n);
-        self.count += n;
-    }
-}
-
-impl Drop for Unacked {
-    fn drop(&mut self) {
-        self.gauge.dec_by(self.count);
-    }
+    /// This worker's share of the series gauge.
+    series_counted: i64,
 }
 
 /// A device silent for longer than this counts as stale.
@@ -115,6 +97,7 @@ impl Drop for Worker {
         let m = &self.shared.metrics;
         m.stale_devices.dec_by(self.stale);
         m.devices.dec_by(self.devices.len() as i64);
+        m.series.dec_by(self.series_counted);
     }
 }
 
@@ -125,28 +108,36 @@ impl Worker {
         sub: &mut Box<dyn Subscription>,
         stop: &mut watch::Receiver<bool>,
     ) -> Result<(), QueueError> {
+        let budget = self.shared.budget.clone();
         loop {
+            tokio::select! {
+                () = budget.wait_for_room() => {}
+                _ = stop.changed() => return Ok(()),
+            }
             let first = tokio::select! {
                 d = sub.next() => d?,
                 _ = stop.changed() => return Ok(()),
             };
             let started = Instant::now();
-            let mut unacked = Unacked::new(&self.shared.metrics.unacked);
-            unacked.add(1);
+            let mut held = Held::new(&budget, &self.shared.metrics.unacked);
+            held.add(first.payload.len());
             let mut batch = vec![first];
             let linger = tokio::time::sleep(self.shared.config.batch_linger);
             tokio::pin!(linger);
-            while batch.len() < self.shared.config.batch_deliveries {
+            // Stop pulling when the replica holds its bound of bytes.
+            while batch.len() < self.shared.config.batch_deliveries && budget.has_room() {
                 tokio::select! {
                     d = sub.next() => {
-                        batch.push(d?);
-                        unacked.add(1);
+                        let d = d?;
+                        held.add(d.payload.len());
+                        batch.push(d);
                     }
                     () = &mut linger => break,
                 }
             }
             let committed = self.process(batch, stop).await;
-            drop(unacked);
+            drop(held);
+            self.count_series();
             if !committed {
                 // Not acknowledged: the deliveries come back. Drop the
                 // detector state they already went through.
@@ -167,8 +158,18 @@ impl Worker {
                 if idle > 0 {
                     tracing::debug!(partition = self.partition, idle, "Evicted idle series.");
                 }
+                self.count_series();
             }
         }
+    }
+
+    /// Brings the shared series gauges up to date with this worker.
+    fn count_series(&mut self) {
+        let m = &self.shared.metrics;
+        let held = self.series.len() as i64;
+        m.series.inc_by(held - self.series_counted);
+        self.series_counted = held;
+        m.series_evicted.inc_by(self.series.take_evicted());
     }
 
     /// Stores, detects and acknowledges one batch. Returns false when the
@@ -179,15 +180,17 @@ impl Worker {
         let m = &shared.metrics;
         m.batch_size.observe(batch.len() as f64);
         let mut readings: Vec<Reading> = Vec::new();
-        let mut settle = Vec::with_capacity(batch.len());
+        // Each settled delivery with the range of its readings.
+        let mut settle: Vec<(Delivery, Range<usize>)> = Vec::with_capacity(batch.len());
         for d in batch {
             if d.redelivered {
                 m.redeliveries.inc();
             }
             match Envelope::decode(&d.payload) {
                 Ok(env) => {
+                    let from = readings.len();
                     readings.extend(env.readings);
-                    settle.push(d);
+                    settle.push((d, from..readings.len()));
                 }
                 Err(e @ EnvelopeError::Malformed(_)) => {
                     tracing::error!(partition = self.partition, error = %e, "Poison message: dead-lettering it.");
@@ -214,21 +217,83 @@ impl Worker {
             Some(a) => a,
             None => return false,
         };
-        if !self.write(&readings, &anomalies, stop).await {
-            return false;
+        match self.write(&readings, &anomalies, stop, 1).await {
+            Written::Yes => {}
+            Written::Stopped => return false,
+            Written::Never(e) => {
+                // Some message of the batch can never be written: find it
+                // by writing them one by one.
+                tracing::warn!(partition = self.partition, error = %e, "Store refused the batch; writing its messages one by one.");
+                return self
+                    .write_one_by_one(settle, &readings, &anomalies, stop)
+                    .await;
+            }
         }
         let newest = readings.iter().map(|r| r.ts).max();
         if let Some(ts) = newest {
             let lag = (Timestamp::now().unix_micros() - ts.unix_micros()) as f64 / 1e6;
             m.lag.set(lag.max(0.0));
         }
-        if let Some(last) = settle.pop()
+        if let Some((last, _)) = settle.pop()
             && let Err(e) = last.ack_up_to().await
         {
             // Committed but not acknowledged: it comes back and the store
             // absorbs the duplicate.
             tracing::warn!(partition = self.partition, error = %e, "Ack failed after commit.");
             return false;
+        }
+        true
+    }
+
+    /// After a permanent error on a whole batch: writes each message on its
+    /// own (with its anomalies), acknowledging those written and
+    /// dead-lettering those refused [`AnalyzerConfig::permanent_error_tries`]
+    /// times, so one bad message cannot stall the partition.
+    ///
+    /// [`AnalyzerConfig::permanent_error_tries`]: super::AnalyzerConfig::permanent_error_tries
+    async fn write_one_by_one(
+        &self,
+        settle: Vec<(Delivery, Range<usize>)>,
+        readings: &[Reading],
+        anomalies: &[Anomaly],
+        stop: &watch::Receiver<bool>,
+    ) -> bool {
+        let m = &self.shared.metrics;
+        let tries = self.shared.config.permanent_error_tries;
+        for (d, range) in settle {
+            let mine = &readings[range];
+            let keys: HashSet<(&str, u64)> =
+                mine.iter().map(|r| (r.device_id.as_str(), r.seq)).collect();
+            let theirs: Vec<Anomaly> = anomalies
+                .iter()
+                .filter(|a| keys.contains(&(a.device_id.as_str(), a.seq)))
+                .cloned()
+                .collect();
+            match self.write(mine, &theirs, stop, tries).await {
+                Written::Yes => {
+                    if let Err(e) = d.ack().await {
+                        tracing::warn!(partition = self.partition, error = %e, "Ack failed after commit.");
+                        return false;
+                    }
+                }
+                Written::Stopped => return false,
+                Written::Never(e) => {
+                    tracing::error!(
+                        partition = self.partition,
+                        tag = d.tag(),
+                        readings = mine.len(),
+                        tries,
+                        reason = %e,
+                        "Store refused the message every time: dead-lettering it."
+                    );
+                    m.dead_lettered.inc();
+                    m.dead_lettered_store.inc();
+                    if let Err(e) = d.nack(false).await {
+                        tracing::warn!(error = %e, "Dead-lettering failed; the message will come back.");
+                        return false;
+                    }
+                }
+            }
         }
         true
     }
@@ -266,37 +331,62 @@ impl Worker {
     }
 
     /// Feeds the detector in order, warm-starting unseen series from the
-    /// store first. `None` when stopped during a store outage.
+    /// store first (one query per [`WARM_START_CHUNK`] new series). Values
+    /// of series the bounds leave out are stored but not analysed.
+    /// `None` when stopped during a store outage.
     async fn detect(
         &mut self,
         readings: &[Reading],
         stop: &watch::Receiver<bool>,
     ) -> Option<Vec<Anomaly>> {
-        // The first seq of each unseen series in this batch.
-        let mut unseen: HashMap<SeriesKey, u64> = HashMap::new();
+        let m = &self.shared.metrics;
+        // The first seq of each unseen series in this batch, in order of
+        // first appearance.
+        let mut unseen: HashMap<SeriesKey, usize> = HashMap::new();
+        let mut admitted: Vec<(String, String, u64)> = Vec::new();
+        let room = self.series.max_series();
         for r in readings {
             for metric in &r.metrics {
                 let key = (r.device_id.clone(), metric.name.clone());
-                if !self.series.contains_key(&key) {
-                    let first = unseen.entry(key).or_insert(r.seq);
-                    *first = (*first).min(r.seq);
+                if self.series.contains(&key) {
+                    continue;
+                }
+                match unseen.get(&key) {
+                    Some(&i) if i < admitted.len() => {
+                        admitted[i].2 = admitted[i].2.min(r.seq);
+                    }
+                    Some(_) => {}
+                    None => {
+                        if admitted.len() < room && self.series.admit(&r.device_id) {
+                            unseen.insert(key, admitted.len());
+                            admitted.push((r.device_id.clone(), metric.name.clone(), r.seq));
+                        } else {
+                            unseen.insert(key, usize::MAX);
+                        }
+                    }
                 }
             }
         }
         let window = self.shared.config.detector.window as u32;
-        for ((device, metric), first_seq) in unseen {
-            let history = loop {
-                match self
-                    .shared
-                    .store
-                    .recent_values(&device, &metric, first_seq, window)
-                    .await
-                {
-                    Ok(h) => break h,
+        for chunk in admitted.chunks(WARM_START_CHUNK) {
+            let histories = loop {
+                match self.shared.store.recent_values_many(chunk, window).await {
+                    Ok(h) if h.len() == chunk.len() => break h,
+                    Ok(_) => {
+                        tracing::error!(
+                            "Store returned the wrong number of histories; starting the series empty."
+                        );
+                        break vec![Vec::new(); chunk.len()];
+                    }
                     Err(e) if e.is_transient() && !*stop.borrow() => {
-                        self.shared.metrics.store_retries.inc();
+                        m.store_retries.inc();
                         tracing::warn!(error = %e, "Reading history failed; retrying.");
                         tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                    Err(e) if e.is_permanent() => {
+                        // Never stall the partition on history.
+                        tracing::error!(error = %e, series = chunk.len(), "Reading history refused; starting the series empty.");
+                        break vec![Vec::new(); chunk.len()];
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "Reading history failed; giving the batch back.");
@@ -304,17 +394,23 @@ impl Worker {
                     }
                 }
             };
-            self.shared.metrics.warm_starts.inc();
-            if let Err(e) = self.series.warm_start((device, metric), history) {
-                tracing::warn!(error = %e, "Stored history unusable; starting the series empty.");
+            m.warm_starts.inc_by(chunk.len() as u64);
+            for ((device, metric, _), history) in chunk.iter().zip(histories) {
+                self.series
+                    .insert((device.clone(), metric.clone()), history);
             }
         }
         let detector = self.shared.config.detector.kind.as_str();
         let mut anomalies = Vec::new();
+        let mut unanalysed = 0u64;
         for r in readings {
             for metric in &r.metrics {
                 let key = (r.device_id.clone(), metric.name.clone());
-                let Ok(Some(verdict)) = self.series.feed(key, r.seq, metric.value) else {
+                if !self.series.contains(&key) {
+                    unanalysed += 1;
+                    continue;
+                }
+                let Some(verdict) = self.series.feed(key, r.seq, metric.value) else {
                     continue;
                 };
                 if let (true, Some(score)) = (verdict.is_anomaly, verdict.score) {
@@ -331,19 +427,24 @@ impl Worker {
                 }
             }
         }
+        m.unanalysed.inc_by(unanalysed);
         Some(anomalies)
     }
 
     /// Writes readings and anomalies in one transaction, retrying transient
-    /// errors while holding the deliveries. False when stopped first.
+    /// errors while holding the deliveries. A permanent error is tried
+    /// `tries` times in all, then reported; an error that is neither
+    /// (schema not ready) is retried slowly until stopped.
     async fn write(
         &self,
         readings: &[Reading],
         anomalies: &[Anomaly],
         stop: &watch::Receiver<bool>,
-    ) -> bool {
+        tries: u32,
+    ) -> Written {
         let m = &self.shared.metrics;
         let mut delay = Duration::from_millis(100);
+        let mut refused = 0u32;
         loop {
             match self.shared.store.write(readings, anomalies).await {
                 Ok(out) => {
@@ -358,11 +459,11 @@ impl Worker {
                             "Readings conflicting with stored ones were ignored."
                         );
                     }
-                    return true;
+                    return Written::Yes;
                 }
                 Err(e) if *stop.borrow() => {
                     tracing::warn!(error = %e, "Stopping during a store outage; the batch will be redelivered.");
-                    return false;
+                    return Written::Stopped;
                 }
                 Err(e) if e.is_transient() => {
                     m.store_retries.inc();
@@ -370,15 +471,32 @@ impl Worker {
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(5));
                 }
+                Err(e) if e.is_permanent() => {
+                    m.store_permanent_errors.inc();
+                    refused += 1;
+                    if refused >= tries {
+                        return Written::Never(e);
+                    }
+                    tracing::warn!(partition = self.partition, error = %e, refused, tries, "Store refused the write; trying again.");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
                 Err(e) => {
-                    // Not transient: this batch can never be written as is.
-                    // Rare by construction (ingest validated every reading);
-                    // keep the deliveries and retry slowly, loudly.
-                    tracing::error!(partition = self.partition, error = %e, "Store refused the batch; retrying in 5 s.");
+                    // Schema not ready: an operator migrates; keep the work.
+                    tracing::error!(partition = self.partition, error = %e, "Store cannot take the batch yet; retrying in 5 s.");
                     m.store_retries.inc();
                     tokio::time::sleep(Duration::from_secs(5)).await;
                 }
             }
         }
     }
+}
+
+/// How a write ended.
+enum Written {
+    Yes,
+    /// Stopped before it succeeded: give the deliveries back.
+    Stopped,
+    /// Refused with a permanent error every time.
+    Never(StoreError),
 }

@@ -112,6 +112,7 @@ macro_rules! store_conformance {
             writes_are_idempotent_and_conflicts_counted,
             anomalies_are_idempotent,
             recent_values_are_the_newest_in_seq_order,
+            recent_values_many_equals_one_query_per_series,
             anomalies_page_stably_under_concurrent_inserts,
             anomaly_filters_apply,
             readings_in_a_time_range,

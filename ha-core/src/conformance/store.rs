@@ -101,6 +101,36 @@ pub async fn anomalies_are_idempotent(store: Arc<dyn Store>) {
     assert!(page.next.is_none());
 }
 
+pub async fn recent_values_many_equals_one_query_per_series(store: Arc<dyn Store>) {
+    let batch: Vec<Reading> = (0..30u64)
+        .map(|s| reading("dev-m", s, 1000 + s as i64, &[("t", s as f64), ("u", 2.0)]))
+        .chain((0..5u64).map(|s| reading("dev-n", s, 1, &[("t", -(s as f64))])))
+        .collect();
+    store.write(&batch, &[]).await.unwrap();
+    let series: Vec<(String, String, u64)> = [
+        ("dev-m", "t", 20),
+        ("dev-m", "u", 3),
+        ("dev-n", "t", u64::MAX),
+        ("dev-m", "missing", 10),
+        ("dev-m", "t", 0),
+        ("dev-m", "t", 20),
+    ]
+    .iter()
+    .map(|(d, m, b)| (d.to_string(), m.to_string(), *b))
+    .collect();
+    let many = store.recent_values_many(&series, 4).await.unwrap();
+    assert_eq!(many.len(), series.len());
+    for ((d, m, b), got) in series.iter().zip(&many) {
+        assert_eq!(got, &store.recent_values(d, m, *b, 4).await.unwrap());
+    }
+    assert_eq!(
+        many[0],
+        vec![(16, 16.0), (17, 17.0), (18, 18.0), (19, 19.0)]
+    );
+    assert!(many[3].is_empty() && many[4].is_empty());
+    assert!(store.recent_values_many(&[], 4).await.unwrap().is_empty());
+}
+
 pub async fn recent_values_are_the_newest_in_seq_order(store: Arc<dyn Store>) {
     // Written out of order and in several batches, with a second metric and
     // a second device interleaved.

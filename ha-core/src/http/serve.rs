@@ -75,6 +75,10 @@ const REFUSING_AT_ONCE: usize = 64;
 pub struct ServeConfig {
     /// After the shutdown signal: how long open requests may take.
     pub drain: Duration,
+    /// For the services' `run`: after the shutdown signal, how long the
+    /// listener keeps accepting while readiness already answers `503`, so
+    /// load balancers stop routing here before connections are refused.
+    pub deregister_delay: Duration,
     /// Bound on a TLS handshake (`HA_HANDSHAKE_TIMEOUT`).
     pub handshake_timeout: Duration,
     /// A connection that sent bytes (or just connected) must complete a
@@ -93,6 +97,7 @@ impl Default for ServeConfig {
     fn default() -> Self {
         ServeConfig {
             drain: Duration::from_secs(20),
+            deregister_delay: Duration::from_secs(1),
             handshake_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(180),

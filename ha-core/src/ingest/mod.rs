@@ -52,6 +52,7 @@
 mod auth;
 mod batcher;
 mod handler;
+mod lifecycle;
 mod metrics;
 mod ratelimit;
 

@@ -104,4 +104,40 @@ impl StoreError {
     pub fn is_denied(&self) -> bool {
         self.kind() == StoreErrorKind::Denied
     }
+
+    /// Whether the same request can never succeed, however often it is
+    /// retried: the data or the query is at fault (PostgreSQL SQLSTATE
+    /// classes 22, 23 and 42). The analyzer dead-letters a message that
+    /// keeps failing this way instead of stalling its partition.
+    /// [`Schema`](StoreError::Schema) is neither transient nor permanent:
+    /// an operator fixes it by migrating, so the work is kept.
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self.kind(),
+            StoreErrorKind::Invalid | StoreErrorKind::InvalidQuery
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StoreError;
+
+    #[test]
+    fn every_error_is_at_most_one_of_transient_and_permanent() {
+        let all = [
+            StoreError::Unavailable(String::new()),
+            StoreError::Invalid(String::new()),
+            StoreError::InvalidQuery(String::new()),
+            StoreError::Schema(String::new()),
+        ];
+        let kinds: Vec<(bool, bool)> = all
+            .iter()
+            .map(|e| (e.is_transient(), e.is_permanent()))
+            .collect();
+        assert_eq!(
+            kinds,
+            [(true, false), (false, true), (false, true), (false, false)]
+        );
+    }
 }

@@ -20,6 +20,20 @@ type Key = (String, u64, String);
 #[derive(Clone, Default)]
 pub struct MemoryStore {
     inner: Arc<Mutex<Tables>>,
+    failure: Arc<Mutex<Option<WriteFailure>>>,
+}
+
+/// A failure [`MemoryStore::set_write_failure`] injects into writes, for
+/// testing how callers handle each class of error.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WriteFailure {
+    /// `true`: [`StoreError::Invalid`] (permanent, like SQLSTATE class 22);
+    /// `false`: [`StoreError::Unavailable`] (transient, like a lost
+    /// connection).
+    pub permanent: bool,
+    /// Only writes holding a reading of this device fail; `None`: every
+    /// write.
+    pub device_id: Option<String>,
 }
 
 #[derive(Default)]
@@ -42,6 +56,26 @@ impl MemoryStore {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Makes matching writes fail (nothing of them is stored) until called
+    /// again with `None`.
+    pub fn set_write_failure(&self, failure: Option<WriteFailure>) {
+        *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = failure;
+    }
+
+    fn injected_failure(&self, readings: &[Reading]) -> Option<StoreError> {
+        let failure = self.failure.lock().unwrap_or_else(|p| p.into_inner());
+        let f = failure.as_ref()?;
+        let hit = match &f.device_id {
+            None => true,
+            Some(d) => readings.iter().any(|r| &r.device_id == d),
+        };
+        match (hit, f.permanent) {
+            (false, _) => None,
+            (true, true) => Some(StoreError::Invalid("injected permanent failure".into())),
+            (true, false) => Some(StoreError::Unavailable("injected transient failure".into())),
+        }
+    }
+
     /// Number of stored metric rows.
     pub fn reading_rows(&self) -> usize {
         self.tables().readings.len()
@@ -60,6 +94,27 @@ fn device_range(device_id: &str) -> (Bound<Key>, Bound<Key>) {
     )
 }
 
+fn recent_in(
+    t: &Tables,
+    device_id: &str,
+    metric: &str,
+    before_seq: u64,
+    limit: u32,
+) -> Vec<(u64, f64)> {
+    let (lo, _) = device_range(device_id);
+    let hi = Bound::Excluded((device_id.to_owned(), before_seq, String::new()));
+    let mut out: Vec<(u64, f64)> = t
+        .readings
+        .range((lo, hi))
+        .rev()
+        .filter(|((_, _, m), _)| m == metric)
+        .take(limit as usize)
+        .map(|((_, seq, _), (_, v))| (*seq, *v))
+        .collect();
+    out.reverse();
+    out
+}
+
 #[async_trait]
 impl Store for MemoryStore {
     async fn write(
@@ -67,6 +122,9 @@ impl Store for MemoryStore {
         readings: &[Reading],
         anomalies: &[Anomaly],
     ) -> Result<WriteOutcome, StoreError> {
+        if let Some(e) = self.injected_failure(readings) {
+            return Err(e);
+        }
         for r in readings {
             if r.seq > crate::wire::MAX_SEQ {
                 return Err(StoreError::Invalid(format!("seq {} out of range", r.seq)));
@@ -106,19 +164,25 @@ impl Store for MemoryStore {
         before_seq: u64,
         limit: u32,
     ) -> Result<Vec<(u64, f64)>, StoreError> {
+        Ok(recent_in(
+            &self.tables(),
+            device_id,
+            metric,
+            before_seq,
+            limit,
+        ))
+    }
+
+    async fn recent_values_many(
+        &self,
+        series: &[(String, String, u64)],
+        limit: u32,
+    ) -> Result<Vec<Vec<(u64, f64)>>, StoreError> {
         let t = self.tables();
-        let (lo, _) = device_range(device_id);
-        let hi = Bound::Excluded((device_id.to_owned(), before_seq, String::new()));
-        let mut out: Vec<(u64, f64)> = t
-            .readings
-            .range((lo, hi))
-            .rev()
-            .filter(|((_, _, m), _)| m == metric)
-            .take(limit as usize)
-            .map(|((_, seq, _), (_, v))| (*seq, *v))
-            .collect();
-        out.reverse();
-        Ok(out)
+        Ok(series
+            .iter()
+            .map(|(device, metric, before)| recent_in(&t, device, metric, *before, limit))
+            .collect())
     }
 
     async fn anomalies(&self, query: &AnomalyQuery) -> Result<Page<Anomaly>, StoreError> {

@@ -26,7 +26,7 @@ use async_trait::async_trait;
 use crate::wire::{Reading, Timestamp};
 
 pub use error::{StoreError, StoreErrorKind};
-pub use memory::MemoryStore;
+pub use memory::{MemoryStore, WriteFailure};
 pub use types::{
     Anomaly, AnomalyCursor, AnomalyQuery, DeviceStatus, Page, ReadingQuery, SeqGap, StoredValue,
     WriteOutcome,
@@ -60,6 +60,31 @@ pub trait Store: Send + Sync + 'static {
         before_seq: u64,
         limit: u32,
     ) -> Result<Vec<(u64, f64)>, StoreError>;
+
+    /// [`recent_values`](Self::recent_values) for many series at once:
+    /// entry `i` of the result is the history of `series[i]`
+    /// (`(device_id, metric, before_seq)`), each at most `limit` values.
+    /// Analyzers warm-start every new series of a batch with one call.
+    ///
+    /// The default runs the single-series query for each, a few at a time;
+    /// backends override it with one round trip.
+    async fn recent_values_many(
+        &self,
+        series: &[(String, String, u64)],
+        limit: u32,
+    ) -> Result<Vec<Vec<(u64, f64)>>, StoreError> {
+        let mut out = Vec::with_capacity(series.len());
+        for chunk in series.chunks(4) {
+            let mut queries = Vec::with_capacity(chunk.len());
+            for (device, metric, before) in chunk {
+                queries.push(self.recent_values(device, metric, *before, limit));
+            }
+            for history in futures_util::future::join_all(queries).await {
+                out.push(history?);
+            }
+        }
+        Ok(out)
+    }
 
     /// One page of anomalies matching `query`, newest first (by `ts`, then
     /// device, seq, metric, all descending). Pagination is keyset-based:

@@ -74,15 +74,11 @@ async fn main() -> ExitCode {
             ..AlertsConfig::default()
         },
     );
-    let draining = alerts.clone();
-    service::serve_until_signal(
+    service::run_until_signal(
         "alerts-api",
         args.listen,
-        alerts.router(),
-        None,
-        move || draining.drain(),
-        &args.common.serve_config(),
-        alerts.connection_metrics(),
+        &args.common,
+        |listener, shutdown, config| async move { alerts.run(listener, None, shutdown, &config).await },
     )
     .await
 }

@@ -50,6 +50,23 @@ struct Args {
     /// Unacknowledged deliveries per partition.
     #[arg(long, env = "HA_PREFETCH", default_value_t = 2000)]
     prefetch: u16,
+    /// Bytes of deliveries held unacknowledged by this replica, all
+    /// partitions together: pulling stops at the bound. The client library
+    /// may buffer `prefetch` more messages per partition on top.
+    #[arg(long, env = "HA_MAX_UNACKED_BYTES", default_value_t = 128 << 20)]
+    max_unacked_bytes: usize,
+    /// Most (device, metric) series held by this replica (about 2 KB each
+    /// with the default window); the least recently used makes room.
+    #[arg(long, env = "HA_MAX_SERIES", default_value_t = 200_000)]
+    max_series: usize,
+    /// Most metric names analysed per device at a time; values of further
+    /// names are stored but not analysed.
+    #[arg(long, env = "HA_MAX_METRICS_PER_DEVICE", default_value_t = 64)]
+    max_metrics_per_device: usize,
+    /// Writes of a message the database refuses with a permanent error
+    /// (SQLSTATE class 22, 23 or 42) before it is dead-lettered.
+    #[arg(long, env = "HA_PERMANENT_ERROR_TRIES", default_value_t = 3)]
+    permanent_error_tries: u32,
     /// Database connections.
     #[arg(long, env = "HA_DB_POOL", default_value_t = 4)]
     db_pool: usize,
@@ -80,6 +97,10 @@ async fn main() -> ExitCode {
         member_id,
         detector: args.detector.config(),
         prefetch: args.prefetch,
+        max_unacked_bytes: args.max_unacked_bytes,
+        max_series: args.max_series,
+        max_metrics_per_device: args.max_metrics_per_device,
+        permanent_error_tries: args.permanent_error_tries,
         batch_deliveries: args.batch_size,
         retention: (!args.retention.is_zero()).then_some(args.retention),
         ..AnalyzerConfig::default()
@@ -114,39 +135,11 @@ async fn main() -> ExitCode {
             }
         }
     }
-    let listener = match service::listen("analyzer", args.listen).await {
-        Ok(l) => l,
-        Err(e) => {
-            return service::config_error(
-                "analyzer",
-                format!("cannot listen on {}: {e}", args.listen),
-            );
-        }
-    };
-    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
-    let analyzer_router = analyzer.router();
-    let probes = ha_core::http::ServeConfig {
-        drain: Duration::from_secs(1),
-        ..args.common.serve_config()
-    };
-    let http = tokio::spawn(async move {
-        ha_core::http::serve_with(
-            listener,
-            analyzer_router,
-            None,
-            async {
-                let _ = http_stopped.await;
-            },
-            &probes,
-            ha_core::http::ConnectionMetrics::default(),
-        )
-        .await
-    });
-    analyzer
-        .run(service::shutdown_signal(), args.common.drain_timeout)
-        .await;
-    let _ = stop_http.send(());
-    let _ = http.await;
-    tracing::info!("Stopped; bye.");
-    ExitCode::SUCCESS
+    service::run_until_signal(
+        "analyzer",
+        args.listen,
+        &args.common,
+        |probes, shutdown, config| async move { analyzer.serve(probes, shutdown, &config).await },
+    )
+    .await
 }

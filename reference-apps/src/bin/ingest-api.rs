@@ -150,29 +150,11 @@ async fn main() -> ExitCode {
         return service::config_error("ingest-api", e);
     }
     let ingest = IngestService::new(queue, config);
-    let draining = ingest.clone();
-    let code = service::serve_until_signal(
+    service::run_until_signal(
         "ingest-api",
         args.listen,
-        ingest.router(),
-        tls,
-        move || draining.drain(),
-        &args.common.serve_config(),
-        ingest.connection_metrics(),
+        &args.common,
+        |listener, shutdown, config| async move { ingest.run(listener, tls, shutdown, &config).await },
     )
-    .await;
-    // The server waited for open requests; publish whatever a request that
-    // hung up left with the batchers. Each publish is bounded by
-    // --publish-timeout; the extra bound guards a broker that never answers.
-    let flush = args.publish_timeout + Duration::from_secs(1);
-    if tokio::time::timeout(flush, ingest.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::error!(
-            ?flush,
-            "Batchers did not finish publishing in time; unconfirmed readings were not acknowledged."
-        );
-    }
-    code
+    .await
 }

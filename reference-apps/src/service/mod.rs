@@ -71,6 +71,7 @@ impl CommonArgs {
     pub fn serve_config(&self) -> ha_core::http::ServeConfig {
         ha_core::http::ServeConfig {
             drain: self.drain_timeout,
+            deregister_delay: std::time::Duration::from_secs(1),
             handshake_timeout: self.http.handshake_timeout,
             header_read_timeout: self.http.header_read_timeout,
             idle_timeout: self.http.idle_timeout,
@@ -220,19 +221,20 @@ pub async fn listen(what: &str, addr: SocketAddr) -> std::io::Result<tokio::net:
     Ok(listener)
 }
 
-/// Serves `router` on `addr` until SIGTERM/Ctrl-C, then calls `drain`
-/// (readiness turns false), waits a second for load balancers to notice,
-/// stops accepting and lets open requests finish within `config.drain`.
-/// Returns the process exit code.
-pub async fn serve_until_signal(
+/// Binds `addr` and runs a service's `run` with a shutdown future for
+/// SIGTERM/Ctrl-C and the server settings of `common`; returns the exit
+/// code (64 for a bad setting or an address that cannot be bound).
+pub async fn run_until_signal<F, Fut>(
     program: &str,
     addr: SocketAddr,
-    router: axum::Router,
-    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
-    drain: impl FnOnce() + Send + 'static,
-    config: &ha_core::http::ServeConfig,
-    metrics: ha_core::http::ConnectionMetrics,
-) -> ExitCode {
+    common: &CommonArgs,
+    run: F,
+) -> ExitCode
+where
+    F: FnOnce(tokio::net::TcpListener, BoxedShutdown, ha_core::http::ServeConfig) -> Fut,
+    Fut: std::future::Future<Output = Result<(), ha_core::http::ServeError>>,
+{
+    let config = common.serve_config();
     if let Err(e) = config.validate() {
         return config_error(program, e);
     }
@@ -240,12 +242,7 @@ pub async fn serve_until_signal(
         Ok(l) => l,
         Err(e) => return config_error(program, format!("cannot listen on {addr}: {e}")),
     };
-    let shutdown = async move {
-        shutdown_signal().await;
-        drain();
-        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-    };
-    match ha_core::http::serve_with(listener, router, tls, shutdown, config, metrics).await {
+    match run(listener, Box::pin(shutdown_signal()), config).await {
         Ok(()) => {
             tracing::info!("Drained; bye.");
             ExitCode::SUCCESS
@@ -256,6 +253,9 @@ pub async fn serve_until_signal(
         }
     }
 }
+
+/// The shutdown future [`run_until_signal`] passes to a service.
+pub type BoxedShutdown = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 /// Prints a configuration error and returns exit code 64.
 pub fn config_error(program: &str, message: impl std::fmt::Display) -> ExitCode {

@@ -3,8 +3,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Settings of an [`AmqpQueue`](super::AmqpQueue).
-#[derive(Clone, Debug)]
+/// Settings of an [`AmqpQueue`](super::AmqpQueue). `Debug` hides the
+/// URLs' passwords.
+#[derive(Clone)]
 pub struct AmqpConfig {
     /// Broker URLs (`amqp://user:pass@host:5672/%2f`, or `amqps://...:5671`
     /// for TLS), tried in order; on connection loss the list is tried again
@@ -35,6 +36,25 @@ pub struct AmqpConfig {
     pub publish_channels: usize,
     /// Shown in the broker's connection list (`-publish`/`-consume` appended).
     pub connection_name: String,
+}
+
+impl std::fmt::Debug for AmqpConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let urls: Vec<String> = self.urls.iter().map(|u| crate::redact::url(u)).collect();
+        f.debug_struct("AmqpConfig")
+            .field("urls", &urls)
+            .field("ca_file", &self.ca_file)
+            .field("client_cert_file", &self.client_cert_file)
+            .field("client_key_file", &self.client_key_file)
+            .field("partitions", &self.partitions)
+            .field("queue_prefix", &self.queue_prefix)
+            .field("heartbeat_secs", &self.heartbeat_secs)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("publish_timeout", &self.publish_timeout)
+            .field("publish_channels", &self.publish_channels)
+            .field("connection_name", &self.connection_name)
+            .finish()
+    }
 }
 
 impl Default for AmqpConfig {
@@ -85,5 +105,24 @@ impl AmqpConfig {
             return Err("amqps:// URLs need ca_file (the CA of the brokers' certificates)".into());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AmqpConfig;
+
+    #[test]
+    fn debug_hides_the_passwords() {
+        let c = AmqpConfig {
+            urls: vec!["amqps://ingest:Pa55word@rabbit:5671/%2f".into()],
+            ..AmqpConfig::default()
+        };
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("Pa55word"), "{shown}");
+        assert!(
+            shown.contains("amqps://ingest:***@rabbit:5671/%2f"),
+            "{shown}"
+        );
     }
 }

@@ -66,9 +66,21 @@ pub(super) fn kind(e: &tokio_postgres::Error) -> StoreErrorKind {
     match class(code) {
         // Data exceptions and integrity violations: this data never fits.
         "22" | "23" => StoreErrorKind::Invalid,
-        // Undefined table/column and other syntax errors: the schema is
-        // not migrated.
-        "42" => StoreErrorKind::Schema,
+        // An undefined table, column or function: the schema is not
+        // migrated yet, which an operator mends (the work is kept).
+        "42" if [
+            SqlState::UNDEFINED_TABLE,
+            SqlState::UNDEFINED_COLUMN,
+            SqlState::UNDEFINED_FUNCTION,
+            SqlState::INVALID_SCHEMA_NAME,
+        ]
+        .contains(code) =>
+        {
+            StoreErrorKind::Schema
+        }
+        // Any other syntax or access rule error: this statement with this
+        // data never succeeds (the analyzer dead-letters it after a few tries).
+        "42" => StoreErrorKind::InvalidQuery,
         // Invalid authorization specification: wrong user or password.
         "28" => StoreErrorKind::Denied,
         _ => StoreErrorKind::Unavailable,

@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-/// Settings of a [`PostgresStore`](super::PostgresStore).
-#[derive(Clone, Debug)]
+/// Settings of a [`PostgresStore`](super::PostgresStore). `Debug` hides
+/// the URL's password.
+#[derive(Clone)]
 pub struct PostgresConfig {
     /// `postgres://user:password@host:port/database?sslmode=verify-full`
     /// (key-value strings work too). `sslmode` is one of `disable`,
@@ -36,6 +37,21 @@ pub struct PostgresConfig {
     pub connect_timeout: Duration,
     /// Attempts for one operation on transient errors (first try included).
     pub attempts: u32,
+}
+
+impl fmt::Debug for PostgresConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresConfig")
+            .field("url", &crate::redact::url(&self.url))
+            .field("ca_file", &self.ca_file)
+            .field("client_cert_file", &self.client_cert_file)
+            .field("client_key_file", &self.client_key_file)
+            .field("schema", &self.schema)
+            .field("pool_size", &self.pool_size)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("attempts", &self.attempts)
+            .finish()
+    }
 }
 
 impl Default for PostgresConfig {
@@ -261,6 +277,17 @@ pub(super) fn valid_identifier(s: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn debug_hides_the_password() {
+        let c = PostgresConfig {
+            url: "postgres://ha_writer:Pa55word@db:5432/ha?sslmode=verify-full".into(),
+            ..PostgresConfig::default()
+        };
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("Pa55word"), "{shown}");
+        assert!(shown.contains("ha_writer:***@db:5432/ha"), "{shown}");
+    }
     use super::*;
 
     #[test]
