@@ -3,6 +3,10 @@
 //! 100,000 series.
 //!
 //! `cargo bench -p ha-analysis -- --warm-up-time 1 --measurement-time 3`
+#![allow(
+    clippy::unwrap_used,
+    reason = "benchmark set-up on fixed inputs: a failure aborts the run"
+)]
 
 #[path = "../tests/support/mod.rs"]
 mod support;

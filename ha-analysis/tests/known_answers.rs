@@ -3,6 +3,10 @@
 //! with an independent naive implementation of the contract.
 //!
 //! `cargo test -p ha-analysis --test known_answers`
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a failed unwrap is a failed test"
+)]
 
 mod support;
 

@@ -4,6 +4,10 @@
 //! derived from this figure (docs/queue-and-store.md). One test in this binary,
 //! so nothing else allocates meanwhile.
 #![cfg(target_os = "linux")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a failed unwrap is a failed test"
+)]
 
 use ha_analysis::{DetectorConfig, SeriesSet};
 

@@ -5,6 +5,10 @@
 //! recompute. Prints a table; asserts only on the library.
 //!
 //! `cargo test --release -p ha-analysis --test stability_measurement -- --nocapture`
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a failed unwrap is a failed test"
+)]
 
 mod support;
 

@@ -2,6 +2,10 @@
 //! operator auth, filters, pagination, bad parameters, readings, device
 //! health, the live stream, probes, metrics and the OpenAPI document.
 #![cfg(feature = "server")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a failed unwrap is a failed test"
+)]
 
 use std::collections::HashSet;
 use std::sync::Arc;

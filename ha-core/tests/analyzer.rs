@@ -2,6 +2,10 @@
 //! with warm start, balance across replicas, failover, poison messages and
 //! store outages.
 #![cfg(feature = "server")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a failed unwrap is a failed test"
+)]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};

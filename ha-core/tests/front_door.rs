@@ -6,7 +6,10 @@
 //! Timeouts here are short so the tests are quick, but every wait is for a
 //! condition (a closed socket, an answer) with a generous bound, never a
 //! sleep that must be "long enough".
-
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a failed unwrap is a failed test"
+)]
 #![cfg(feature = "server")]
 
 use std::io::{Read, Write};

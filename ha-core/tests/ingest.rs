@@ -2,6 +2,10 @@
 //! request gets its documented status, nothing is enqueued, the service
 //! stays healthy), the check order, backpressure and draining.
 #![cfg(feature = "server")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a failed unwrap is a failed test"
+)]
 
 use std::sync::Arc;
 use std::time::Duration;

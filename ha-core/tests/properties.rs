@@ -6,7 +6,10 @@
 //! `cargo test -p ha-core --all-features --test properties`; raise the
 //! number of cases with `PROPTEST_CASES=100000` for a long run. The
 //! coverage-guided counterpart for nightly users is `fuzz/` (cargo-fuzz).
-
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a failed unwrap is a failed test"
+)]
 #![cfg(feature = "server")]
 
 use std::time::Duration;

@@ -1,6 +1,10 @@
 //! The queue conformance suite against a real RabbitMQ (quorum queues,
 //! the poison-message policy set by `scripts/test`).
 #![cfg(feature = "rabbitmq")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a failed unwrap is a failed test"
+)]
 
 use std::sync::{Arc, Mutex};
 

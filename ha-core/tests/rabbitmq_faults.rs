@@ -6,6 +6,7 @@
 
 use std::collections::HashSet;
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,9 +18,19 @@ use ha_core::store::postgres::{PostgresConfig, PostgresStore};
 use ha_core::wire::Envelope;
 
 const PUBLISHERS: u64 = 8;
-const BATCHES: u64 = 100;
 const BATCH: u64 = 100;
 const PARTITIONS: u32 = 2;
+/// The publishers run until the kill is observed, within these caps (a
+/// busy machine may take seconds to run `rabbitmqctl`): at most 400,000
+/// messages in all, at most 3 minutes.
+const MAX_BATCHES: u64 = 500;
+const MAX_PUBLISHING: Duration = Duration::from_secs(180);
+/// Confirmed before the kill, and again after the reconnect.
+const WARM_UP: usize = 4_000;
+const AFTER_KILL: usize = 2_000;
+/// How long each phase (warm-up, the kill landing, publishing resuming) may
+/// take before the test fails saying which did not happen.
+const PHASE_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn rabbitmqctl(ctl: &str, args: &[&str]) -> String {
     let out = Command::new(ctl)
@@ -80,17 +91,29 @@ async fn publishes_survive_a_killed_connection() {
         pids[0].clone()
     };
 
-    // Publishers: each message is one reading, so a message is a key.
+    // Publishers: each message is one reading, so a message is a key. They
+    // publish until told to stop (or a cap), so the kill always lands
+    // mid-stream however slowly `rabbitmqctl` runs.
     let confirmed: Arc<Mutex<Vec<(String, u64)>>> = Arc::default();
     let failed_calls = Arc::new(Mutex::new(0u64));
+    let stop = Arc::new(AtomicBool::new(false));
+    let publishing_deadline = tokio::time::Instant::now() + MAX_PUBLISHING;
     let mut tasks = Vec::new();
     for w in 0..PUBLISHERS {
-        let (queue, confirmed, failed_calls) =
-            (queue.clone(), confirmed.clone(), failed_calls.clone());
+        let (queue, confirmed, failed_calls, stop) = (
+            queue.clone(),
+            confirmed.clone(),
+            failed_calls.clone(),
+            stop.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             let device = format!("dev-{w}");
             let partition = partition_for(&device, PARTITIONS);
-            for b in 0..BATCHES {
+            for b in 0..MAX_BATCHES {
+                if stop.load(Ordering::Relaxed) || tokio::time::Instant::now() > publishing_deadline
+                {
+                    return;
+                }
                 let seqs: Vec<u64> = (b * BATCH..(b + 1) * BATCH).collect();
                 let messages = seqs
                     .iter()
@@ -118,35 +141,43 @@ async fn publishes_survive_a_killed_connection() {
             }
         }));
     }
+    let confirmed_len = || confirmed.lock().unwrap().len();
+    let publishing = |tasks: &[tokio::task::JoinHandle<()>]| tasks.iter().any(|t| !t.is_finished());
 
     // Kill the publishing connection mid-stream, under load.
-    let total = PUBLISHERS * BATCHES * BATCH;
-    loop {
-        let done = confirmed.lock().unwrap().len() as u64;
-        assert!(
-            done < total / 2,
-            "the load ended before the fault could land"
-        );
-        if done >= total / 20 && queue.unconfirmed() >= 100 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    wait_for(
+        "the warm-up: 4,000 confirmed and at least 100 publishes in flight",
+        || confirmed_len() >= WARM_UP && queue.unconfirmed() >= 100,
+        || publishing(&tasks),
+    )
+    .await;
     let unconfirmed_before = queue.unconfirmed();
     let republished_before = queue.republished();
     let ctl2 = ctl.clone();
+    let pid = publisher_pid.clone();
     tokio::task::spawn_blocking(move || {
         rabbitmqctl(
             &ctl2,
-            &[
-                "close_connection",
-                &publisher_pid,
-                "test: simulated broker failure",
-            ],
+            &["close_connection", &pid, "test: simulated broker failure"],
         )
     })
     .await
     .unwrap();
+    // The kill has landed once the queue republishes what it had in flight.
+    wait_for(
+        "the kill to land (a republish after rabbitmqctl close_connection)",
+        || queue.republished() > republished_before,
+        || publishing(&tasks),
+    )
+    .await;
+    let at_kill = confirmed_len();
+    wait_for(
+        "publishing to resume on the new connection (2,000 more confirmed)",
+        || confirmed_len() >= at_kill + AFTER_KILL,
+        || publishing(&tasks),
+    )
+    .await;
+    stop.store(true, Ordering::Relaxed);
     for t in tasks {
         t.await.unwrap();
     }
@@ -154,8 +185,9 @@ async fn publishes_survive_a_killed_connection() {
     let confirmed: Vec<(String, u64)> = confirmed.lock().unwrap().clone();
     let failed_calls = *failed_calls.lock().unwrap();
     eprintln!(
-        "kill landed with {unconfirmed_before} publishes unconfirmed just before it; \
-         {republished} republished after it; {} of {total} confirmed; {failed_calls} publish calls failed",
+        "kill of {publisher_pid} landed with {unconfirmed_before} publishes unconfirmed just before it; \
+         {republished} republished after it; {} confirmed ({at_kill} when the kill was observed); \
+         {failed_calls} publish calls failed",
         confirmed.len()
     );
     assert!(
@@ -237,6 +269,24 @@ async fn publishes_survive_a_killed_connection() {
         seen.len(),
         deliveries - seen.len() as u64
     );
+}
+
+/// Polls `done` every 10 ms until it holds; fails naming `what` when
+/// [`PHASE_TIMEOUT`] passes first or when the publishers stopped (their
+/// cap) before it held.
+async fn wait_for(what: &str, done: impl Fn() -> bool, publishing: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + PHASE_TIMEOUT;
+    while !done() {
+        assert!(
+            publishing(),
+            "the publishers reached their cap ({MAX_BATCHES} batches each or {MAX_PUBLISHING:?}) before {what}"
+        );
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "waited {PHASE_TIMEOUT:?} for {what}; it did not happen"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// Up to `max` deliveries: waits for the first, then takes what arrives

@@ -4,6 +4,39 @@
 //! API (`POST /v1/readings`) over HTTPS, never loses a reading while it has
 //! room to keep it, and never floods a recovering server.
 //!
+//! ## Example
+//!
+//! ```no_run
+//! use ha_core::wire::{Metric, Reading, Timestamp};
+//! use ha_device_client::{BufferLimits, Client, ClientConfig, Event, FileBuffer};
+//!
+//! # async fn run() -> Result<(), ha_device_client::Error> {
+//! let config = ClientConfig::new("https://ingest.example:8443", "dev-00001", "9f86d0818")
+//!     .with_ca_file("/etc/ha/ca.pem")
+//!     .with_event_callback(|e| {
+//!         if let Event::Retry { attempt, delay, cause } = e {
+//!             eprintln!("retry {attempt} in {delay:?} ({cause})");
+//!         }
+//!     });
+//! let buffer = FileBuffer::open("/var/lib/ha/readings.log", BufferLimits::default())?;
+//! let mut client = Client::new(config, buffer)?;
+//! for seq in 0.. {
+//!     client.push(Reading {
+//!         device_id: "dev-00001".into(),
+//!         seq,
+//!         ts: Timestamp::now(),
+//!         metrics: vec![Metric::new("pulse", 72.0)],
+//!     })?;
+//!     if let Err(e) = client.flush().await {
+//!         // The readings stay buffered; the next flush tries again.
+//!         eprintln!("send failed: {e}");
+//!     }
+//!     tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! - **Transport**: HTTP/1.1 keep-alive on one reused connection, rustls
 //!   with the *ring* provider (no OpenSSL, no aws-lc), custom CA bundle,
 //!   optional client certificate (mTLS), optional local source address,
@@ -40,39 +73,6 @@
 //! without an async runtime. (A host name in the URL is resolved with
 //! tokio's `lookup_host`, which runs the system resolver on tokio's
 //! blocking pool; an IP literal needs no resolution.)
-//!
-//! ## Example
-//!
-//! ```no_run
-//! use ha_core::wire::{Metric, Reading, Timestamp};
-//! use ha_device_client::{BufferLimits, Client, ClientConfig, Event, FileBuffer};
-//!
-//! # async fn run() -> Result<(), ha_device_client::Error> {
-//! let config = ClientConfig::new("https://ingest.example:8443", "dev-00001", "9f86d0818")
-//!     .with_ca_file("/etc/ha/ca.pem")
-//!     .with_event_callback(|e| {
-//!         if let Event::Retry { attempt, delay, cause } = e {
-//!             eprintln!("retry {attempt} in {delay:?} ({cause})");
-//!         }
-//!     });
-//! let buffer = FileBuffer::open("/var/lib/ha/readings.log", BufferLimits::default())?;
-//! let mut client = Client::new(config, buffer)?;
-//! for seq in 0.. {
-//!     client.push(Reading {
-//!         device_id: "dev-00001".into(),
-//!         seq,
-//!         ts: Timestamp::now(),
-//!         metrics: vec![Metric::new("pulse", 72.0)],
-//!     })?;
-//!     if let Err(e) = client.flush().await {
-//!         // The readings stay buffered; the next flush tries again.
-//!         eprintln!("send failed: {e}");
-//!     }
-//!     tokio::time::sleep(std::time::Duration::from_secs(10)).await;
-//! }
-//! # Ok(())
-//! # }
-//! ```
 //!
 //! ## Many devices over few connections
 //!
@@ -137,10 +137,6 @@
 //! | `transport` | [`ConnectOptions`] (`options.rs`), the endpoint, opening connections (`connector.rs`, `tls.rs`), one exchange (`conn.rs`, `response.rs`), [`ConnectionPool`] (`pool.rs`), a client's `Transport` | `config`, `error`, `event` |
 //! | `config` | [`ClientConfig`] | `transport` (options, pool), `retry`, `event` |
 //! | `client` | [`Client`] | all of the above |
-
-#![forbid(unsafe_code)]
-#![warn(missing_docs)]
-#![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 #[cfg(feature = "blocking")]
 pub mod blocking;

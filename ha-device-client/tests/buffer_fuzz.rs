@@ -10,6 +10,10 @@
 //!
 //! One `#[test]` only: the allocation counter is process-wide, so nothing
 //! else may run beside it in this binary.
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a failed unwrap is a failed test"
+)]
 
 use std::alloc::System;
 use std::fs;

@@ -1,5 +1,9 @@
 //! The client against a real local HTTPS server that fails on purpose.
 //! Every test runs on tokio's current-thread runtime.
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a failed unwrap is a failed test"
+)]
 
 mod support;
 

@@ -3,6 +3,10 @@
 //! malformed ones; `ts_in_future` ones are sent again after the clock-retry
 //! interval, `ts_too_old` ones wait for the application. Held readings
 //! survive a restart of a `FileBuffer`.
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a failed unwrap is a failed test"
+)]
 
 mod support;
 

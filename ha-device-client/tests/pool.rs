@@ -1,6 +1,10 @@
 //! Many clients sharing a small `ConnectionPool` against the scripted fake
 //! server: per-device credentials, retries and acknowledgements, a bounded
 //! number of connections. Current-thread runtime, like the other tests.
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a failed unwrap is a failed test"
+)]
 
 mod support;
 

@@ -1,5 +1,9 @@
 //! The client against a hand-rolled plain-HTTP server: source-address
 //! binding, and a kept-alive connection the server closed while idle.
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a failed unwrap is a failed test"
+)]
 
 use std::time::Duration;
 

@@ -1,7 +1,36 @@
 //! # reference-apps
 //!
-//! The logic behind ha-pipeline's reference binaries, one module per app,
+//! The logic behind ha-pipeline's pipeline binaries, one module per app,
 //! so that each can be tested in-process; `src/bin/` holds thin `main`s.
+//! The load harness is the crate `ha-load`, the Kubernetes walkthrough
+//! apps are the crate `walkthrough`.
+//!
+//! ```no_run
+//! // The shape of every binary in src/bin/: flags (with the common ones),
+//! // logging, a listener, serve until SIGTERM or Ctrl-C.
+//! use std::net::SocketAddr;
+//!
+//! use clap::Parser;
+//! use reference_apps::service::{self, CommonArgs};
+//!
+//! #[derive(Parser)]
+//! struct Args {
+//!     #[arg(long, env = "HA_LISTEN", default_value = "127.0.0.1:8080")]
+//!     listen: SocketAddr,
+//!     #[command(flatten)]
+//!     common: CommonArgs,
+//! }
+//!
+//! # async fn example() -> std::io::Result<()> {
+//! let args: Args = service::parse_args();
+//! service::init_tracing(&args.common);
+//! let listener = service::listen("example", args.listen).await?;
+//! let app = axum::Router::new().route("/healthz", axum::routing::get(|| async { "ok" }));
+//! axum::serve(listener, app)
+//!     .with_graceful_shutdown(service::shutdown_signal())
+//!     .await
+//! # }
+//! ```
 //!
 //! | binary | module | job |
 //! |---|---|---|
@@ -11,13 +40,10 @@
 //! | `alerts-api` | `src/bin/alerts-api.rs` over `ha_core::alerts` | anomalies API, live stream and web UI for operators |
 //! | `data-generator` | [`generator`] | emulates a fleet of devices through `ha-device-client` |
 //! | `ha-admin` | `src/bin/ha-admin.rs`, [`admin`] | schema migrations, device tokens, seq gaps, dead-letter queue |
-//! | `ha-load` | [`load`] | load harness: stepped load to the knee, same-run baselines, docs/performance.md |
-//! | `hello` | [`hello`] | walkthrough app: greets, shows its host and user, a log file on a volume |
-//! | `cpu-stresser` | [`cpu_stresser`] | walkthrough app: burns CPU for the autoscaler demo |
-//! | `ram-hogger` | [`ram_hogger`] | walkthrough app: grows its resident memory for the memory-limit demo |
 //!
-//! [`service`] holds what the services share: flags common to all, logging,
-//! shutdown signals, the configuration exit code 64.
+//! [`service`] holds what the services share (`ha-load` and `walkthrough`
+//! use it too): flags common to all, logging, shutdown signals, the
+//! configuration exit code 64.
 //!
 //! ```no_run
 //! // cargo run --release --bin ha-detect -- --emit all readings.csv
@@ -29,16 +55,9 @@
 //! println!("{} rows read", summary.rows);
 //! # Ok::<(), reference_apps::detect::DetectError>(())
 //! ```
-#![forbid(unsafe_code)]
-#![warn(missing_docs)]
-#![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 pub mod admin;
-pub mod cpu_stresser;
 pub mod demo_tls;
 pub mod detect;
 pub mod generator;
-pub mod hello;
-pub mod load;
-pub mod ram_hogger;
 pub mod service;

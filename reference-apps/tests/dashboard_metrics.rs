@@ -20,6 +20,7 @@ use ha_core::ingest::{IngestConfig, IngestService};
 use ha_core::queue::MemoryQueue;
 use ha_core::store::MemoryStore;
 use ha_core::wire::Timestamp;
+use ha_test_support::wait_until_async;
 
 const DASHBOARD: &str = "../deploy/k8s/base/dashboards/ha-pipeline.json";
 
@@ -143,7 +144,20 @@ async fn every_dashboard_metric_is_exposed_by_a_running_service() {
             .await
             .expect("get");
     assert_eq!(status, 200);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The analyzer's families get samples once it has stored the reading.
+    wait_until_async(
+        "the analyzer to store the reading",
+        Duration::from_secs(10),
+        || async {
+            tokio::task::spawn_blocking(move || {
+                ha_test_support::metric(analyzer_addr, "ha_analyzer_readings_stored_total")
+            })
+            .await
+            .expect("scrape")
+            .is_some_and(|n| n >= 1.0)
+        },
+    )
+    .await;
 
     let mut exposed = BTreeSet::new();
     for addr in [ingest_addr, analyzer_addr, alerts_addr] {

@@ -7,19 +7,16 @@
 //! with the broker's own `x-death` and replayed.
 
 use std::collections::BTreeMap;
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ha_core::conformance::{reading, server_url, unique_name};
 use ha_core::queue::amqp::{AmqpConfig, AmqpQueue};
 use ha_core::queue::{Queue, partition_for};
 use ha_core::wire::{Envelope, Reading};
-use lapin::options::{
-    BasicPublishOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
-    QueueDeleteOptions,
-};
+use ha_test_support::{declare_dead_letter_queue, run_to_end, wait_until_async};
+use lapin::options::{BasicPublishOptions, QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::{AMQPValue, FieldArray, FieldTable};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 
 const PARTITIONS: u32 = 4;
 
@@ -55,35 +52,25 @@ async fn depth(ch: &Channel, queue: &str) -> u32 {
 
 /// Waits until `queue` holds `want` ready messages.
 async fn expect_depth(ch: &Channel, queue: &str, want: u32) {
-    let t0 = Instant::now();
-    loop {
-        let got = depth(ch, queue).await;
-        if got == want {
-            return;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "{queue} holds {got} messages, want {want}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until_async(
+        &format!("{queue} to hold {want} messages"),
+        Duration::from_secs(10),
+        || async { depth(ch, queue).await == want },
+    )
+    .await;
 }
 
 /// Runs `ha-admin dlq <args>`; returns the exit code and stdout.
 fn ha_admin(url: &str, args: &[&str]) -> (Option<i32>, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ha-admin"))
-        .arg("dlq")
-        .args(args)
-        .env("HA_AMQP_URL", url)
-        .output()
-        .expect("run ha-admin");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    eprintln!(
-        "ha-admin dlq {args:?}: {:?}\n{stdout}{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr)
+    let mut all = vec!["dlq"];
+    all.extend_from_slice(args);
+    let (code, stdout, stderr) = run_to_end(
+        env!("CARGO_BIN_EXE_ha-admin"),
+        &all,
+        &[("HA_AMQP_URL", url)],
     );
-    (out.status.code(), stdout)
+    eprintln!("ha-admin dlq {args:?}: {code:?}\n{stdout}{stderr}");
+    (code, stdout)
 }
 
 #[tokio::test]
@@ -290,12 +277,12 @@ async fn a_missing_dlq_and_bad_flags_are_reported() {
         return;
     };
     let missing = unique_name("dlq-test-missing-");
-    let out = Command::new(env!("CARGO_BIN_EXE_ha-admin"))
-        .args(["dlq", "list", "--amqp-url", &url, "--dlq", &missing])
-        .output()
-        .expect("run ha-admin");
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (code, _, stderr) = run_to_end(
+        env!("CARGO_BIN_EXE_ha-admin"),
+        &["dlq", "list", "--amqp-url", &url, "--dlq", &missing],
+        &[],
+    );
+    assert_eq!(code, Some(1));
     assert!(
         stderr.contains(&format!("the dead-letter queue {missing} does not exist")),
         "{stderr}"
@@ -316,36 +303,7 @@ async fn a_message_dead_lettered_by_the_broker_is_listed_and_replayed() {
         .await
         .expect("connect");
     let ch = connection.create_channel().await.expect("channel");
-    ch.exchange_declare(
-        "ha.dlx".into(),
-        ExchangeKind::Topic,
-        ExchangeDeclareOptions {
-            durable: true,
-            ..ExchangeDeclareOptions::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .expect("declare ha.dlx");
-    ch.queue_declare(
-        dlq.as_str().into(),
-        QueueDeclareOptions {
-            durable: true,
-            ..QueueDeclareOptions::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .expect("declare the DLQ");
-    ch.queue_bind(
-        dlq.as_str().into(),
-        "ha.dlx".into(),
-        format!("{prefix}.#").into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .expect("bind the DLQ");
+    declare_dead_letter_queue(&ch, &prefix, &dlq, false).await;
 
     let queue = AmqpQueue::connect(AmqpConfig {
         urls: vec![url.clone()],

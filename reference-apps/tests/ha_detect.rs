@@ -2,6 +2,10 @@
 //! malformed input, flags.
 //!
 //! `cargo test -p reference-apps --test ha_detect`
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a failed unwrap is a failed test"
+)]
 
 use std::io::Write;
 use std::process::{Command, Output, Stdio};

@@ -3,15 +3,19 @@
 //! two analyzers, alerts-api; every reading stored exactly once, every
 //! injected spike found through the paginated alerts API; then the
 //! two-analyzer balance check, at start and after one restarts.
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a failed unwrap is a failed test"
+)]
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use ha_core::conformance::{server_url, unique_name};
+use ha_test_support::{Proc, create_database, wait_until, wait_until_async};
 
 const PARTITIONS: &str = "8";
 const DEVICES: usize = 100;
@@ -19,123 +23,28 @@ const READINGS: u64 = 50;
 /// The spike comes after each device's 34th reading.
 const SPIKE_SEQ: u64 = 34;
 
-/// A running binary; killed when dropped.
-struct Proc {
-    name: String,
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts `bin` with `args`, waits for its `listening on <addr>` line, and
-/// keeps copying its stderr to `<dir>/<name>.log`.
-fn start(dir: &Path, name: &str, bin: &str, args: &[&str]) -> Proc {
-    let mut child = Command::new(bin)
-        .args(args)
-        .env("HA_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("start {name}: {e}"));
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    let log_path = dir.join(format!("{name}.log"));
-    std::thread::spawn(move || {
-        let mut log = std::fs::File::create(log_path).expect("log file");
-        let mut sent = false;
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = writeln!(log, "{line}");
-            if !sent && let Some(addr) = line.strip_prefix("listening on ") {
-                let _ = tx.send(addr.trim().to_owned());
-                sent = true;
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(60))
-        .unwrap_or_else(|_| {
-            panic!(
-                "{name} did not report its address; see {}",
-                dir.join(format!("{name}.log")).display()
-            )
-        });
-    Proc {
-        name: name.to_owned(),
-        child,
-        addr: addr.parse().expect("socket address"),
-    }
-}
-
-/// A plain HTTP/1.1 GET; returns status and body.
+/// A GET with an optional bearer token; returns status and body.
 fn get(addr: SocketAddr, path: &str, bearer: Option<&str>) -> (u16, String) {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let auth = bearer
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+    let auth = bearer.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = auth
+        .as_deref()
+        .map(|a| vec![("Authorization", a)])
         .unwrap_or_default();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).expect("read response");
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, body.to_owned())
+    ha_test_support::request(addr, "GET", path, &headers, "")
 }
 
 fn owned_partitions(analyzer: &Proc) -> Option<u32> {
-    let (status, body) = get(analyzer.addr, "/metrics", None);
-    if status != 200 {
-        return None;
-    }
-    body.lines()
-        .find_map(|l| l.strip_prefix("ha_analyzer_owned_partitions "))
-        .and_then(|v| v.trim().parse().ok())
+    analyzer
+        .metric("ha_analyzer_owned_partitions")
+        .map(|v| v as u32)
 }
 
 /// Waits until both analyzers own 4 of the 8 partitions; returns how long it took.
 fn wait_balanced(a: &Proc, b: &Proc, bound: Duration) -> Duration {
-    let started = Instant::now();
-    loop {
-        let (x, y) = (owned_partitions(a), owned_partitions(b));
-        if x == Some(4) && y == Some(4) {
-            return started.elapsed();
-        }
-        assert!(
-            started.elapsed() < bound,
-            "{} owns {x:?} and {} owns {y:?} partitions after {bound:?}",
-            a.name,
-            b.name
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-async fn create_database(url: &str) -> String {
-    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .expect("connect to PostgreSQL");
-    tokio::spawn(conn);
-    let db = unique_name("sys");
-    client
-        .batch_execute(&format!("CREATE DATABASE {db}"))
-        .await
-        .expect("create database");
-    let base = url.rsplit_once('/').map_or(url, |(b, _)| b);
-    format!("{base}/{db}")
+    let what = format!("{} and {} to own 4 partitions each", a.name, b.name);
+    wait_until(&what, bound, || {
+        (owned_partitions(a), owned_partitions(b)) == (Some(4), Some(4))
+    })
 }
 
 async fn stored_counts(url: &str) -> (i64, i64) {
@@ -170,7 +79,7 @@ async fn binaries_store_every_reading_once_find_every_spike_and_balance() {
     let dir = std::env::temp_dir().join(unique_name("ha-system-"));
     std::fs::create_dir_all(&dir).unwrap();
     eprintln!("logs in {}", dir.display());
-    let db = create_database(&pg).await;
+    let db = create_database(&pg, "sys").await;
     let key = write_file(
         &dir,
         "device.key",
@@ -190,7 +99,7 @@ async fn binaries_store_every_reading_once_find_every_spike_and_balance() {
         String::from_utf8_lossy(&migrate.stderr)
     );
 
-    let ingest = start(
+    let ingest = Proc::start_logged(
         &dir,
         "ingest",
         env!("CARGO_BIN_EXE_ingest-api"),
@@ -208,7 +117,7 @@ async fn binaries_store_every_reading_once_find_every_spike_and_balance() {
         ],
     );
     let analyzer = |name: &str| {
-        start(
+        Proc::start_logged(
             &dir,
             name,
             env!("CARGO_BIN_EXE_analyzer"),
@@ -230,7 +139,7 @@ async fn binaries_store_every_reading_once_find_every_spike_and_balance() {
     };
     let a = analyzer("analyzer-a");
     let mut b = analyzer("analyzer-b");
-    let alerts = start(
+    let alerts = Proc::start_logged(
         &dir,
         "alerts",
         env!("CARGO_BIN_EXE_alerts-api"),
@@ -285,14 +194,13 @@ async fn binaries_store_every_reading_once_find_every_spike_and_balance() {
     );
 
     // Every acknowledged reading stored exactly once.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let (rows, distinct) = loop {
-        let counts = stored_counts(&db).await;
-        if counts.0 >= total as i64 || Instant::now() > deadline {
-            break counts;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    wait_until_async(
+        "every acknowledged reading stored",
+        Duration::from_secs(60),
+        || async { stored_counts(&db).await.0 >= total as i64 },
+    )
+    .await;
+    let (rows, distinct) = stored_counts(&db).await;
     assert_eq!(
         (rows, distinct),
         (total as i64, total as i64),
@@ -300,10 +208,8 @@ async fn binaries_store_every_reading_once_find_every_spike_and_balance() {
     );
 
     // Every spike is in /v1/anomalies; the cursor walk sees each anomaly once.
-    let mut seen = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        seen.clear();
+    let walk = || {
+        let mut seen = Vec::new();
         let mut cursor: Option<String> = None;
         loop {
             let path = match &cursor {
@@ -321,14 +227,16 @@ async fn binaries_store_every_reading_once_find_every_spike_and_balance() {
             }
             match page["next_cursor"].as_str() {
                 Some(c) => cursor = Some(c.to_owned()),
-                None => break,
+                None => return seen,
             }
         }
-        if seen.len() >= DEVICES || Instant::now() > deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    };
+    wait_until(
+        "an anomaly per device in /v1/anomalies",
+        Duration::from_secs(30),
+        || walk().len() >= DEVICES,
+    );
+    let seen = walk();
     let unique: HashSet<&(String, u64)> = seen.iter().collect();
     assert_eq!(unique.len(), seen.len(), "pagination repeated an anomaly");
     for d in 0..DEVICES {
@@ -348,8 +256,7 @@ async fn binaries_store_every_reading_once_find_every_spike_and_balance() {
     assert_eq!(status, 401, "the alerts API requires the operator token");
 
     // One analyzer dies and comes back: balanced again within 10 s.
-    let _ = b.child.kill();
-    let _ = b.child.wait();
+    b.kill();
     b = analyzer("analyzer-b2");
     let took = wait_balanced(&a, &b, Duration::from_secs(10));
     eprintln!("rebalanced 4/4 {took:?} after the restart");

@@ -1,10 +1,11 @@
 // The alerts web UI in headless Debian Chromium, driven by playwright-core.
 //
 //   scripts/browser-test          # builds the fixture, installs what is missing, runs this
+//   scripts/browser-test --docs   # and copies the screenshot to docs/alerts-ui.png
 //
 // Direct use: FIXTURE_BIN=<path to the alerts_ui_fixture example> node alerts_ui.mjs
 // Optional: CHROMIUM (default /usr/bin/chromium), SCREENSHOT (default
-// ../../docs/alerts-ui.png).
+// $TMPDIR/ha-pipeline-alerts-ui.png: a test never writes into the tree).
 //
 // Checks, in order: the page asks for the token and refuses a wrong one;
 // with the right one it shows every seeded anomaly and draws the chart with
@@ -17,13 +18,11 @@ import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 
-const here = dirname(fileURLToPath(import.meta.url));
 const fixtureBin = process.env.FIXTURE_BIN;
 const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
-const screenshot = resolve(process.env.SCREENSHOT || join(here, '..', '..', 'docs', 'alerts-ui.png'));
+const screenshot = resolve(process.env.SCREENSHOT || join(tmpdir(), 'ha-pipeline-alerts-ui.png'));
 const TIMEOUT = 15000;
 
 if (!fixtureBin) {

@@ -21,7 +21,7 @@ use ha_analysis::{DetectorConfig, SeriesSet};
 use tokio::time::Instant;
 
 use pipeline::{Options, Pipeline, env};
-use procs::{Proc, http};
+use procs::{PrepareSignal, Proc, http};
 use report::{Failover, Outcome, stall_ms};
 
 /// Drills share servers and kill them: one at a time even under `cargo test`.

@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use ha_core::conformance::unique_name;
 use ha_core::ingest::DeviceKeys;
-use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
-use lapin::types::{AMQPValue, FieldTable};
-use lapin::{Connection, ConnectionProperties, ExchangeKind};
+use lapin::options::QueueDeclareOptions;
+use lapin::types::FieldTable;
+use lapin::{Connection, ConnectionProperties};
 use reference_apps::demo_tls::DemoTls;
 use reference_apps::generator::{self, FleetStats, GeneratorConfig, GeneratorReport};
 use tokio::time::Instant;
@@ -112,7 +112,7 @@ impl Pipeline {
         let dir = std::env::temp_dir().join(unique_name(&format!("ha-fault-{name}-")));
         std::fs::create_dir_all(&dir).expect("temp dir");
         eprintln!("[{name}] logs in {}", dir.display());
-        let db = create_database(&env.postgres_url).await;
+        let db = ha_test_support::create_database(&env.postgres_url, "fault").await;
         let migrate = Command::new(env!("CARGO_BIN_EXE_ha-admin"))
             .args(["migrate", "--postgres-url", &db])
             .output()
@@ -189,7 +189,7 @@ impl Pipeline {
 
     /// Starts an ingest replica named `name` on `addr` with broker `amqp`.
     pub fn start_ingest_with(&self, name: &str, addr: SocketAddr, amqp: &str) -> Proc {
-        Proc::start(
+        Proc::start_logged(
             &self.dir,
             name,
             env!("CARGO_BIN_EXE_ingest-api"),
@@ -212,7 +212,7 @@ impl Pipeline {
     }
 
     pub fn start_analyzer(&self, name: &str) -> Proc {
-        Proc::start(
+        Proc::start_logged(
             &self.dir,
             name,
             env!("CARGO_BIN_EXE_analyzer"),
@@ -240,7 +240,7 @@ impl Pipeline {
     pub fn start_alerts(&self) -> Proc {
         let token = self.dir.join("operator.token");
         std::fs::write(&token, "operator-secret\n").expect("token file");
-        Proc::start(
+        Proc::start_logged(
             &self.dir,
             "alerts",
             env!("CARGO_BIN_EXE_alerts-api"),
@@ -449,57 +449,8 @@ async fn connect(urls: &str) -> Option<Connection> {
 async fn declare_dead_letter_queue(urls: &str, prefix: &str) {
     let connection = connect(urls).await.expect("connect to RabbitMQ");
     let ch = connection.create_channel().await.expect("channel");
-    ch.exchange_declare(
-        "ha.dlx".into(),
-        ExchangeKind::Topic,
-        ExchangeDeclareOptions {
-            durable: true,
-            ..ExchangeDeclareOptions::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .expect("declare ha.dlx");
-    let mut args = FieldTable::default();
-    args.insert(
-        "x-queue-type".into(),
-        AMQPValue::LongString("quorum".into()),
-    );
-    let dlq = dlq_name(prefix);
-    ch.queue_declare(
-        dlq.as_str().into(),
-        QueueDeclareOptions {
-            durable: true,
-            ..QueueDeclareOptions::default()
-        },
-        args,
-    )
-    .await
-    .expect("declare the dead-letter queue");
-    ch.queue_bind(
-        dlq.as_str().into(),
-        "ha.dlx".into(),
-        format!("{prefix}.*").into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .expect("bind the dead-letter queue");
+    ha_test_support::declare_dead_letter_queue(&ch, prefix, &dlq_name(prefix), true).await;
     let _ = connection.close(200, "done".into()).await;
-}
-
-async fn create_database(url: &str) -> String {
-    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .expect("connect to PostgreSQL");
-    tokio::spawn(conn);
-    let db = unique_name("fault");
-    client
-        .batch_execute(&format!("CREATE DATABASE {db}"))
-        .await
-        .expect("create database");
-    let base = url.rsplit_once('/').map_or(url, |(b, _)| b);
-    format!("{base}/{db}")
 }
 
 /// The running fleet.

@@ -1,112 +1,33 @@
 //! Processes the drills start, signal and kill, and haproxy in front of the
 //! ingest replicas.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A running binary; killed when dropped.
-pub struct Proc {
-    pub name: String,
-    pub child: Child,
-    pub addr: SocketAddr,
+pub use ha_test_support::Proc;
+pub use ha_test_support::http::metric_where;
+
+/// A signal ready to be sent with no process start in between: a shell
+/// already waiting on its input runs its built-in `kill` as soon as
+/// [`Trigger::fire`] writes a line (a `kill` command would first cost a
+/// fork and an exec, a few milliseconds in which the work in flight that
+/// was sampled may finish).
+pub trait PrepareSignal {
+    /// Signal `sig` for this process, ready to fire.
+    fn prepare_signal(&self, sig: &str) -> Trigger;
 }
 
-impl Drop for Proc {
-    fn drop(&mut self) {
-        // SIGCONT first: a stopped process cannot die of SIGKILL until resumed.
-        let _ = self.signal("CONT");
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Proc {
-    /// Starts `bin` with `args`, waits for its `listening on <addr>` line and
-    /// keeps copying its stderr to `<dir>/<name>.log`.
-    pub fn start(dir: &Path, name: &str, bin: &str, args: &[&str]) -> Proc {
-        let mut child = Command::new(bin)
-            .args(args)
-            .env("HA_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {name}: {e}"));
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, rx) = std::sync::mpsc::channel();
-        let log_path = dir.join(format!("{name}.log"));
-        std::thread::spawn(move || {
-            let mut log = std::fs::File::create(log_path).expect("log file");
-            let mut sent = false;
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = writeln!(log, "{line}");
-                if !sent && let Some(addr) = line.strip_prefix("listening on ") {
-                    let _ = tx.send(addr.trim().to_owned());
-                    sent = true;
-                }
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(60))
-            .unwrap_or_else(|_| {
-                panic!(
-                    "{name} did not report its address; see {}",
-                    dir.join(format!("{name}.log")).display()
-                )
-            });
-        Proc {
-            name: name.to_owned(),
-            child,
-            addr: addr.parse().expect("socket address"),
-        }
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Sends signal `sig` (a name: `KILL`, `STOP`, `TERM`, ...).
-    pub fn signal(&self, sig: &str) -> bool {
-        Command::new("kill")
-            .args([format!("-{sig}"), self.pid().to_string()])
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    }
-
-    /// A signal ready to be sent with no process start in between: a shell
-    /// already waiting on its input runs its built-in `kill` as soon as
-    /// [`Trigger::fire`] writes a line (a `kill` command would first cost a
-    /// fork and an exec, a few milliseconds in which the work in flight
-    /// that was sampled may finish).
-    pub fn prepare_signal(&self, sig: &str) -> Trigger {
+impl PrepareSignal for Proc {
+    fn prepare_signal(&self, sig: &str) -> Trigger {
         Trigger::new(sig, self.pid())
     }
-
-    /// Waits up to `limit` for the process to exit.
-    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            if Instant::now() > deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// One sample of a Prometheus metric (sum over label sets), if exposed.
-    pub fn metric(&self, name: &str) -> Option<f64> {
-        metric(self.addr, name)
-    }
 }
 
-/// A prepared signal (see [`Proc::prepare_signal`]).
+/// A prepared signal (see [`PrepareSignal`]).
 pub struct Trigger(Child);
 
 impl Trigger {
@@ -211,66 +132,7 @@ pub fn free_addr() -> SocketAddr {
 
 /// A plain HTTP/1.1 request; returns status and body (status 0: no answer).
 pub fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
-    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
-        return (0, String::new());
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-    if write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .is_err()
-    {
-        return (0, String::new());
-    }
-    let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw);
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, body.to_owned())
-}
-
-/// The sum of every sample of metric `name` on `addr`'s `/metrics`.
-pub fn metric(addr: SocketAddr, name: &str) -> Option<f64> {
-    metric_where(addr, name, |_| true)
-}
-
-/// The sum of the samples of metric `name` whose label set (`{...}`, or
-/// empty) passes `keep`, from one scrape.
-pub fn metric_where(addr: SocketAddr, name: &str, keep: impl Fn(&str) -> bool) -> Option<f64> {
-    let (status, body) = http(addr, "GET", "/metrics");
-    if status != 200 {
-        return None;
-    }
-    let mut found = None;
-    for line in body.lines() {
-        let Some(rest) = line.strip_prefix(name) else {
-            continue;
-        };
-        // `name{labels} v` or `name v`, not `name_more ...`.
-        let (labels, value) = if rest.starts_with('{') {
-            match rest.rsplit_once(' ') {
-                Some((l, v)) => (l, v),
-                None => continue,
-            }
-        } else if let Some(v) = rest.strip_prefix(' ') {
-            ("", v)
-        } else {
-            continue;
-        };
-        let total = found.get_or_insert(0.0);
-        if keep(labels)
-            && let Ok(v) = value.trim().parse::<f64>()
-        {
-            *total += v;
-        }
-    }
-    found
+    ha_test_support::request(addr, method, path, &[], "")
 }
 
 /// haproxy in front of the ingest replicas, as the seed's Kubernetes

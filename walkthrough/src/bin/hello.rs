@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use reference_apps::hello::{self, HelloConfig, Identity};
 use reference_apps::service::{self, CommonArgs};
+use walkthrough::hello::{self, HelloConfig, Identity};
 
 /// Greets on /hello/{name}, shows its host and user on /, and serves the
 /// last lines of its log file on /logs.

@@ -10,9 +10,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use reference_apps::load::plan::{KneeBound, StepPlan};
-use reference_apps::load::procfs::Component;
-use reference_apps::load::{self, LoadConfig, RunResults};
+use ha_load::plan::{KneeBound, StepPlan};
+use ha_load::procfs::Component;
+use ha_load::{self as load, LoadConfig, RunResults};
 use reference_apps::service::{self, parse_duration};
 
 /// Load harness for ha-pipeline.

@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use reference_apps::cpu_stresser::{self, CpuStress, CpuStressConfig, MAX_THREADS};
 use reference_apps::service::{self, CommonArgs};
+use walkthrough::cpu_stresser::{self, CpuStress, CpuStressConfig, MAX_THREADS};
 
 /// Burns CPU on --threads threads at --load (fraction of each 100 ms) for
 /// --duration, then idles; serves /healthz and /metrics until SIGTERM.

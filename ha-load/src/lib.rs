@@ -1,10 +1,20 @@
-//! `ha-load`: the load harness. It starts (or targets) the real pipeline —
+//! # ha-load
+//!
+//! The load harness. It starts (or targets) the real pipeline —
 //! ingest over HTTPS with device auth, RabbitMQ quorum queues, the
 //! analyzer, PostgreSQL — offers a stepped, open-loop load until the knee,
 //! and measures, in the same run on the same servers, the baselines the
 //! pipeline is judged against (raw lapin publish and consume, raw COPY, the
 //! naive axum-publish-await composition). [`report`] turns the results into
 //! `docs/performance.md` and its SVG plot.
+//!
+//! ```no_run
+//! // `ha-load report`: rewrite docs/performance.{md,svg} from a run's results.
+//! let json = std::fs::read("docs/performance.json")?;
+//! let results: ha_load::RunResults = serde_json::from_slice(&json)?;
+//! ha_load::write_docs(&results, std::path::Path::new("docs"), None)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 //!
 //! ```text
 //! scripts/perf            # servers, release build, full run, docs/performance.md
@@ -19,7 +29,7 @@
 //! | [`baseline`] | raw lapin publish/consume, raw binary COPY |
 //! | [`naive`] | the naive composition's router |
 //! | [`procfs`] | CPU seconds and RSS per component from /proc |
-//! | [`run`] | one harness run |
+//! | [`run`](mod@run) | one harness run: pipeline start-up, probes, steps, baselines, connections |
 //! | [`results`], [`report`] | what was measured; the markdown and the SVG |
 
 pub mod baseline;

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use reference_apps::ram_hogger::{self, RamHogConfig, RamStats};
 use reference_apps::service::{self, CommonArgs};
+use walkthrough::ram_hogger::{self, RamHogConfig, RamStats};
 
 /// Allocates --megabytes MiB (--step-megabytes every --step-interval),
 /// writes to every page so the resident set really grows, and holds it

@@ -1,0 +1,122 @@
+//! The report's text and plot from hand-made results.
+
+use super::svg::nice;
+use super::*;
+use crate::baseline::Rate;
+
+fn step(offered: f64, acked: f64, p99: f64, verdict: &str) -> StepRow {
+    StepRow {
+        offered_rps: offered,
+        batch: 1,
+        acked_rps: acked,
+        stored_rps: Some(acked),
+        p99_ms: p99,
+        verdict: verdict.into(),
+        ..StepRow::default()
+    }
+}
+
+fn results() -> RunResults {
+    RunResults {
+        started: "2026-11-26T19:00:00Z".into(),
+        command: "scripts/perf".into(),
+        p99_bound_ms: 50.0,
+        ours: vec![
+            step(1000.0, 1000.0, 2.0, "sustained"),
+            step(8000.0, 7990.0, 6.0, "sustained"),
+            step(16000.0, 9000.0, 900.0, "p99 900 ms > 50 ms"),
+            step(32000.0, 31000.0, 5.0, "sustained"),
+        ],
+        naive: vec![
+            step(1000.0, 1000.0, 3.0, "sustained"),
+            step(8000.0, 4000.0, 2000.0, "p99"),
+        ],
+        raw_publish: Some(Rate {
+            items: 500_000,
+            seconds: 10.0,
+        }),
+        acked_total: 100,
+        stored_total: 100,
+        ..RunResults::default()
+    }
+}
+
+#[test]
+fn max_sustained_stops_at_the_first_knee() {
+    let r = results();
+    assert_eq!(RunResults::max_sustained(&r.ours), Some(7990.0));
+    assert_eq!(RunResults::max_sustained(&r.naive), Some(1000.0));
+    assert_eq!(RunResults::max_sustained(&r.ours[2..]), None);
+}
+
+#[test]
+fn the_doc_carries_the_ratios_and_the_verdicts() {
+    let md = markdown(&results());
+    assert!(md.contains("**7,990 readings/s**"), "{md}");
+    assert!(md.contains("7.99×"), "ours/naive ratio missing:\n{md}");
+    // 7990 / 50000 msg/s.
+    assert!(
+        md.contains("0.16×"),
+        "ours/raw publish ratio missing:\n{md}"
+    );
+    assert!(md.contains("| 6.0 ms at 8,000 offered | met |"), "{md}");
+    assert!(md.contains("0 lost"), "{md}");
+    assert!(md.contains("(performance.svg)"));
+    assert!(!md.contains("NaN") && !md.contains("inf"));
+}
+
+#[test]
+fn the_plot_is_well_formed_svg_with_both_series() {
+    let svg = svg(&results());
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+    assert_eq!(svg.matches("<polyline").count(), 4);
+    assert!(!svg.contains("NaN") && !svg.contains("inf"));
+    let opens = svg.matches("<text").count();
+    assert_eq!(opens, svg.matches("</text>").count());
+}
+
+#[test]
+fn a_baseline_failing_its_first_step_gives_a_lower_bound() {
+    let mut r = results();
+    r.naive = vec![step(1000.0, 1000.0, 300.0, "p99")];
+    let md = markdown(&r);
+    assert!(md.contains("> 7.99×"), "{md}");
+    assert!(md.contains("< 1,000 (knee at the first step)"), "{md}");
+}
+
+#[test]
+fn the_readme_headline_is_replaced_between_the_markers_only() {
+    let readme = "# x\n<!-- perf-headline -->\nold figures\n<!-- /perf-headline -->\ntail\n";
+    let out = with_headline(readme, &results()).unwrap();
+    assert!(out.starts_with("# x\n<!-- perf-headline -->\n"));
+    assert!(out.ends_with("<!-- /perf-headline -->\ntail\n"));
+    assert!(!out.contains("old figures"));
+    assert!(
+        out.contains("7,990 readings/s at one reading per request"),
+        "{out}"
+    );
+    assert_eq!(with_headline("no markers", &results()), None);
+}
+
+#[test]
+fn ingest_alone_is_the_like_for_like_ratio() {
+    let mut r = results();
+    r.ingest_only = vec![
+        step(1000.0, 1000.0, 2.0, "sustained"),
+        step(16000.0, 15990.0, 9.0, "sustained"),
+        step(32000.0, 20000.0, 300.0, "p99"),
+    ];
+    let md = markdown(&r);
+    assert!(md.contains("= **15.99×**"), "{md}");
+    assert!(headline(&r).contains("**15,990 readings/s at one reading per request**"));
+    assert_eq!(svg(&r).matches("<polyline").count(), 6);
+}
+
+#[test]
+fn numbers_format_for_people() {
+    assert_eq!(rate(15_234.4), "15,234");
+    assert_eq!(rate(1_000_000.0), "1,000,000");
+    assert_eq!(rate(12.34), "12.3");
+    assert_eq!(nice(7990.0), 10_000.0);
+    assert_eq!(nice(1500.0), 2000.0);
+}

@@ -1,0 +1,312 @@
+//! One harness run: start (or target) the pipeline, the stepped load, the
+//! batched step, window and connection memory, the backlog drain, then the
+//! same-run baselines; returns everything measured.
+//!
+//! | file | what |
+//! |---|---|
+//! | `pipeline.rs` | start (or target) ingest-api and the analyzer |
+//! | `probes.rs` | stored readings, queue depth: what a step measures besides the driver |
+//! | `steps.rs` | one measured step; the stepped load to the knee |
+//! | `baselines.rs` | the naive composition and the raw lapin/COPY baselines |
+//! | `connections.rs` | connection memory: generators with one connection per device |
+
+mod baselines;
+mod connections;
+mod pipeline;
+mod probes;
+mod steps;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ha_core::queue::amqp::{AmqpConfig, AmqpQueue};
+use ha_core::wire::Timestamp;
+
+use crate::baseline;
+use crate::driver::{Driver, DriverConfig};
+use crate::http1::Endpoint;
+use crate::plan::{KneeBound, StepPlan, ms};
+use crate::process::Spawned;
+use crate::procfs::{self, Component};
+use crate::results::{Machine, RunResults, Windows};
+
+use baselines::baselines;
+use connections::connections;
+use pipeline::{components, run_prefix, start_pipeline};
+use probes::{Probes, StoreCounter};
+use steps::{Offer, measured_step, stepped};
+
+/// Settings of a run.
+#[derive(Clone, Debug)]
+pub struct LoadConfig {
+    /// Where `ingest-api`, `analyzer`, `data-generator`, `ha-admin` are.
+    pub bin_dir: PathBuf,
+    /// RabbitMQ.
+    pub amqp_url: String,
+    /// PostgreSQL.
+    pub postgres_url: String,
+    /// Processes to account for besides the ones the harness starts
+    /// (`rabbitmq=PID`, `postgres=PID`, or a running pipeline's).
+    pub components: Vec<Component>,
+    /// A running ingest API to target instead of starting one.
+    pub url: Option<String>,
+    /// Its CA certificate (with `url`).
+    pub ca_cert: Option<PathBuf>,
+    /// Its device key file (with `url`).
+    pub device_key_file: Option<PathBuf>,
+    /// Partition queues (for the queue depth).
+    pub partitions: u32,
+    /// Scratch files (certificates, logs).
+    pub work_dir: PathBuf,
+    /// Length of a step.
+    pub step: Duration,
+    /// The offered rates.
+    pub plan: StepPlan,
+    /// The knee.
+    pub bound: KneeBound,
+    /// Driver connections (ours and naive alike).
+    pub connections: usize,
+    /// Devices the one-reading steps cycle through.
+    pub devices: usize,
+    /// Readings per batched request.
+    pub batch: usize,
+    /// Batched requests per second.
+    pub batch_rate: f64,
+    /// Devices of the batched step (their windows are measured).
+    pub window_devices: usize,
+    /// Generator processes for the connection measurement (0: skip it).
+    pub generators: usize,
+    /// Devices (= connections) per generator.
+    pub devices_per_generator: usize,
+    /// Skip the naive composition and the raw baselines.
+    pub skip_baselines: bool,
+    /// Quick mode (recorded in the results).
+    pub quick: bool,
+    /// The command line to print in the doc.
+    pub command: String,
+}
+
+fn log(msg: impl std::fmt::Display) {
+    eprintln!("[ha-load] {msg}");
+}
+
+/// The whole run.
+pub async fn run(config: LoadConfig) -> Result<RunResults, String> {
+    let mut results = RunResults {
+        machine: Machine::detect(),
+        started: Timestamp::now().to_string(),
+        quick: config.quick,
+        command: config.command.clone(),
+        step_seconds: config.step.as_secs_f64(),
+        p99_bound_ms: ms(config.bound.p99),
+        connections: config.connections,
+        ..RunResults::default()
+    };
+    results.load_average_start = load_average();
+    let mut p = start_pipeline(&config).await?;
+    let endpoint = Endpoint::parse(&p.url, Some(&p.ca_pem))?;
+    let store = StoreCounter::connect(&config.postgres_url).await.ok();
+    let queue = AmqpQueue::new(AmqpConfig {
+        urls: vec![config.amqp_url.clone()],
+        partitions: config.partitions,
+        connection_name: "ha-load".into(),
+        ..AmqpConfig::default()
+    })
+    .ok();
+    let probes = Probes {
+        store: store.as_ref(),
+        queue: queue.as_ref(),
+        partitions: config.partitions,
+        components: components(&config, &p, None),
+    };
+
+    // 1. Ours, one reading per request.
+    let prefix = run_prefix("h");
+    let first_seq = 1;
+    let mut driver = Driver::connect(
+        endpoint.clone(),
+        DriverConfig {
+            connections: config.connections,
+            devices: config.devices,
+            device_prefix: prefix.clone(),
+            keys: Some(p.keys.clone()),
+            ..DriverConfig::default()
+        },
+        first_seq,
+    )
+    .await
+    .map_err(|e| format!("connecting the driver to {}: {e}", p.url))?;
+    // Warm-up (TLS sessions, queue declarations, analyzer start): not reported.
+    let warm = driver
+        .step(200.0, 1, Duration::from_secs(2), |_, _, _| {})
+        .await;
+    let mut acked_total = warm.acked_readings;
+    if warm.errors > 0 {
+        log(format!(
+            "Warm-up had {} errors (first: {:?}).",
+            warm.errors, warm.first_error
+        ));
+    }
+    let (rows, acked) = stepped("ours", &mut driver, &config, &probes, &prefix, acked_total).await;
+    acked_total = acked;
+    results.ours = rows;
+    drop(driver);
+    if let Some(s) = &store {
+        log("Waiting for the analyzer to store every acknowledged reading…");
+        results.stored_total = s
+            .wait_for(&prefix, acked_total, Duration::from_secs(60))
+            .await;
+        results.acked_total = acked_total;
+        log(format!(
+            "{} acknowledged, {} stored.",
+            results.acked_total, results.stored_total
+        ));
+    }
+
+    // 2. Batched requests; the same devices' windows fill up.
+    let wprefix = run_prefix("w");
+    let analyzer_pid = p.analyzer.as_ref().map(Spawned::pid);
+    let rss_before = analyzer_pid.map(procfs::rss);
+    let mut bdriver = Driver::connect(
+        endpoint.clone(),
+        DriverConfig {
+            connections: config.connections,
+            devices: config.window_devices,
+            device_prefix: wprefix.clone(),
+            keys: Some(p.keys.clone()),
+            ..DriverConfig::default()
+        },
+        first_seq,
+    )
+    .await
+    .map_err(|e| format!("connecting the driver: {e}"))?;
+    let per_device = 220u64;
+    let readings = config.window_devices as u64 * per_device;
+    let batched_secs = (readings as f64 / (config.batch_rate * config.batch as f64))
+        .max(config.step.as_secs_f64());
+    let (brow, backed) = measured_step(
+        "batched",
+        &mut bdriver,
+        Offer {
+            rate: config.batch_rate,
+            batch: config.batch,
+            duration: Duration::from_secs_f64(batched_secs),
+        },
+        &config.bound,
+        &probes,
+        &wprefix,
+        0,
+    )
+    .await;
+    let readings_per_window = backed / config.window_devices.max(1) as u64;
+    results.batched = Some(brow);
+    if let (Some(s), Some(pid), Some(before)) = (&store, analyzer_pid, rss_before) {
+        s.wait_for(&wprefix, backed, Duration::from_secs(60)).await;
+        results.windows = Some(Windows {
+            windows: config.window_devices as u64,
+            readings_per_window,
+            rss_before: before,
+            rss_after: procfs::rss(pid),
+        });
+    }
+
+    // 3. Connections: a fresh ingest process, generators with one
+    // connection per device.
+    if config.generators > 0 && config.url.is_none() {
+        match connections(&config, &p).await {
+            Ok(c) => results.conns = Some(c),
+            Err(e) => results
+                .notes
+                .push(format!("Connection measurement failed: {e}")),
+        }
+    }
+
+    // 4. Ingest alone, then the backlog drain: stop the analyzer, step the
+    // load (the backlog), restart it.
+    if let (Some(a), Some(s)) = (p.analyzer.take(), &store) {
+        a.stop(Duration::from_secs(20)).await;
+        let dprefix = run_prefix("d");
+        let mut ddriver = Driver::connect(
+            endpoint.clone(),
+            DriverConfig {
+                connections: config.connections,
+                devices: config.devices,
+                device_prefix: dprefix.clone(),
+                keys: Some(p.keys.clone()),
+                ..DriverConfig::default()
+            },
+            first_seq,
+        )
+        .await
+        .map_err(|e| format!("connecting the driver: {e}"))?;
+        // Ingest alone, like the naive composition (nothing consumes while
+        // it runs): the like-for-like comparison. Its readings are the
+        // backlog the restarted analyzer then drains.
+        log("Analyzer stopped: ingest-only steps (they build the backlog for the drain)…");
+        let iprobes = Probes {
+            store: None,
+            queue: None,
+            partitions: config.partitions,
+            components: components(&config, &p, None),
+        };
+        let (rows, backlog) =
+            stepped("ingest-only", &mut ddriver, &config, &iprobes, &dprefix, 0).await;
+        results.ingest_only = rows;
+        drop(ddriver);
+        log(format!(
+            "Drain: {backlog} readings queued; restarting the analyzer."
+        ));
+        p.start_analyzer(&config).await?;
+        // The rate from the first stored reading to the last: the
+        // analyzer's start-up is not drain throughput.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        let mut first: Option<(tokio::time::Instant, u64)> = None;
+        let mut stored = 0;
+        while tokio::time::Instant::now() < deadline {
+            stored = s.count(&dprefix).await;
+            if first.is_none() && stored > 0 {
+                first = Some((tokio::time::Instant::now(), stored));
+            }
+            if stored >= backlog {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let (t_first, n_first) = first.unwrap_or((tokio::time::Instant::now(), 0));
+        let secs = t_first.elapsed().as_secs_f64();
+        let drained = stored.saturating_sub(n_first);
+        log(format!(
+            "Drain: {stored} of {backlog} stored; {drained} in {secs:.2} s after the first = {:.0} readings/s.",
+            drained as f64 / secs.max(1e-9)
+        ));
+        if stored < backlog {
+            results.notes.push(format!(
+                "Drain: only {stored} of {backlog} readings stored within 120 s."
+            ));
+        }
+        results.drain = Some(baseline::Rate {
+            items: drained,
+            seconds: secs,
+        });
+    }
+    drop(bdriver);
+    if let Some(a) = p.analyzer.take() {
+        a.stop(Duration::from_secs(20)).await;
+    }
+    if let Some(i) = p.ingest.take() {
+        i.stop(Duration::from_secs(10)).await;
+    }
+
+    if !config.skip_baselines {
+        baselines(&config, &p, &(p.cert.clone(), p.key.clone()), &mut results).await;
+    }
+    results.load_average_end = load_average();
+    Ok(results)
+}
+
+/// `/proc/loadavg`'s 1, 5 and 15 minute averages.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}

@@ -1,0 +1,65 @@
+//! What a step measures besides the driver: stored readings (PostgreSQL)
+//! and queue depth (RabbitMQ).
+
+use std::time::Duration;
+
+use ha_core::queue::Queue;
+use ha_core::queue::amqp::AmqpQueue;
+
+use crate::procfs::Component;
+
+/// Stored readings of devices whose id starts with `prefix`.
+pub(super) struct StoreCounter {
+    client: tokio_postgres::Client,
+}
+
+impl StoreCounter {
+    pub(super) async fn connect(url: &str) -> Result<StoreCounter, String> {
+        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .map_err(|e| format!("PostgreSQL: {e}"))?;
+        tokio::spawn(conn);
+        Ok(StoreCounter { client })
+    }
+
+    pub(super) async fn count(&self, prefix: &str) -> u64 {
+        // Device ids are `<prefix><digits>`: a range on the key, not LIKE.
+        let upper = format!("{prefix}\u{7f}");
+        self.client
+            .query_one(
+                "SELECT count(*) FROM readings WHERE device_id >= $1 AND device_id < $2",
+                &[&prefix, &upper],
+            )
+            .await
+            .map(|row| row.get::<_, i64>(0).max(0) as u64)
+            .unwrap_or(0)
+    }
+
+    /// Waits until `target` readings are stored (or `timeout`); returns the count.
+    pub(super) async fn wait_for(&self, prefix: &str, target: u64, timeout: Duration) -> u64 {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let n = self.count(prefix).await;
+            if n >= target || tokio::time::Instant::now() > deadline {
+                return n;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+pub(super) async fn queue_depth(q: &AmqpQueue, partitions: u32) -> Option<u64> {
+    let mut total = 0;
+    for p in 0..partitions {
+        total += q.depth(p).await.ok()?;
+    }
+    Some(total)
+}
+
+/// What a measured step needs besides the driver.
+pub(super) struct Probes<'a> {
+    pub(super) store: Option<&'a StoreCounter>,
+    pub(super) queue: Option<&'a AmqpQueue>,
+    pub(super) partitions: u32,
+    pub(super) components: Vec<Component>,
+}

@@ -1,0 +1,200 @@
+//! One measured step (rates, latency, stored rate, depth, CPU and RSS per
+//! component) and the stepped load until the knee.
+
+use std::time::Duration;
+
+use super::probes::{Probes, queue_depth};
+use super::{LoadConfig, log};
+use crate::driver::{Driver, StepStats};
+use crate::plan::{KneeBound, StepOutcome, Verdict, ms};
+use crate::procfs;
+use crate::results::StepRow;
+
+pub(super) fn row(stats: &StepStats, devices: usize, verdict: &Verdict) -> StepRow {
+    StepRow {
+        offered_rps: stats.offered_rps,
+        batch: stats.batch,
+        devices,
+        acked_rps: stats.acked_readings_per_s(),
+        p50_ms: ms(stats.latency.quantile(0.5)),
+        p99_ms: ms(stats.latency.quantile(0.99)),
+        p999_ms: ms(stats.latency.quantile(0.999)),
+        requests: stats.requests,
+        errors: stats.errors,
+        verdict: match verdict {
+            Verdict::Sustained => "sustained".into(),
+            Verdict::Knee(why) => why.clone(),
+        },
+        first_error: stats.first_error.clone(),
+        seconds: stats.duration.as_secs_f64(),
+        ..StepRow::default()
+    }
+}
+
+/// What one step offers.
+#[derive(Clone, Copy)]
+pub(super) struct Offer {
+    pub(super) rate: f64,
+    pub(super) batch: usize,
+    pub(super) duration: Duration,
+}
+
+/// Runs one step and fills its row: rates, latency, stored rate, depth,
+/// CPU and RSS per component.
+pub(super) async fn measured_step(
+    label: &str,
+    driver: &mut Driver,
+    offer: Offer,
+    bound: &KneeBound,
+    probes: &Probes<'_>,
+    prefix: &str,
+    acked_before: u64,
+) -> (StepRow, u64) {
+    let Offer {
+        rate,
+        batch,
+        duration,
+    } = offer;
+    let cpu_before = procfs::sample(&probes.components);
+    let stored_before = match probes.store {
+        Some(s) => Some(s.count(prefix).await),
+        None => None,
+    };
+    let t0 = tokio::time::Instant::now();
+    log(format!(
+        "{label}: offering {rate:.0} req/s × {batch} reading(s) over {} devices for {:.0} s…",
+        driver.devices(),
+        duration.as_secs_f64()
+    ));
+    let expected = (rate * duration.as_secs_f64()) as u64;
+    let stats = driver
+        .step(rate, batch, duration, |t, acked, errors| {
+            eprintln!(
+                "[ha-load]   {label} {:>4.1} s: {acked}/{expected} acknowledged, {errors} errors",
+                t.as_secs_f64()
+            );
+        })
+        .await;
+    let elapsed = t0.elapsed().as_secs_f64();
+    let cpu_after = procfs::sample(&probes.components);
+    let outcome = StepOutcome {
+        offered: rate * batch as f64,
+        acked: stats.acked_readings_per_s(),
+        errors: stats.errors,
+        requests: stats.requests,
+        p99: stats.latency.quantile(0.99),
+    };
+    let verdict = bound.judge(&outcome);
+    let mut r = row(&stats, driver.devices(), &verdict);
+    // The window the CPU figures cover (the step and its answers).
+    r.seconds = elapsed;
+    let acked_after = acked_before + stats.acked_readings;
+    if let (Some(s), Some(before)) = (probes.store, stored_before) {
+        let now = s.count(prefix).await;
+        r.stored_rps = Some(now.saturating_sub(before) as f64 / elapsed.max(1e-9));
+        r.backlog = Some(acked_after as i64 - now as i64);
+    }
+    if let Some(q) = probes.queue {
+        r.queue_depth = queue_depth(q, probes.partitions).await;
+    }
+    r.cpu = probes
+        .components
+        .iter()
+        .zip(cpu_before.iter().zip(&cpu_after))
+        .map(|(c, (b, a))| (c.name.clone(), a.cpu.saturating_sub(b.cpu).as_secs_f64()))
+        .collect();
+    r.rss = probes
+        .components
+        .iter()
+        .zip(&cpu_after)
+        .map(|(c, a)| (c.name.clone(), a.rss))
+        .collect();
+    log(format!(
+        "{label}: offered {:.0} readings/s → acked {:.0}/s, stored {}, p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, {} errors{} — {}",
+        outcome.offered,
+        r.acked_rps,
+        r.stored_rps.map_or("—".into(), |s| format!("{s:.0}/s")),
+        r.p50_ms,
+        r.p99_ms,
+        r.p999_ms,
+        r.errors,
+        r.first_error
+            .as_ref()
+            .map_or(String::new(), |e| format!(" (first: {e})")),
+        r.verdict
+    ));
+    (r, acked_after)
+}
+
+/// Runs the stepped load until the knee; returns the rows and the
+/// readings acknowledged.
+pub(super) async fn stepped(
+    label: &str,
+    driver: &mut Driver,
+    config: &LoadConfig,
+    probes: &Probes<'_>,
+    prefix: &str,
+    acked_before: u64,
+) -> (Vec<StepRow>, u64) {
+    let mut rows = Vec::new();
+    let mut acked = acked_before;
+    for rate in config.plan.rates() {
+        let (r, a) = measured_step(
+            label,
+            driver,
+            Offer {
+                rate,
+                batch: 1,
+                duration: config.step,
+            },
+            &config.bound,
+            probes,
+            prefix,
+            acked,
+        )
+        .await;
+        acked = a;
+        let mut r = r;
+        if !r.sustained() {
+            // Other work on a shared machine can stall one step; a knee is
+            // two failures in a row at the same rate.
+            log(format!(
+                "{label}: repeating the step once to rule out a transient stall."
+            ));
+            if let Some(s) = probes.store {
+                s.wait_for(prefix, acked, config.step).await;
+            }
+            let (again, a) = measured_step(
+                label,
+                driver,
+                Offer {
+                    rate,
+                    batch: 1,
+                    duration: config.step,
+                },
+                &config.bound,
+                probes,
+                prefix,
+                acked,
+            )
+            .await;
+            acked = a;
+            let first = r.verdict.clone();
+            r = again;
+            if r.sustained() {
+                r.verdict = format!("sustained on the repeat (first try: {first})");
+            }
+        }
+        let knee = !r.sustained();
+        rows.push(r);
+        if knee {
+            log(format!("{label}: knee reached at {rate:.0} req/s."));
+            break;
+        }
+        // Let the analyzer catch up so each step starts from an empty queue.
+        if let Some(s) = probes.store {
+            s.wait_for(prefix, acked, config.step).await;
+        }
+    }
+    (rows, acked)
+}
