@@ -20,6 +20,10 @@ use tokio::time::Instant;
 
 use crate::procs::{Haproxy, Proc, free_addr};
 
+/// The drills' device key: the file ingest loads and the tokens devices
+/// send come from this one value (ingest refuses keys under 32 bytes).
+const DRILL_KEY: &str = "fault-drill-key-0123456789abcdef0123456789";
+
 pub const PARTITIONS: u32 = 4;
 
 /// Where the servers of `scripts/faults` are.
@@ -125,9 +129,8 @@ impl Pipeline {
         let prefix = format!("{}.readings", unique_name("fault"));
         declare_dead_letter_queue(&env.amqp_urls, &prefix).await;
         let key_file = dir.join("device.key");
-        std::fs::write(&key_file, "fault-drill-key-0123456789abcdef0123456789\n")
-            .expect("key file");
-        let keys = DeviceKeys::from_keys(vec![b"fault-drill-key".to_vec()]).expect("keys");
+        std::fs::write(&key_file, format!("{}\n", DRILL_KEY)).expect("key file");
+        let keys = DeviceKeys::from_keys(vec![DRILL_KEY.as_bytes().to_vec()]).expect("keys");
         let tls = DemoTls::generate().expect("certificate");
         let ingest_addrs: Vec<SocketAddr> = (0..options.ingest).map(|_| free_addr()).collect();
         let spare: Vec<SocketAddr> = (0..options.spare).map(|_| free_addr()).collect();
