@@ -7,7 +7,7 @@ use rustls::ServerConfig;
 use tokio::net::TcpListener;
 
 use super::AlertsService;
-use crate::http::{ServeConfig, ServeError, serve_with};
+use crate::http::{ServeConfig, ServeError, serve_handing_over};
 
 impl AlertsService {
     /// Serves the API and web UI on `listener` (TLS with `tls`) until
@@ -22,16 +22,12 @@ impl AlertsService {
         shutdown: impl Future<Output = ()>,
         config: &ServeConfig,
     ) -> Result<(), ServeError> {
-        let handover = async {
-            shutdown.await;
-            self.drain();
-            tokio::time::sleep(config.deregister_delay).await;
-        };
-        serve_with(
+        serve_handing_over(
             listener,
             self.router(),
             tls,
-            handover,
+            shutdown,
+            || self.drain(),
             config,
             self.connection_metrics(),
         )

@@ -57,7 +57,9 @@ impl Linger {
     }
 
     async fn middleware(State(linger): State<Linger>, request: Request, next: Next) -> Response {
-        if request.version() > Version::HTTP_11 {
+        // HTTP/2 resets streams on its own; a request without a body (GETs,
+        // probes) has nothing to discard: neither pays for the wrapper.
+        if request.version() > Version::HTTP_11 || request.body().is_end_stream() {
             return next.run(request).await;
         }
         let (parts, body) = request.into_parts();

@@ -12,4 +12,6 @@ pub use error::ApiError;
 pub use linger::Linger;
 pub use metrics::{json_document, metrics_response};
 pub use request_id::RequestId;
-pub use serve::{ConnectionMetrics, ServeConfig, ServeError, load_tls, serve, serve_with};
+pub use serve::{
+    ConnectionMetrics, ServeConfig, ServeError, load_tls, serve, serve_handing_over, serve_with,
+};

@@ -311,6 +311,27 @@ pub async fn serve_with(
     Ok(())
 }
 
+/// The services' hand-over on `shutdown`: call `on_shutdown` (readiness
+/// turns `503`, streams end), keep accepting for
+/// [`ServeConfig::deregister_delay`] so load balancers move away first,
+/// then serve as [`serve_with`] does until the drain is over.
+pub async fn serve_handing_over(
+    listener: TcpListener,
+    app: Router,
+    tls: Option<Arc<ServerConfig>>,
+    shutdown: impl Future<Output = ()>,
+    on_shutdown: impl FnOnce(),
+    config: &ServeConfig,
+    metrics: ConnectionMetrics,
+) -> Result<(), ServeError> {
+    let handover = async {
+        shutdown.await;
+        on_shutdown();
+        tokio::time::sleep(config.deregister_delay).await;
+    };
+    serve_with(listener, app, tls, handover, config, metrics).await
+}
+
 type ConnFuture = futures_util::future::BoxFuture<'static, Result<(), BoxError>>;
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 

@@ -7,7 +7,7 @@ use rustls::ServerConfig;
 use tokio::net::TcpListener;
 
 use super::IngestService;
-use crate::http::{ServeConfig, ServeError, serve_with};
+use crate::http::{ServeConfig, ServeError, serve_handing_over};
 
 impl IngestService {
     /// Serves the service on `listener` (TLS with `tls`) until `shutdown`
@@ -25,16 +25,12 @@ impl IngestService {
         shutdown: impl Future<Output = ()>,
         config: &ServeConfig,
     ) -> Result<(), ServeError> {
-        let handover = async {
-            shutdown.await;
-            self.drain();
-            tokio::time::sleep(config.deregister_delay).await;
-        };
-        let served = serve_with(
+        let served = serve_handing_over(
             listener,
             self.router(),
             tls,
-            handover,
+            shutdown,
+            || self.drain(),
             config,
             self.connection_metrics(),
         )
