@@ -17,8 +17,8 @@ use ha_core::analyzer::{Analyzer, AnalyzerConfig};
 use ha_core::conformance::reading;
 use ha_core::queue::{MemoryQueue, OutgoingMessage, Queue, partition_for};
 use ha_core::store::{
-    Anomaly, AnomalyQuery, DeviceStatus, MemoryStore, Page, ReadingQuery, SeqGap, Store,
-    StoreError, StoredValue, WriteFailure, WriteOutcome,
+    Anomaly, AnomalyQuery, DeviceStatus, EpochRecord, Fence, MemoryStore, Page, ReadingQuery,
+    SeqGap, Store, StoreError, StoredValue, WriteFailure, WriteOutcome,
 };
 use ha_core::wire::{Envelope, Reading, Timestamp};
 
@@ -283,6 +283,24 @@ impl Store for FlakyStore {
     }
     async fn leave(&self, g: &str, m: &str) -> Result<(), StoreError> {
         self.inner.leave(g, m).await
+    }
+    async fn claim_partition(&self, g: &str, p: u32, o: &str) -> Result<Fence, StoreError> {
+        self.inner.claim_partition(g, p, o).await
+    }
+    async fn write_fenced(
+        &self,
+        f: &Fence,
+        r: &[Reading],
+        a: &[Anomaly],
+    ) -> Result<WriteOutcome, StoreError> {
+        if self.fail.load(Ordering::SeqCst) > 0 {
+            self.fail.fetch_sub(1, Ordering::SeqCst);
+            return Err(StoreError::Unavailable("database restarting".into()));
+        }
+        self.inner.write_fenced(f, r, a).await
+    }
+    async fn partition_epochs(&self, g: &str) -> Result<Vec<EpochRecord>, StoreError> {
+        self.inner.partition_epochs(g).await
     }
 }
 

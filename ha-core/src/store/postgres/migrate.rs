@@ -76,10 +76,30 @@ CREATE TABLE IF NOT EXISTS group_members (
 );
 ",
     },
+    Migration {
+        version: 3,
+        name: "partition ownership epochs",
+        sql: "
+-- One row per claim of a partition by an analyzer; every committed batch
+-- is counted against the claim's epoch in its own transaction (fencing).
+CREATE TABLE IF NOT EXISTS partition_epochs (
+    grp TEXT NOT NULL,
+    part INT8 NOT NULL,
+    epoch INT8 NOT NULL,
+    owner TEXT NOT NULL,
+    claimed_at TIMESTAMPTZ NOT NULL,
+    superseded_at TIMESTAMPTZ,
+    first_commit_at TIMESTAMPTZ,
+    last_commit_at TIMESTAMPTZ,
+    batches INT8 NOT NULL DEFAULT 0,
+    PRIMARY KEY (grp, part, epoch)
+);
+",
+    },
 ];
 
 /// The newest schema version this build knows.
-pub const LATEST_VERSION: i64 = 2;
+pub const LATEST_VERSION: i64 = 3;
 
 /// Runs `sql`, retrying a few times when a concurrent replica created the
 /// same object at the same moment (PostgreSQL reports a unique violation on

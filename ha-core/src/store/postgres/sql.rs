@@ -6,13 +6,37 @@
 /// one round trip and one implicit transaction. The outer `SELECT` sees the
 /// table as it was before the statement, so joining the input against it
 /// finds the keys that were already stored, and which of them differ.
-pub(super) const WRITE: &str = "
-WITH r_in AS (
+///
+/// `fenced`: the statement also takes `$14..$17` (group, partition, epoch,
+/// owner), counts the batch against that epoch if it is still current
+/// (locking its row, which a claim also updates: a claim and a fenced
+/// write are serialized), inserts nothing otherwise, and returns a fourth
+/// column: 1 when the epoch was current, 0 when fenced off.
+pub(super) fn write_sql(fenced: bool) -> String {
+    let (fence, gate, fenced_col) = if fenced {
+        (
+            "fence AS (
+    UPDATE partition_epochs SET batches = batches + 1,
+        first_commit_at = COALESCE(first_commit_at, clock_timestamp()),
+        last_commit_at = clock_timestamp()
+    WHERE grp = $14 AND part = $15 AND epoch = $16 AND owner = $17
+      AND superseded_at IS NULL
+    RETURNING 1
+), ",
+            "WHERE EXISTS (SELECT 1 FROM fence)",
+            ",\n    (SELECT count(*) FROM fence)",
+        )
+    } else {
+        ("", "", "")
+    };
+    format!(
+        "
+WITH {fence}r_in AS (
     SELECT * FROM unnest($1::TEXT[], $2::INT8[], $3::TEXT[], $4::TIMESTAMPTZ[], $5::FLOAT8[])
         AS t(device_id, seq, metric, ts, value)
 ), r_ins AS (
     INSERT INTO readings (device_id, seq, metric, ts, value)
-    SELECT device_id, seq, metric, ts, value FROM r_in
+    SELECT device_id, seq, metric, ts, value FROM r_in {gate}
     ON CONFLICT (device_id, seq, metric) DO NOTHING
     RETURNING 1
 ), a_in AS (
@@ -21,7 +45,7 @@ WITH r_in AS (
         AS t(device_id, seq, metric, ts, value, score, anomaly_score, detector)
 ), a_ins AS (
     INSERT INTO anomalies (device_id, seq, metric, ts, value, score, anomaly_score, detector)
-    SELECT device_id, seq, metric, ts, value, score, anomaly_score, detector FROM a_in
+    SELECT device_id, seq, metric, ts, value, score, anomaly_score, detector FROM a_in {gate}
     ON CONFLICT (device_id, seq, metric) DO NOTHING
     RETURNING 1
 )
@@ -33,7 +57,30 @@ SELECT
           -- Only when some key was already stored (a redelivery, a resend):
           -- a one-time filter, so the common batch skips this join.
           AND (SELECT count(*) FROM r_ins) < (SELECT count(*) FROM r_in)),
-    (SELECT count(*) FROM a_ins)";
+    (SELECT count(*) FROM a_ins){fenced_col}"
+    )
+}
+
+/// Claims a partition: supersedes the current epoch and inserts the next.
+/// Two racing claims compute the same next epoch; the loser inserts
+/// nothing (no row returned) and the caller tries again.
+pub(super) const CLAIM: &str = "
+WITH prev AS (
+    UPDATE partition_epochs SET superseded_at = clock_timestamp()
+    WHERE grp = $1 AND part = $2 AND superseded_at IS NULL
+    RETURNING epoch
+)
+INSERT INTO partition_epochs (grp, part, epoch, owner, claimed_at)
+SELECT $1, $2, GREATEST(
+        COALESCE((SELECT max(epoch) FROM prev), 0),
+        COALESCE((SELECT max(epoch) FROM partition_epochs WHERE grp = $1 AND part = $2), 0)
+    ) + 1, $3, clock_timestamp()
+ON CONFLICT (grp, part, epoch) DO NOTHING
+RETURNING epoch";
+
+pub(super) const PARTITION_EPOCHS: &str = "
+SELECT part, epoch, owner, claimed_at, superseded_at, first_commit_at, last_commit_at, batches
+FROM partition_epochs WHERE grp = $1 ORDER BY part, epoch";
 
 /// The newest `$4` values of a series with `seq <= $3`, oldest first.
 pub(super) const RECENT_VALUES: &str = "
@@ -142,7 +189,6 @@ mod tests {
     /// dynamically built queries.
     fn all_statements() -> Vec<String> {
         let mut all: Vec<String> = [
-            WRITE,
             RECENT_VALUES,
             DEVICE_STATUS,
             SEQ_GAPS,
@@ -150,6 +196,8 @@ mod tests {
             HEARTBEAT,
             LEAVE,
             FORGET_EXPIRED,
+            CLAIM,
+            PARTITION_EPOCHS,
         ]
         .iter()
         .map(|s| s.to_string())
@@ -165,6 +213,8 @@ mod tests {
         }
         all.push(readings_sql(false));
         all.push(readings_sql(true));
+        all.push(write_sql(false));
+        all.push(write_sql(true));
         all
     }
 
