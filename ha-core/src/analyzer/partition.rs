@@ -1,0 +1,86 @@
+//! One partition's subscription loop on a replica: stand by, consume when
+//! the broker makes this subscription the active one, make way for the
+//! assigned owner when asked.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::Shared;
+use super::worker::{Ended, Worker};
+
+/// Subscribes to `partition` until `stop` turns true (finishing the batch
+/// in hand). Every replica runs this for every partition: the broker's
+/// single-active-consumer delivers to the oldest subscription only, so the
+/// others stand by and the next one takes over the moment the active
+/// subscription's channel closes (a crash, a graceful stop).
+///
+/// A change of `release` asks a subscription made before it to make way:
+/// it finishes its batch, closes (going to the back of the broker's line)
+/// and subscribes again after `hold_off`, leaving the partition to its
+/// assigned owner meanwhile.
+pub(super) async fn run_partition(
+    shared: Arc<Shared>,
+    partition: u32,
+    mut stop: watch::Receiver<bool>,
+    mut release: watch::Receiver<u64>,
+    hold_off: Duration,
+) {
+    let mut backoff = Duration::from_millis(100);
+    while !*stop.borrow() {
+        // A hand-over asked before this subscription does not concern it.
+        release.borrow_and_update();
+        let sub = tokio::select! {
+            s = shared.queue.subscribe(partition, shared.config.prefetch) => s,
+            _ = stop.changed() => break,
+        };
+        let mut sub = match sub {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(partition, error = %e, "Subscribing failed; retrying.");
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    _ = stop.changed() => break,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(100);
+        tracing::debug!(partition, "Subscribed to the partition.");
+        let mut worker = match Worker::new(shared.clone(), partition) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::error!(error = %e, "Invalid detector configuration.");
+                return;
+            }
+        };
+        let ended = worker.consume(&mut sub, &mut stop, &mut release).await;
+        let was_active = worker.claimed();
+        // Close the subscription before waiting: its unacknowledged
+        // deliveries go back, and the next subscription in line takes over.
+        drop(worker);
+        drop(sub);
+        match ended {
+            Ok(Ended::Stopped) => break,
+            Ok(Ended::Released) => {
+                if was_active {
+                    shared.metrics.handovers.inc();
+                    tracing::info!(
+                        partition,
+                        "Made way for the partition's assigned owner; standing by again."
+                    );
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(hold_off) => {}
+                    _ = stop.changed() => break,
+                }
+            }
+            Err(e) => {
+                tracing::warn!(partition, error = %e, "Subscription lost; subscribing again.")
+            }
+        }
+    }
+    tracing::info!(partition, "Released partition.");
+}
