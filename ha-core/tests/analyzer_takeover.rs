@@ -113,37 +113,36 @@ async fn a_crashed_replica_is_taken_over_while_its_lease_is_live() {
         a.analyzer.owned_partitions().len() == 4
     })
     .await;
+    let first = readings(16, 0, 20);
+    publish(&queue, &first).await;
+    eventually("the first readings stored by a", async || {
+        store.reading_rows() == first.len()
+            && current_owners(&store.partition_epochs(GROUP).await.unwrap())
+                == (0..PARTITIONS)
+                    .map(|p| (p, "analyzer-a".to_string()))
+                    .collect()
+    })
+    .await;
     let b = Process::start(&queue, &store, config("analyzer-b", ttl));
     eventually("an even split", async || {
         a.analyzer.owned_partitions() == [0, 2] && b.analyzer.owned_partitions() == [1, 3]
     })
     .await;
-    let first = readings(16, 0, 20);
-    publish(&queue, &first).await;
-    eventually("the first readings stored", async || {
-        store.reading_rows() == first.len()
+    // b is assigned 1 and 3, but a keeps consuming them: b has not held
+    // its lease for a TTL yet (and will not within this test).
+    let second = readings(16, 20, 5);
+    publish(&queue, &second).await;
+    eventually("the second readings stored", async || {
+        store.reading_rows() == first.len() + second.len()
     })
     .await;
-    // Every partition was claimed by its assigned owner (a made way for b
-    // on 1 and 3 when b joined).
-    eventually("claims follow the assignment", async || {
-        let owners = current_owners(&store.partition_epochs(GROUP).await.unwrap());
-        owners.len() == 4
-            && owners.iter().all(|(p, o)| {
-                *o == if p % 2 == 0 {
-                    "analyzer-a"
-                } else {
-                    "analyzer-b"
-                }
-            })
-    })
-    .await;
+    assert_eq!(b.analyzer.metrics().active_partitions.get(), 0);
 
     a.kill();
-    let second = readings(16, 20, 20);
-    publish(&queue, &second).await;
-    eventually("b stores a's partitions too", async || {
-        store.reading_rows() == first.len() + second.len()
+    let third = readings(16, 25, 20);
+    publish(&queue, &third).await;
+    eventually("b stores every partition", async || {
+        store.reading_rows() == first.len() + second.len() + third.len()
     })
     .await;
     let members = store.heartbeat(GROUP, "observer", ttl).await.unwrap();
@@ -160,13 +159,62 @@ async fn a_crashed_replica_is_taken_over_while_its_lease_is_live() {
     let records = store.partition_epochs(GROUP).await.unwrap();
     assert!(current_owners(&records).values().all(|o| o == "analyzer-b"));
     assert_eq!(find_overlaps(&records), vec![]);
-    // Each of a's partitions has a later epoch of b's that committed.
-    for p in [0, 2] {
+    for p in 0..PARTITIONS {
         let of_p: Vec<&EpochRecord> = records.iter().filter(|r| r.partition == p).collect();
-        let last = of_p.last().unwrap();
-        assert_eq!(last.owner, "analyzer-b");
-        assert!(last.batches > 0 && last.epoch > 1, "{of_p:?}");
+        assert_eq!(of_p.len(), 2, "{of_p:?}");
+        assert_eq!((of_p[0].owner.as_str(), of_p[0].epoch), ("analyzer-a", 1));
+        assert_eq!((of_p[1].owner.as_str(), of_p[1].epoch), ("analyzer-b", 2));
+        assert!(of_p[1].batches > 0);
     }
+    b.kill();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joining_replica_gets_its_partitions_once_its_lease_has_held() {
+    let ttl = Duration::from_millis(500);
+    let queue = MemoryQueue::with_partitions(PARTITIONS);
+    let store = MemoryStore::new();
+    let a = Process::start(&queue, &store, config("analyzer-a", ttl));
+    eventually("a owns everything", async || {
+        a.analyzer.owned_partitions().len() == 4
+    })
+    .await;
+    let mut seq = 0;
+    let mut sent = 0;
+    let mut feed = async || {
+        let batch = readings(16, seq, 2);
+        seq += 2;
+        sent += batch.len();
+        publish(&queue, &batch).await;
+        sent
+    };
+    feed().await;
+    let b = Process::start(&queue, &store, config("analyzer-b", ttl));
+    // Keep traffic flowing: a makes way at a batch boundary once b has
+    // held its lease for a TTL plus a heartbeat.
+    eventually("claims follow the assignment", async || {
+        feed().await;
+        let owners = current_owners(&store.partition_epochs(GROUP).await.unwrap());
+        owners.len() == 4
+            && owners.iter().all(|(p, o)| {
+                *o == if p % 2 == 0 {
+                    "analyzer-a"
+                } else {
+                    "analyzer-b"
+                }
+            })
+    })
+    .await;
+    let total = feed().await;
+    eventually("everything stored", async || store.reading_rows() == total).await;
+    assert!(a.analyzer.metrics().handovers.get() >= 2);
+    assert_eq!(b.analyzer.metrics().handovers.get(), 0);
+    assert_eq!(
+        find_overlaps(&store.partition_epochs(GROUP).await.unwrap()),
+        vec![]
+    );
+    assert!(queue.dead_letters().is_empty());
+    a.kill();
     b.kill();
 }
 

@@ -21,10 +21,15 @@
 //! broker sees immediately, so a crashed replica's partitions move to a
 //! standby within milliseconds, while its lease (TTL
 //! [`AnalyzerConfig::lease_ttl`], 5 s) is still live. The lease only decides
-//! the assignment, calmly: when the membership changes, a subscription made
-//! before the change to a partition assigned elsewhere makes way (finishes
-//! its batch, closes, subscribes again after two heartbeats), so the
-//! assigned owner's subscription becomes the active one.
+//! the assignment, calmly: a subscription active on a partition assigned
+//! to another member makes way (finishes its batch, closes, subscribes
+//! again after two heartbeats, so the assigned owner's waiting
+//! subscription becomes the active one) once that member has stayed
+//! assigned for a lease TTL plus a heartbeat since both the assignment and
+//! the takeover. A member that crashed before the takeover loses its lease
+//! within that time, which changes the assignment first; one still
+//! assigned then has renewed its lease since, so it is alive. Nothing
+//! shorter than the lease is ever trusted to declare a replica dead.
 //!
 //! Why this and not the alternatives:
 //! - a shorter lease TTL detects a crash only after the TTL, and a TTL
@@ -302,7 +307,8 @@ impl Analyzer {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_lease = tokio::time::Instant::now();
         let mut last_retention: Option<tokio::time::Instant> = None;
-        let mut last_members: Vec<String> = Vec::new();
+        let mut view = assignment::View::default();
+        let (view_tx, _) = watch::channel(view.clone());
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -330,9 +336,13 @@ impl Analyzer {
             };
             shared.metrics.members.set(members.len() as i64);
             let assigned = owned_partitions(&members, &cfg.member_id, partitions);
-            let changed = members != last_members;
-            last_members = members;
-            if assigned.is_empty() && !last_members.contains(&cfg.member_id) {
+            view.update(&members, partitions, tokio::time::Instant::now());
+            view_tx.send_if_modified(|v| {
+                let changed = *v != view;
+                v.clone_from(&view);
+                changed
+            });
+            if assigned.is_empty() && !members.contains(&cfg.member_id) {
                 // No lease: hold nothing, so a replica cut off from the
                 // store does not keep partitions from the others.
                 for (_, task) in workers.drain() {
@@ -340,29 +350,20 @@ impl Analyzer {
                 }
             } else {
                 workers.retain(|_, task| !task.handle.is_finished());
-                if changed {
-                    // Subscriptions to partitions assigned elsewhere make
-                    // way (those made after this change are not concerned).
-                    for (p, task) in &workers {
-                        if !assigned.contains(p) {
-                            task.release.send_modify(|n| *n += 1);
-                        }
-                    }
-                }
                 for p in 0..partitions {
                     workers
                         .entry(p)
-                        .or_insert_with(|| PartitionTask::spawn(&shared, p));
+                        .or_insert_with(|| PartitionTask::spawn(&shared, p, view_tx.subscribe()));
                 }
             }
             shared.metrics.owned_partitions.set(assigned.len() as i64);
             if let Ok(mut o) = shared.owned.lock() {
                 if *o != assigned {
-                    tracing::info!(partitions = ?assigned, members = last_members.len(), "Partition assignment changed.");
+                    tracing::info!(partitions = ?assigned, members = members.len(), "Partition assignment changed.");
                 }
                 *o = assigned;
             }
-            let first = last_members.first().is_some_and(|m| *m == cfg.member_id);
+            let first = members.first().is_some_and(|m| *m == cfg.member_id);
             if let (true, Some(keep)) = (first, cfg.retention)
                 && last_retention.is_none_or(|t| t.elapsed() >= Duration::from_secs(3600))
             {
@@ -389,30 +390,26 @@ impl Analyzer {
     }
 }
 
-/// A running [`partition::run_partition`] and its controls.
+/// A running [`partition::run_partition`] and its stop switch.
 struct PartitionTask {
     stop: watch::Sender<bool>,
-    release: watch::Sender<u64>,
     handle: JoinHandle<()>,
 }
 
 impl PartitionTask {
-    fn spawn(shared: &Arc<Shared>, partition: u32) -> Self {
+    fn spawn(
+        shared: &Arc<Shared>,
+        partition: u32,
+        view: watch::Receiver<assignment::View>,
+    ) -> Self {
         let (stop, stop_rx) = watch::channel(false);
-        let (release, release_rx) = watch::channel(0);
-        let hold_off = shared.config.heartbeat * 2;
         let handle = tokio::spawn(partition::run_partition(
             shared.clone(),
             partition,
             stop_rx,
-            release_rx,
-            hold_off,
+            view,
         ));
-        PartitionTask {
-            stop,
-            release,
-            handle,
-        }
+        PartitionTask { stop, handle }
     }
 }
 

@@ -1,6 +1,6 @@
 //! One partition's subscription loop on a replica: stand by, consume when
 //! the broker makes this subscription the active one, make way for the
-//! assigned owner when asked.
+//! assigned owner.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::Shared;
+use super::assignment::View;
 use super::worker::{Ended, Worker};
 
 /// Subscribes to `partition` until `stop` turns true (finishing the batch
@@ -16,21 +17,20 @@ use super::worker::{Ended, Worker};
 /// others stand by and the next one takes over the moment the active
 /// subscription's channel closes (a crash, a graceful stop).
 ///
-/// A change of `release` asks a subscription made before it to make way:
-/// it finishes its batch, closes (going to the back of the broker's line)
-/// and subscribes again after `hold_off`, leaving the partition to its
-/// assigned owner meanwhile.
+/// An active subscription to a partition that `view` assigns to a live
+/// other member makes way (see [`View::should_yield`]): it finishes its
+/// batch, closes (going to the back of the broker's line) and subscribes
+/// again after two heartbeats, leaving the partition to the assigned
+/// owner's subscription meanwhile.
 pub(super) async fn run_partition(
     shared: Arc<Shared>,
     partition: u32,
     mut stop: watch::Receiver<bool>,
-    mut release: watch::Receiver<u64>,
-    hold_off: Duration,
+    view: watch::Receiver<View>,
 ) {
+    let hold_off = shared.config.heartbeat * 2;
     let mut backoff = Duration::from_millis(100);
     while !*stop.borrow() {
-        // A hand-over asked before this subscription does not concern it.
-        release.borrow_and_update();
         let sub = tokio::select! {
             s = shared.queue.subscribe(partition, shared.config.prefetch) => s,
             _ = stop.changed() => break,
@@ -56,7 +56,7 @@ pub(super) async fn run_partition(
                 return;
             }
         };
-        let ended = worker.consume(&mut sub, &mut stop, &mut release).await;
+        let ended = worker.consume(&mut sub, &mut stop, &view).await;
         let was_active = worker.claimed();
         // Close the subscription before waiting: its unacknowledged
         // deliveries go back, and the next subscription in line takes over.

@@ -9,6 +9,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::Shared;
+use super::assignment::View;
 use super::budget::Held;
 use super::series::{BoundedSeries, SeriesKey};
 use crate::queue::{Delivery, QueueError, Subscription};
@@ -22,8 +23,7 @@ const WARM_START_CHUNK: usize = 256;
 pub(super) enum Ended {
     /// The replica is stopping.
     Stopped,
-    /// The run loop asked this subscription to make way for the
-    /// partition's assigned owner.
+    /// Made way for the partition's assigned owner (after a batch).
     Released,
 }
 
@@ -33,6 +33,8 @@ pub(super) struct Worker {
     /// This subscription's claim on the partition, taken at its first
     /// batch: the broker made it the active consumer.
     fence: Option<Fence>,
+    /// When the claim was taken.
+    claimed_at: Instant,
     series: BoundedSeries,
     batches: u64,
     /// Newest `seq` and `ts` per device, for the gap and freshness metrics.
@@ -71,6 +73,7 @@ impl Worker {
             shared,
             partition,
             fence: None,
+            claimed_at: Instant::now(),
             series,
             batches: 0,
             devices: HashMap::new(),
@@ -84,25 +87,39 @@ impl Worker {
         self.fence.is_some()
     }
 
-    /// Processes batches until stopped or released (at a batch boundary),
-    /// or until the subscription fails or a batch is not committed.
+    /// Processes batches until stopped, or until it makes way for the
+    /// partition's assigned owner (at a batch boundary, see
+    /// [`View::should_yield`]), the subscription fails or a batch is not
+    /// committed.
     pub(super) async fn consume(
         &mut self,
         sub: &mut Box<dyn Subscription>,
         stop: &mut watch::Receiver<bool>,
-        release: &mut watch::Receiver<u64>,
+        view: &watch::Receiver<View>,
     ) -> Result<Ended, QueueError> {
         let budget = self.shared.budget.clone();
+        let shared = self.shared.clone();
+        let cfg = &shared.config;
+        let lease_wait = cfg.lease_ttl + cfg.heartbeat;
         loop {
+            if self.fence.is_some()
+                && view.borrow().should_yield(
+                    self.partition,
+                    &cfg.member_id,
+                    self.claimed_at,
+                    lease_wait,
+                    Instant::now(),
+                )
+            {
+                return Ok(Ended::Released);
+            }
             tokio::select! {
                 () = budget.wait_for_room() => {}
                 _ = stop.changed() => return Ok(Ended::Stopped),
-                _ = release.changed() => return Ok(Ended::Released),
             }
             let first = tokio::select! {
                 d = sub.next() => d?,
                 _ = stop.changed() => return Ok(Ended::Stopped),
-                _ = release.changed() => return Ok(Ended::Released),
             };
             let started = Instant::now();
             let mut held = Held::new(&budget, &self.shared.metrics.unacked);
@@ -169,6 +186,7 @@ impl Worker {
                     s.metrics.claims.inc();
                     s.metrics.active_partitions.inc();
                     self.fence = Some(fence.clone());
+                    self.claimed_at = Instant::now();
                     return Some(fence);
                 }
                 Err(_) if *stop.borrow() => return None,
