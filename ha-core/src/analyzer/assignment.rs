@@ -43,6 +43,14 @@ impl View {
         }
     }
 
+    /// The member `partition` is assigned to, if any.
+    pub(super) fn owner(&self, partition: u32) -> Option<&str> {
+        self.owners
+            .get(partition as usize)
+            .and_then(|o| o.as_ref())
+            .map(|(name, _)| name.as_str())
+    }
+
     /// Whether `me`, active on `partition` since `active_since`, makes way
     /// for the partition's assigned member: one that has been assigned it,
     /// and so held its lease, for `lease_wait` since both the assignment
@@ -77,7 +85,9 @@ mod tests {
         let wait = Duration::from_secs(6);
         let t0 = Instant::now();
         let mut view = View::default();
+        assert_eq!(view.owner(0), None);
         view.update(&ab, 4, t0);
+        assert_eq!((view.owner(0), view.owner(1)), (Some("a"), Some("b")));
         // b took partition 0 (a's) over at t0 + 1 s: a may just have died.
         let active = t0 + Duration::from_secs(1);
         assert!(!view.should_yield(0, "b", active, wait, t0 + Duration::from_secs(6)));

@@ -17,7 +17,9 @@ use super::worker::{Ended, Worker};
 /// others stand by and the next one takes over the moment the active
 /// subscription's channel closes (a crash, a graceful stop).
 ///
-/// An active subscription to a partition that `view` assigns to a live
+/// A partition not assigned to this replica is subscribed to two
+/// heartbeats after the start, so the assigned owner's subscription comes
+/// first. An active subscription to a partition that `view` assigns to a live
 /// other member makes way (see [`View::should_yield`]): it finishes its
 /// batch, closes (going to the back of the broker's line) and subscribes
 /// again after two heartbeats, leaving the partition to the assigned
@@ -29,6 +31,15 @@ pub(super) async fn run_partition(
     view: watch::Receiver<View>,
 ) {
     let hold_off = shared.config.heartbeat * 2;
+    // Let the assigned owner subscribe first when replicas start together:
+    // the oldest subscription is the active one.
+    let assigned_here = view.borrow().owner(partition) == Some(shared.config.member_id.as_str());
+    if !assigned_here {
+        tokio::select! {
+            () = tokio::time::sleep(hold_off) => {}
+            _ = stop.changed() => return,
+        }
+    }
     let mut backoff = Duration::from_millis(100);
     while !*stop.borrow() {
         let sub = tokio::select! {
