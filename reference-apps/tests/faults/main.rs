@@ -371,11 +371,19 @@ async fn analyzer_crash_mid_batch() {
         extra: vec![
             ("takeover_ms", takeover_ms.to_string()),
             ("reassigned_ms", reassigned_ms.to_string()),
+            ("ownership_epochs", epochs.len().to_string()),
             ("anomalies", stored.len().to_string()),
             ("verdicts_equal", (expected == stored).to_string()),
         ],
     };
     outcome.record_and_check(&env);
+    // Each partition: its first owner, at most one hand-over to its
+    // assigned owner, the takeover. More means ownership flapped.
+    assert!(
+        epochs.len() as u32 <= 3 * pipeline::PARTITIONS,
+        "ownership flapped: {}",
+        outcome.line()
+    );
     assert!(
         redeliveries > 0,
         "no redelivery observed: {}",
@@ -594,13 +602,14 @@ async fn graceful_shutdown() {
         }
         let audit = p.audit(&report).await;
         let failover = Failover::measure(&report, at);
-        let takeover_ms = if scenario == "sigterm_analyzer" {
+        let mut takeover = Vec::new();
+        if scenario == "sigterm_analyzer" {
             let epochs = ownership::epochs(&p.db).await;
-            ownership::takeover_ms(&epochs, &victim_name, at_wall)
-                .map(|ms| ("takeover_ms", ms.to_string()))
-        } else {
-            None
-        };
+            if let Some(ms) = ownership::takeover_ms(&epochs, &victim_name, at_wall) {
+                takeover.push(("takeover_ms", ms.to_string()));
+                takeover.push(("ownership_epochs", epochs.len().to_string()));
+            }
+        }
         let outcome = Outcome {
             scenario: scenario.into(),
             audit,
@@ -617,7 +626,7 @@ async fn graceful_shutdown() {
                 ),
             ]
             .into_iter()
-            .chain(takeover_ms)
+            .chain(takeover)
             .chain(queries.map(|(ok, refused, failed)| {
                 (
                     "queries_ok_refused_failed",
