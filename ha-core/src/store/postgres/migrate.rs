@@ -80,15 +80,24 @@ CREATE TABLE IF NOT EXISTS group_members (
         version: 3,
         name: "partition ownership epochs",
         sql: "
--- One row per claim of a partition by an analyzer; every committed batch
--- is counted against the claim's epoch in its own transaction (fencing).
+-- Each partition's current owner: claims and fenced writes lock this row,
+-- so a claim and a write of the previous owner are serialized.
+CREATE TABLE IF NOT EXISTS partition_owners (
+    grp TEXT NOT NULL,
+    part INT8 NOT NULL,
+    epoch INT8 NOT NULL,
+    owner TEXT NOT NULL,
+    claimed_at TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (grp, part)
+);
+-- One row per claim; every committed batch is counted against its epoch
+-- in the batch's own transaction. An epoch ends at the next one's claim.
 CREATE TABLE IF NOT EXISTS partition_epochs (
     grp TEXT NOT NULL,
     part INT8 NOT NULL,
     epoch INT8 NOT NULL,
     owner TEXT NOT NULL,
     claimed_at TIMESTAMPTZ NOT NULL,
-    superseded_at TIMESTAMPTZ,
     first_commit_at TIMESTAMPTZ,
     last_commit_at TIMESTAMPTZ,
     batches INT8 NOT NULL DEFAULT 0,

@@ -337,28 +337,20 @@ impl Store for PostgresStore {
         owner: &str,
     ) -> Result<Fence, StoreError> {
         let part = i64::from(partition);
-        for attempt in 1..=CLAIM_TRIES {
-            let row = self
-                .pool
-                .run(|c| async move {
-                    c.client
-                        .query_opt(sql::CLAIM, &[&group, &part, &owner])
-                        .await
-                })
-                .await?;
-            if let Some(row) = row {
-                return Ok(Fence {
-                    group: group.to_owned(),
-                    partition,
-                    epoch: u64::try_from(row.get::<_, i64>(0)).unwrap_or(0),
-                    owner: owner.to_owned(),
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(10 * u64::from(attempt))).await;
-        }
-        Err(StoreError::Unavailable(format!(
-            "claiming partition {partition} lost {CLAIM_TRIES} races to other claims"
-        )))
+        let row = self
+            .pool
+            .run(|c| async move {
+                c.client
+                    .query_one(sql::CLAIM, &[&group, &part, &owner])
+                    .await
+            })
+            .await?;
+        Ok(Fence {
+            group: group.to_owned(),
+            partition,
+            epoch: u64::try_from(row.get::<_, i64>(0)).unwrap_or(0),
+            owner: owner.to_owned(),
+        })
     }
 
     async fn write_fenced(
@@ -423,9 +415,6 @@ impl Store for PostgresStore {
             .collect())
     }
 }
-
-/// How often a claim that lost a race to another claim is tried again.
-const CLAIM_TRIES: u32 = 5;
 
 fn timestamp(t: Option<SystemTime>) -> Option<Timestamp> {
     t.map(Timestamp::from)
