@@ -12,11 +12,11 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use prometheus_client::metrics::gauge::Gauge;
 
+use super::error::IngestError;
 use super::metrics::Outcome;
 use super::{State, batcher};
-use crate::http::ApiError;
 use crate::queue::partition_for;
-use crate::wire::{EncodedReadings, MAX_BODY_BYTES, ParseError, Reading, Timestamp, UncheckedBody};
+use crate::wire::{EncodedReadings, MAX_BODY_BYTES, Reading, Timestamp, UncheckedBody};
 
 type S = AxumState<Arc<State>>;
 
@@ -44,33 +44,21 @@ pub(super) async fn post_readings(AxumState(state): S, headers: HeaderMap, body:
                 .into_response()
         }
         Err(e) => {
-            count(&state, e.status, &e.error);
-            e.into_response()
+            count(&state, e.status(), e.code());
+            e.to_api(state.config.retry_after_secs).into_response()
         }
     }
 }
 
-fn unavailable(state: &State, code: &str, message: &str) -> ApiError {
-    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
-        .retry_after(state.config.retry_after_secs)
-}
-
-async fn accept(state: &State, headers: &HeaderMap, body: Body) -> Result<usize, ApiError> {
+/// The HTTP side of a request: the headers' checks, the in-flight slot and
+/// the body, then [`accept_body`].
+async fn accept(state: &State, headers: &HeaderMap, body: Body) -> Result<usize, IngestError> {
     if state.draining.load(Ordering::SeqCst) {
-        return Err(unavailable(
-            state,
-            "draining",
-            "this replica is shutting down; retry",
-        ));
+        return Err(IngestError::Draining);
     }
     // 401: credentials, from the headers alone, before any body byte is read.
     let device = match &state.config.keys {
-        Some(keys) => Some(
-            keys.verify(headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()))
-                .map_err(|e| {
-                    ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string())
-                })?,
-        ),
+        Some(keys) => Some(keys.verify(headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()))?),
         None => None,
     };
     // 415: the content type.
@@ -80,101 +68,58 @@ async fn accept(state: &State, headers: &HeaderMap, body: Body) -> Result<usize,
         .and_then(|v| v.split(';').next())
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
     if !json {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "Content-Type must be application/json",
-        ));
+        return Err(IngestError::UnsupportedMediaType);
     }
     // 413: the size, from Content-Length when given, else while reading.
-    let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            format!("the body may be at most {MAX_BODY_BYTES} bytes"),
-        )
-    };
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
-        return Err(too_large());
+        return Err(IngestError::TooLarge);
     }
     // 503: bounded requests in flight, never an unbounded in-memory queue;
     // taken before the body is read, so at most that many bodies (1 MiB
     // each) are buffered at once, however many streams a client opens.
     let Ok(_permit) = state.in_flight.try_acquire() else {
-        return Err(unavailable(
-            state,
-            "overloaded",
-            "too many requests in flight; retry",
-        ));
+        return Err(IngestError::Overloaded);
     };
-    let bytes = match tokio::time::timeout(state.config.body_timeout, read_limited(body)).await {
-        Ok(read) => read.map_err(|e| match e {
-            ReadError::TooLarge => too_large(),
-            ReadError::Io(msg) => ApiError::new(StatusCode::BAD_REQUEST, "body_unreadable", msg),
-        })?,
-        Err(_) => {
-            return Err(ApiError::new(
-                StatusCode::REQUEST_TIMEOUT,
-                "body_timeout",
-                format!(
-                    "the body did not arrive within {} s",
-                    state.config.body_timeout.as_secs_f64()
-                ),
-            ));
-        }
-    };
+    let bytes = tokio::time::timeout(state.config.body_timeout, read_limited(body))
+        .await
+        .map_err(|_| IngestError::BodyTimeout(state.config.body_timeout))??;
+    accept_body(state, device.as_deref(), &bytes).await
+}
+
+/// Parses, checks and publishes one body of readings, for any transport:
+/// resolves with the number of readings once the queue confirmed every one
+/// of them. `device` is the authenticated device (`None` when the service
+/// runs without keys). The caller holds an in-flight slot.
+pub(super) async fn accept_body(
+    state: &State,
+    device: Option<&str>,
+    bytes: &[u8],
+) -> Result<usize, IngestError> {
     // 400: the shape.
-    let unchecked = UncheckedBody::parse(&bytes).map_err(|e| match e {
-        ParseError::TooLarge { .. } => too_large(),
-        ParseError::Malformed {
-            message,
-            field,
-            index,
-        } => ApiError::new(StatusCode::BAD_REQUEST, "malformed", message).at(field, index),
-        other => ApiError::new(StatusCode::BAD_REQUEST, "malformed", other.to_string()),
-    })?;
+    let unchecked = UncheckedBody::parse(bytes)?;
     // 403: every reading belongs to the authenticated device.
-    if let Some(device) = &device
-        && let Some(i) = unchecked.device_ids().position(|d| d != device)
+    if let Some(device) = device
+        && let Some(index) = unchecked.device_ids().position(|d| d != device)
     {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "wrong_device",
-            format!("reading {i} belongs to another device than the authenticated `{device}`"),
-        )
-        .at(Some(format!("readings[{i}].device_id")), Some(i)));
+        return Err(IngestError::WrongDevice {
+            index,
+            device: device.to_owned(),
+        });
     }
     // 422: the rules.
-    let body = unchecked
-        .validate_in(Timestamp::now(), state.config.max_reading_age)
-        .map_err(|e| {
-            let field = match e.index {
-                Some(i) => format!("readings[{i}].{}", e.field),
-                None => e.field.clone(),
-            };
-            ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                e.rule.code(),
-                e.rule.describe(),
-            )
-            .at(Some(field), e.index)
-        })?;
-    let readings = body.readings;
+    let readings = unchecked
+        .validate_in(Timestamp::now(), state.config.max_reading_age)?
+        .readings;
     // 429: the device's rate.
     if let Some(limiter) = &state.limiter {
-        let device = device.as_deref().unwrap_or(readings[0].device_id.as_str());
-        limiter.take(device, readings.len()).map_err(|secs| {
-            ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                "too many readings from this device; slow down",
-            )
-            .retry_after(secs)
-        })?;
+        let device = device.unwrap_or(readings[0].device_id.as_str());
+        limiter
+            .take(device, readings.len())
+            .map_err(|retry_after_secs| IngestError::RateLimited { retry_after_secs })?;
     }
     let n = readings.len();
     publish(state, readings).await?;
@@ -185,7 +130,7 @@ async fn accept(state: &State, headers: &HeaderMap, body: Body) -> Result<usize,
 
 /// Hands the readings to the batcher of each partition they touch and
 /// resolves once every message carrying them was confirmed.
-async fn publish(state: &State, readings: Vec<Reading>) -> Result<(), ApiError> {
+async fn publish(state: &State, readings: Vec<Reading>) -> Result<(), IngestError> {
     let partitions = state.queue.partitions();
     let Some(first) = readings
         .first()
@@ -216,39 +161,25 @@ async fn publish(state: &State, readings: Vec<Reading>) -> Result<(), ApiError> 
     let started = tokio::time::Instant::now();
     let mut outcomes = Vec::with_capacity(parts.len());
     for (partition, encoded) in parts {
-        match state.batchers.submit(partition, encoded).await {
-            Ok(outcome) => outcomes.push(outcome),
-            Err(batcher::Closed) => {
-                return Err(unavailable(
-                    state,
-                    "draining",
-                    "this replica is shutting down; retry",
-                ));
-            }
-        }
+        let outcome = state
+            .batchers
+            .submit(partition, encoded)
+            .await
+            .map_err(|batcher::Closed| IngestError::Draining)?;
+        outcomes.push(outcome);
     }
     for outcome in outcomes {
-        match outcome.await {
-            Ok(Ok(())) => {}
+        let failure = match outcome.await {
+            Ok(Ok(())) => continue,
             // The batcher logged the error once for the whole message.
-            Ok(Err(_)) => {
-                state.broker_failed();
-                return Err(unavailable(
-                    state,
-                    "broker_unavailable",
-                    "the queue did not confirm the readings; retry",
-                ));
-            }
+            Ok(Err(e)) => Some(e),
             Err(_) => {
                 tracing::warn!("A batcher ended without answering; answering 503.");
-                state.broker_failed();
-                return Err(unavailable(
-                    state,
-                    "broker_unavailable",
-                    "the queue did not confirm the readings; retry",
-                ));
+                None
             }
-        }
+        };
+        state.broker_failed();
+        return Err(IngestError::Broker(failure));
     }
     state
         .metrics
@@ -275,17 +206,12 @@ impl Drop for Waiting<'_> {
     }
 }
 
-enum ReadError {
-    TooLarge,
-    Io(String),
-}
-
-async fn read_limited(body: Body) -> Result<Bytes, ReadError> {
+async fn read_limited(body: Body) -> Result<Bytes, IngestError> {
     let limited = http_body_util::Limited::new(body, MAX_BODY_BYTES);
     match limited.collect().await {
         Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ReadError::TooLarge),
-        Err(e) => Err(ReadError::Io(format!("reading the body failed: {e}"))),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(IngestError::TooLarge),
+        Err(e) => Err(IngestError::BodyUnreadable(axum::Error::new(e))),
     }
 }
 

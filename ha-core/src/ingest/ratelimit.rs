@@ -16,6 +16,7 @@
 //! the current one becomes old. A dropped bucket had been untouched for at
 //! least a period, so it was full anyway: forgetting it changes nothing.
 
+use crate::ConfigError;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -34,18 +35,21 @@ pub struct RateLimit {
 }
 
 impl RateLimit {
-    /// Checks the values; the message names the bad one.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Checks the values; the error names the bad one.
+    pub fn validate(&self) -> Result<(), ConfigError> {
         if !(self.per_second.is_finite() && self.per_second > 0.0) {
-            return Err(format!(
-                "rate limit must be a positive number of readings per second, not {}",
-                self.per_second
+            return Err(ConfigError::new(
+                "rate_limit.per_second",
+                format!(
+                    "must be a positive number of readings per second, not {}",
+                    self.per_second
+                ),
             ));
         }
         if !(self.burst.is_finite() && self.burst >= 1.0) {
-            return Err(format!(
-                "rate limit burst must be at least 1, not {}",
-                self.burst
+            return Err(ConfigError::new(
+                "rate_limit.burst",
+                format!("must be at least 1, not {}", self.burst),
             ));
         }
         Ok(())
