@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::State as AxumState;
@@ -19,6 +20,10 @@ use crate::queue::partition_for;
 use crate::wire::{EncodedReadings, MAX_BODY_BYTES, Reading, Timestamp, UncheckedBody};
 
 type S = AxumState<Arc<State>>;
+
+/// How long the answer to a device in rate-limit debt is held (see
+/// [`accept`]).
+const DEBT_PAUSE: Duration = Duration::from_secs(1);
 
 fn count(state: &State, status: StatusCode, code: &str) {
     state
@@ -61,6 +66,15 @@ async fn accept(state: &State, headers: &HeaderMap, body: Body) -> Result<usize,
         Some(keys) => Some(keys.verify(headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()))?),
         None => None,
     };
+    // 429: a device in debt is refused before its body is read or parsed,
+    // after a pause: a client that ignores `Retry-After` then costs one
+    // cheap refusal per second and connection, not one per round trip.
+    if let (Some(limiter), Some(device)) = (&state.limiter, &device)
+        && let Err(retry_after_secs) = limiter.check(device)
+    {
+        tokio::time::sleep(DEBT_PAUSE.min(Duration::from_secs(u64::from(retry_after_secs)))).await;
+        return Err(IngestError::RateLimited { retry_after_secs });
+    }
     // 415: the content type.
     let json = headers
         .get(header::CONTENT_TYPE)
@@ -99,9 +113,35 @@ pub(super) async fn accept_body(
     device: Option<&str>,
     bytes: &[u8],
 ) -> Result<usize, IngestError> {
-    // 400: the shape.
+    let readings = match checked(state, device, bytes) {
+        Ok(readings) => readings,
+        Err(e) => {
+            // A refused body still cost its parse: the authenticated device
+            // pays for its bytes (the answer stays the refusal's own).
+            if let (Some(limiter), Some(device)) = (&state.limiter, device) {
+                let _ = limiter.take(device, 0, bytes.len());
+            }
+            return Err(e);
+        }
+    };
+    // 429: the device's rate.
+    if let Some(limiter) = &state.limiter {
+        let device = device.unwrap_or(readings[0].device_id.as_str());
+        limiter
+            .take(device, readings.len(), bytes.len())
+            .map_err(|retry_after_secs| IngestError::RateLimited { retry_after_secs })?;
+    }
+    let n = readings.len();
+    publish(state, readings).await?;
+    state.metrics.readings_accepted.inc_by(n as u64);
+    state.metrics.batch_readings.observe(n as f64);
+    Ok(n)
+}
+
+/// The readings of a body: parsed (400), owned by the authenticated device
+/// (403) and valid (422).
+fn checked(state: &State, device: Option<&str>, bytes: &[u8]) -> Result<Vec<Reading>, IngestError> {
     let unchecked = UncheckedBody::parse(bytes)?;
-    // 403: every reading belongs to the authenticated device.
     if let Some(device) = device
         && let Some(index) = unchecked.device_ids().position(|d| d != device)
     {
@@ -110,22 +150,9 @@ pub(super) async fn accept_body(
             device: device.to_owned(),
         });
     }
-    // 422: the rules.
-    let readings = unchecked
+    Ok(unchecked
         .validate_in(Timestamp::now(), state.config.max_reading_age)?
-        .readings;
-    // 429: the device's rate.
-    if let Some(limiter) = &state.limiter {
-        let device = device.unwrap_or(readings[0].device_id.as_str());
-        limiter
-            .take(device, readings.len())
-            .map_err(|retry_after_secs| IngestError::RateLimited { retry_after_secs })?;
-    }
-    let n = readings.len();
-    publish(state, readings).await?;
-    state.metrics.readings_accepted.inc_by(n as u64);
-    state.metrics.batch_readings.observe(n as f64);
-    Ok(n)
+        .readings)
 }
 
 /// Hands the readings to the batcher of each partition they touch and
