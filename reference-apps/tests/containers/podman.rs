@@ -205,8 +205,20 @@ impl Container {
         }
         args.push(setup.image.clone());
         args.extend(spec.args.iter().cloned());
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        podman(&args);
+        // conmon (the container's monitor, started here) writes its `oom`
+        // marker into its working directory on this setup: keep it out of
+        // the source tree.
+        let out = Command::new("podman")
+            .args(&args)
+            .current_dir(&spec.log_dir)
+            .output()
+            .unwrap_or_else(|e| panic!("run podman (apt-get install podman runc): {e}"));
+        assert!(
+            out.status.success(),
+            "podman run {}: {}",
+            spec.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
         let prefix = format!("ha-ct-{}-", setup.run_label);
         Container {
             short: spec
