@@ -326,7 +326,17 @@ impl Container {
 
     /// `podman start` again (same container, same limits).
     pub fn start(&self) {
-        podman(&["start", &self.name]);
+        let out = Command::new("podman")
+            .args(["start", &self.name])
+            .current_dir(&self.log_dir)
+            .output()
+            .unwrap_or_else(|e| panic!("run podman: {e}"));
+        assert!(
+            out.status.success(),
+            "podman start {}: {}",
+            self.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// Waits (at most `limit`) until it exited; its exit code.
