@@ -5,7 +5,7 @@
 //! | route | answer |
 //! |---|---|
 //! | `GET /` | a short HTML page: app, version, host name, user and ids |
-//! | `GET /hello/{name}` | `{"message": "Hello, <name>!", "hostname": ...}`; appends a line to the log file. `name`: 1–64 characters, no control characters, else `400` |
+//! | `GET /hello/{name}` | `{"message": "Hello, <name>!", "hostname": ...}`; appends a line to the log file (time, host, client address, method, path, status, latency, name: see [`AccessRecord`]). `name`: 1–64 characters, no control characters, else `400` |
 //! | `GET /logs?lines=N` | `{"file": ..., "lines": [...]}`: the last `N` lines (default 100, at most 10 000) of the log file; a missing file gives `[]` |
 //! | `GET /healthz` | `ok` |
 //!
