@@ -339,6 +339,15 @@ impl Stack {
     }
 }
 
+/// `t - from` in milliseconds, negative when `t` is earlier.
+fn signed_ms(t: Instant, from: Instant) -> i64 {
+    if t >= from {
+        (t - from).as_millis() as i64
+    } else {
+        -((from - t).as_millis() as i64)
+    }
+}
+
 fn strings(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| s.to_string()).collect()
 }
@@ -472,6 +481,18 @@ async fn containers_ingest_kill() {
         let audit = s.p.audit(&report).await;
         let failover = Failover::measure(&report, at);
         let (retried, redispatched, errors) = s.p.lb.resends();
+        // When the sends that met an error began, from the kill (ms).
+        let failed_starts: Vec<i64> = report
+            .devices
+            .iter()
+            .flat_map(|d| d.sends.iter())
+            .filter(|x| x.retries > 0 || !x.ok)
+            .map(|x| signed_ms(x.started, at))
+            .collect();
+        let span = match (failed_starts.iter().min(), failed_starts.iter().max()) {
+            (Some(a), Some(b)) => format!("{a}..{b}"),
+            _ => "-".into(),
+        };
         let outcome = Outcome {
             scenario: scenario.into(),
             audit,
@@ -482,6 +503,7 @@ async fn containers_ingest_kill() {
                 ("podman_kill_ms", kill_ms.to_string()),
                 ("exit_code", exit.to_string()),
                 ("balancer_removed_ms", removed_ms.to_string()),
+                ("failed_sends_started_ms", span),
                 (
                     "balancer_resends",
                     format!("{retried}/{redispatched}/{errors}"),

@@ -42,14 +42,14 @@ fn results_file() -> Option<std::path::PathBuf> {
 /// The `allocated_mib` of ram-hogger's last `Grew.` log line.
 fn last_grown_mib(logs: &str) -> Option<u64> {
     logs.lines()
+        .rev()
         .filter(|l| l.contains("Grew."))
-        .filter_map(|l| {
+        .find_map(|l| {
             let v: serde_json::Value = serde_json::from_str(l).ok()?;
             v.get("allocated_mib")
                 .or_else(|| v.get("fields").and_then(|f| f.get("allocated_mib")))
                 .and_then(serde_json::Value::as_u64)
         })
-        .last()
 }
 
 /// What the memory cgroup showed, at most, while it existed.
