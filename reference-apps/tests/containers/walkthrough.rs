@@ -167,19 +167,21 @@ fn containers_ram_hogger_oom_killed() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// cpu-stresser burns 2 threads flat out under a quota of half a core:
+/// cpu-stresser burns 2 threads flat out under a quota of a quarter core:
 /// the container's cgroup shows it throttled (cpu.stat nr_throttled,
-/// throttled_time) and its CPU time (cpuacct.usage) at the quota.
+/// throttled_time) and its CPU time (cpuacct.usage) at the quota, or at
+/// what the machine had free when that was less (a shared, busy CI
+/// machine: the host's idle time is measured over the same window).
 #[test]
 fn containers_cpu_stresser_throttled() {
     let Some(setup) = podman::setup() else { return };
     let _serial = SERIAL.blocking_lock();
     let manifest = walkthrough_limits("cpu-stresser");
-    // Half a core, below the manifest's limit of 1 and the 2 cores here:
-    // 2 threads want 2 cores, so the quota, not the machine, is what
-    // holds them back even when the machine is busy.
+    // A quarter core, below the manifest's limit of 1 and the 2 cores
+    // here: 2 threads want 2 cores, so the quota, not the machine, is what
+    // holds them back even when other work keeps the machine busy.
     let limits = Limits {
-        cpus: 0.5,
+        cpus: 0.25,
         ..manifest
     };
     let dir = scratch_dir("cpu");
@@ -208,6 +210,7 @@ fn containers_cpu_stresser_throttled() {
     let sample = || {
         (
             Instant::now(),
+            host_idle_jiffies(),
             c.cgroup_read("cpuacct", "cpuacct.usage")
                 .parse::<u64>()
                 .expect("cpuacct.usage"),
@@ -220,11 +223,14 @@ fn containers_cpu_stresser_throttled() {
     std::thread::sleep(Duration::from_secs(5));
     let b = sample();
     let wall = (b.0 - a.0).as_secs_f64();
-    let cores = (b.1 - a.1) as f64 / 1e9 / wall;
-    let (periods, throttled, throttled_ns) = (b.2 - a.2, b.3 - a.3, b.4 - a.4);
+    // /proc/stat counts in USER_HZ (100 per second on Linux).
+    let idle_cores = (b.1 - a.1) as f64 / 100.0 / wall;
+    let cores = (b.2 - a.2) as f64 / 1e9 / wall;
+    let (periods, throttled, throttled_ns) = (b.3 - a.3, b.4 - a.4, b.5 - a.5);
+    let reachable = limits.cpus.min(cores + idle_cores);
     let (code, took) = c.stop();
     let line = format!(
-        "scenario=containers_cpu_stresser_throttled quota_cores={} threads=2 usage_cores={cores:.3} usage_per_quota={:.2} nr_periods={periods} nr_throttled={throttled} throttled_ms={} window_s={wall:.1} manifest_limit_cores={} stop_exit={code} stop_ms={} limits={read}",
+        "scenario=containers_cpu_stresser_throttled quota_cores={} threads=2 usage_cores={cores:.3} usage_per_quota={:.2} host_idle_cores={idle_cores:.2} nr_periods={periods} nr_throttled={throttled} throttled_ms={} window_s={wall:.1} manifest_limit_cores={} stop_exit={code} stop_ms={} limits={read}",
         limits.cpus,
         cores / limits.cpus,
         throttled_ns / 1_000_000,
@@ -236,10 +242,25 @@ fn containers_cpu_stresser_throttled() {
     // The quota is a ceiling (2 % of slack for the accounting); and with
     // 2 threads wanting 2 cores the container gets close to it.
     assert!(cores <= limits.cpus * 1.02, "above the quota: {line}");
-    assert!(cores >= limits.cpus * 0.7, "far below the quota: {line}");
+    assert!(
+        cores >= reachable * 0.7,
+        "far below the quota and the machine's free CPU: {line}"
+    );
     assert_eq!(code, 0, "{line}");
     drop(c);
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Idle and iowait time of the whole machine (`/proc/stat`, USER_HZ).
+fn host_idle_jiffies() -> u64 {
+    let stat = std::fs::read_to_string("/proc/stat").expect("/proc/stat");
+    let cpu = stat.lines().next().expect("cpu line");
+    // cpu user nice system idle iowait ...
+    cpu.split_whitespace()
+        .skip(4)
+        .take(2)
+        .filter_map(|v| v.parse::<u64>().ok())
+        .sum()
 }
 
 fn get(addr: SocketAddr, path: &str) -> (u16, String) {
