@@ -88,6 +88,7 @@ impl Stack {
             analyzers: 0,
             spare: 2,
             resend,
+            ..Options::default()
         };
         let p = Pipeline::start(env, name, options).await;
         std::fs::write(p.dir.join("ca.pem"), &p.tls.ca_pem).expect("ca.pem");
