@@ -271,14 +271,6 @@ impl Container {
             .to_owned()
     }
 
-    /// `key value` lines of a cgroup file (`cpu.stat`) as a lookup.
-    pub fn cgroup_stat(&self, controller: &str, file: &str, key: &str) -> u64 {
-        let text = self.cgroup_read(controller, file);
-        text.lines()
-            .find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok())
-            .unwrap_or_else(|| panic!("{}: no {key} in {file}: {text}", self.name))
-    }
-
     /// Reads the CPU quota and memory limit back from the container's
     /// cgroups; panics unless they are the ones asked for (a limit the
     /// kernel does not enforce is no limit).

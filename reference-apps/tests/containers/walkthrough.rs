@@ -207,16 +207,33 @@ fn containers_cpu_stresser_throttled() {
     wait_http_ok("cpu-stresser", addr, "/healthz", WAIT);
     let read = c.check_limits();
     std::thread::sleep(Duration::from_secs(1));
+    // The files are located once (that asks podman), then read together
+    // with the clock: the window must be the same for every figure.
+    let usage_file = c.cgroup_dir("cpuacct").join("cpuacct.usage");
+    let stat_file = c.cgroup_dir("cpu").join("cpu.stat");
+    let read_file = |path: &std::path::Path| {
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+    };
+    let stat = |text: &str, key: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {key} in cpu.stat: {text}"))
+    };
     let sample = || {
+        let at = Instant::now();
+        let idle = host_idle_jiffies();
+        let usage: u64 = read_file(&usage_file)
+            .trim()
+            .parse()
+            .expect("cpuacct.usage");
+        let cpu = read_file(&stat_file);
         (
-            Instant::now(),
-            host_idle_jiffies(),
-            c.cgroup_read("cpuacct", "cpuacct.usage")
-                .parse::<u64>()
-                .expect("cpuacct.usage"),
-            c.cgroup_stat("cpu", "cpu.stat", "nr_periods"),
-            c.cgroup_stat("cpu", "cpu.stat", "nr_throttled"),
-            c.cgroup_stat("cpu", "cpu.stat", "throttled_time"),
+            at,
+            idle,
+            usage,
+            stat(&cpu, "nr_periods"),
+            stat(&cpu, "nr_throttled"),
+            stat(&cpu, "throttled_time"),
         )
     };
     let a = sample();
