@@ -108,6 +108,30 @@ async fn slow_headers_and_silent_connections_are_closed() {
 }
 
 #[tokio::test]
+async fn handlers_see_the_client_address() {
+    let app = Router::new().route(
+        "/who",
+        get(
+            |axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<SocketAddr>| async move {
+                peer.to_string()
+            },
+        ),
+    );
+    let (addr, _registry, _stop) = start(app, ServeConfig::default()).await;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mine = s.local_addr().unwrap();
+    s.write_all(b"GET /who HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let raw = read_to_close(&mut s, Duration::from_secs(30))
+        .await
+        .expect("an answer");
+    let text = String::from_utf8_lossy(&raw);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.ends_with(&mine.to_string()), "{text} (client {mine})");
+}
+
+#[tokio::test]
 async fn an_idle_keep_alive_connection_outlives_the_header_timeout() {
     let config = ServeConfig {
         header_read_timeout: Duration::from_secs(1),

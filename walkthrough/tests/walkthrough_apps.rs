@@ -56,11 +56,44 @@ fn hello_greets_records_and_reads_back_its_log() {
     let (_, body) = p.get("/logs?lines=1");
     assert!(body.contains("status=400"), "{body}");
     let (_, body) = p.get("/logs");
+    assert!(body.contains("name=\\\"kubernetes\\\""), "{body}");
+    // Each line: the client's address (from the real socket), method,
+    // path, status and latency.
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    let fields = |line: &str| -> Vec<(String, String)> {
+        line.split(' ')
+            .filter_map(|f| f.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect()
+    };
+    let first = fields(lines[0]);
+    let get = |k: &str| {
+        first
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("no {k}= in {}", lines[0]))
+    };
     assert!(
-        body.contains("name=\\\"kubernetes\\\" status=200"),
-        "{body}"
+        get("client")
+            .parse::<std::net::SocketAddr>()
+            .unwrap()
+            .ip()
+            .is_loopback(),
+        "{text}"
     );
-    assert_eq!(std::fs::read_to_string(&log).unwrap().lines().count(), 2);
+    assert_eq!(
+        (get("method"), get("path"), get("status")),
+        ("GET".into(), "/hello/kubernetes".into(), "200".into())
+    );
+    let latency: f64 = get("latency_ms").parse().unwrap();
+    assert!(latency >= 0.0, "{text}");
+    assert!(
+        lines[1].contains(" path=/hello/{name} status=400 "),
+        "{text}"
+    );
     assert_eq!(p.terminate(Duration::from_secs(15)).code(), Some(0));
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -12,6 +12,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -202,18 +203,21 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Tracked<IO> {
 
 /// The router as a hyper service, counting each request in flight until
 /// its response body ends (a server-sent event stream keeps its
-/// connection busy, not idle).
+/// connection busy, not idle). Each request carries the client's address
+/// as axum's [`ConnectInfo`](axum::extract::ConnectInfo) extension.
 #[derive(Clone)]
 pub(super) struct TrackedService {
     router: TowerToHyperService<Router>,
     activity: Arc<Activity>,
+    peer: SocketAddr,
 }
 
 impl TrackedService {
-    pub(super) fn new(router: Router, activity: Arc<Activity>) -> Self {
+    pub(super) fn new(router: Router, activity: Arc<Activity>, peer: SocketAddr) -> Self {
         TrackedService {
             router: TowerToHyperService::new(router),
             activity,
+            peer,
         }
     }
 }
@@ -225,7 +229,9 @@ impl hyper::service::Service<Request<Incoming>> for TrackedService {
     type Error = Infallible;
     type Future = BoxFuture<Result<Response<Body>, Infallible>>;
 
-    fn call(&self, req: Request<Incoming>) -> Self::Future {
+    fn call(&self, mut req: Request<Incoming>) -> Self::Future {
+        req.extensions_mut()
+            .insert(axum::extract::ConnectInfo(self.peer));
         let guard = self.activity.begin(req.version());
         let response = self.router.call(req);
         Box::pin(async move {

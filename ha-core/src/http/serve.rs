@@ -254,7 +254,7 @@ pub async fn serve_with(
         tokio::spawn(async move {
             let _slot = slot;
             let activity = Activity::new();
-            let service = TrackedService::new(app, activity.clone());
+            let service = TrackedService::new(app, activity.clone(), peer);
             let builder = Builder::new(TokioExecutor::new());
             let conn = match acceptor {
                 Some(acceptor) => {

@@ -14,7 +14,7 @@ use axum::routing::get;
 use clap::Parser;
 use ha_core::ingest::DeviceKeys;
 use ha_device_client::RetryPolicy;
-use reference_apps::generator::{self, FleetStats, GeneratorConfig};
+use reference_apps::generator::{self, Anchor, FleetStats, GeneratorConfig, ReportFile};
 use reference_apps::service::{self, CommonArgs, parse_duration};
 
 /// Data generator: N devices, one reading per interval each, with the
@@ -82,6 +82,11 @@ struct Args {
     /// Seed of the value generator.
     #[arg(long, env = "HA_SEED", default_value_t = 1)]
     seed: u64,
+    /// At the end, write what every device generated, which seqs were
+    /// acknowledged and every send (wall-clock times) to this JSON file,
+    /// for an audit against the store (scripts/containers does one).
+    #[arg(long, env = "HA_REPORT_FILE")]
+    report_file: Option<PathBuf>,
     #[command(flatten)]
     common: CommonArgs,
 }
@@ -134,6 +139,7 @@ fn build(args: &Args) -> Result<GeneratorConfig, String> {
         seed: args.seed,
         local_addrs: args.source_addrs.clone(),
         connections: args.connections,
+        record_sends: args.report_file.is_some(),
         ..GeneratorConfig::default()
     };
     config.validate()?;
@@ -196,9 +202,17 @@ async fn run(args: Args, config: GeneratorConfig) -> ExitCode {
         })
     };
     tracing::info!(devices = config.devices, connections = config.connections, interval = ?config.interval, url = %config.url, "Starting the fleet.");
+    let anchor = Anchor::now();
     let report = generator::run(config, stats.clone(), service::shutdown_signal()).await;
     progress.abort();
     println!("{}", report.summary());
+    if let Some(path) = &args.report_file {
+        if let Err(e) = ReportFile::from_report(&report, &anchor).write(path) {
+            tracing::error!(error = %e, "Cannot write the report.");
+            return ExitCode::FAILURE;
+        }
+        tracing::info!(file = %path.display(), "Report written.");
+    }
     let failed = report.devices.iter().filter(|d| d.error.is_some()).count();
     if failed > 0 || stats.generated.load(Ordering::Relaxed) == 0 {
         return ExitCode::FAILURE;

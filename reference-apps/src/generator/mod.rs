@@ -15,6 +15,7 @@
 //! credentials and each device keeping its own retries and buffer.
 
 mod fleet;
+mod report_file;
 mod signal;
 
 use std::net::IpAddr;
@@ -29,6 +30,7 @@ use ha_device_client::{
 };
 
 pub use fleet::{DeviceReport, FleetStats, GeneratorReport, SendRecord};
+pub use report_file::{Anchor, DeviceEntry, ReportFile, ReportFileError, SendEntry};
 use signal::Signal;
 
 /// Settings of a generator run.

@@ -5,12 +5,13 @@
 //! | route | answer |
 //! |---|---|
 //! | `GET /` | a short HTML page: app, version, host name, user and ids |
-//! | `GET /hello/{name}` | `{"message": "Hello, <name>!", "hostname": ...}`; appends a line to the log file. `name`: 1–64 characters, no control characters, else `400` |
+//! | `GET /hello/{name}` | `{"message": "Hello, <name>!", "hostname": ...}`; appends a line to the log file (time, host, client address, method, path, status, latency, name: see [`AccessRecord`]). `name`: 1–64 characters, no control characters, else `400` |
 //! | `GET /logs?lines=N` | `{"file": ..., "lines": [...]}`: the last `N` lines (default 100, at most 10 000) of the log file; a missing file gives `[]` |
 //! | `GET /healthz` | `ok` |
 //!
 //! Errors are JSON: `{"error": "<code>", "message": "..."}`.
 
+mod access_log;
 mod identity;
 mod log_file;
 
@@ -24,8 +25,8 @@ use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use ha_core::http::ApiError;
-use ha_core::wire::Timestamp;
 
+pub use access_log::{AccessRecord, Greeting};
 pub use identity::{Identity, effective_id, user_name};
 pub use log_file::{append_line, tail, tail_lines};
 
@@ -58,6 +59,7 @@ struct HelloState {
 
 /// The hello app's routes: see the [module docs](self).
 pub fn router(config: HelloConfig, identity: Identity) -> Router {
+    let state = Arc::new(HelloState { config, identity });
     Router::new()
         .route("/", get(index))
         .route("/hello", get(missing_name))
@@ -65,7 +67,11 @@ pub fn router(config: HelloConfig, identity: Identity) -> Router {
         .route("/hello/{name}", get(hello))
         .route("/logs", get(logs))
         .route("/healthz", get(|| async { "ok\n" }))
-        .with_state(Arc::new(HelloState { config, identity }))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            access_log::record,
+        ))
+        .with_state(state)
 }
 
 /// Why a name is refused, or `None` when it is fine.
@@ -99,9 +105,11 @@ async fn index(State(state): State<Arc<HelloState>>) -> Html<String> {
     ))
 }
 
-async fn missing_name(State(state): State<Arc<HelloState>>) -> Response {
-    record(&state, "name=(none) status=400").await;
-    bad_name("name must be 1 to 64 characters").into_response()
+async fn missing_name() -> Response {
+    Greeting::on(
+        bad_name("name must be 1 to 64 characters").into_response(),
+        "name=(none)".into(),
+    )
 }
 
 async fn hello(
@@ -111,45 +119,24 @@ async fn hello(
     let name = match name {
         Ok(Path(name)) => name,
         Err(_) => {
-            record(&state, "name=(undecodable) status=400").await;
-            return bad_name("the name is not valid percent-encoded UTF-8").into_response();
+            return Greeting::on(
+                bad_name("the name is not valid percent-encoded UTF-8").into_response(),
+                "name=(undecodable)".into(),
+            );
         }
     };
     if let Some(problem) = check_name(&name) {
-        record(
-            &state,
-            &format!("name=(invalid, {} chars) status=400", name.chars().count()),
-        )
-        .await;
-        return bad_name(problem).into_response();
+        return Greeting::on(
+            bad_name(problem).into_response(),
+            format!("name=(invalid, {} chars)", name.chars().count()),
+        );
     }
-    record(&state, &format!("name={name:?} status=200")).await;
-    axum::Json(serde_json::json!({
+    let response = axum::Json(serde_json::json!({
         "message": format!("Hello, {name}!"),
         "hostname": state.identity.hostname,
     }))
-    .into_response()
-}
-
-/// Appends `<time> <host> hello <what>` to the log file. A failure is
-/// logged, not returned: the greeting matters more than its record.
-async fn record(state: &Arc<HelloState>, what: &str) {
-    let line = format!(
-        "{} {} hello {what}",
-        Timestamp::now(),
-        state.identity.hostname
-    );
-    let path = state.config.log_file.clone();
-    let result = tokio::task::spawn_blocking(move || append_line(&path, &line)).await;
-    match result {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::warn!(
-            file = %state.config.log_file.display(),
-            error = %e,
-            "Cannot append to the log file."
-        ),
-        Err(e) => tracing::warn!(error = %e, "Log writer task failed."),
-    }
+    .into_response();
+    Greeting::on(response, format!("name={name:?}"))
 }
 
 #[derive(serde::Deserialize)]

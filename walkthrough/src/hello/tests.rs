@@ -89,11 +89,23 @@ async fn greets_valid_names_and_logs_each_request() {
     let log = f.log();
     let lines: Vec<&str> = log.lines().collect();
     assert_eq!(lines.len(), 3, "{log}");
+    // Driven without a socket: no client address.
     assert!(
-        lines[0].ends_with(" pod-<1> hello name=\"world\" status=200"),
+        lines[0].contains(
+            " pod-<1> hello client=- method=GET path=/hello/world status=200 latency_ms="
+        ),
+        "{log}"
+    );
+    assert!(lines[0].ends_with(" name=\"world\""), "{log}");
+    assert!(
+        lines[1].contains("path=/hello/J%C3%BCrgen%20M status=200"),
         "{log}"
     );
     assert!(lines[1].contains("name=\"Jürgen M\""), "{log}");
+    // Other routes are not greetings: not logged.
+    f.get("/").await;
+    f.get("/logs").await;
+    assert_eq!(f.log().lines().count(), 3);
 }
 
 #[tokio::test]
@@ -115,8 +127,15 @@ async fn refuses_bad_names_with_json_400() {
     // Every request is recorded, the refused names themselves are not.
     let log = f.log();
     assert_eq!(log.lines().count(), 6, "{log}");
-    assert!(log.lines().all(|l| l.ends_with("status=400")), "{log}");
+    assert!(log.lines().all(|l| l.contains(" status=400 ")), "{log}");
+    // The route, not the refused path, is logged.
+    assert!(
+        log.lines()
+            .all(|l| l.contains(" path=/hello/{name} ") || l.contains(" path=/hello")),
+        "{log}"
+    );
     assert!(!log.contains(&too_long), "{log}");
+    assert!(!log.contains("%0A") && !log.contains("%FF"), "{log}");
     assert_eq!(check_name(&"x".repeat(64)), None);
     assert!(check_name("tab\there").is_some());
 }
