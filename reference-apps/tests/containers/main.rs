@@ -15,6 +15,12 @@
     dead_code,
     reason = "shared with the fault drills; not all of it is used here"
 )]
+#[path = "../faults/ownership.rs"]
+mod ownership;
+#[allow(
+    dead_code,
+    reason = "shared with the fault drills; not all of it is used here"
+)]
 #[path = "../faults/pipeline.rs"]
 mod pipeline;
 mod podman;
