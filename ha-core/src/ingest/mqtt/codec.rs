@@ -130,7 +130,14 @@ pub(super) fn decode_connect(packet: &[u8]) -> Result<Connect, DecodeError> {
             "the first packet must be CONNECT".into(),
         ));
     }
-    let body = &packet[mqtt_proto::header_len(packet.len()).min(packet.len())..];
+    // The fixed header ends at the first length byte without continuation.
+    let header = packet
+        .iter()
+        .skip(1)
+        .take(4)
+        .position(|b| b & 0x80 == 0)
+        .map_or(packet.len(), |i| i + 2);
+    let body = packet.get(header..).unwrap_or_default();
     let version = match Protocol::decode(body, &mut 0) {
         Ok(Protocol::V500) => Version::V5,
         Ok(Protocol::V311 | Protocol::V310) => Version::V3,
@@ -478,5 +485,50 @@ mod tests {
             [0xe0, 1, 0x89],
             "no properties: the length may stop at the code"
         );
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4000))]
+
+        /// Any bytes a client sends: framed, decoded in either version,
+        /// never a panic (a refusal at worst).
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600)) {
+            if let Frame::Complete(n) = frame(&bytes, 1 << 20) {
+                let packet = &bytes[..n];
+                let _ = decode_connect(packet);
+                let _ = decode(Version::V3, packet);
+                let _ = decode(Version::V5, packet);
+            }
+        }
+
+        /// Valid packets with one byte changed: the codec's field parsers
+        /// see every near miss of a real packet.
+        #[test]
+        fn mutated_packets_never_panic(at in 0usize..400, to in proptest::prelude::any::<u8>(), qos in 0u8..2) {
+            let mut c5 = v5::Connect::new("client".into(), 30);
+            c5.username = Some("dev-1".into());
+            c5.password = Some(Bytes::from_static(b"token"));
+            let mut p = v5::Publish::new(
+                qos_pid(if qos == 0 { QoS::Level0 } else { QoS::Level1 }, 9),
+                "readings/dev-1".try_into().unwrap(),
+                Bytes::from_static(br#"{"readings":[]}"#),
+            );
+            p.properties.content_type = Some("application/json".into());
+            let packets = [
+                v5::Packet::Connect(c5).encode().unwrap().as_ref().to_vec(),
+                v5::Packet::Publish(p).encode().unwrap().as_ref().to_vec(),
+                v3::Packet::Connect(v3::Connect::new("c".into(), 5)).encode().unwrap().as_ref().to_vec(),
+            ];
+            for mut packet in packets {
+                let i = at % packet.len();
+                packet[i] = to;
+                if let Frame::Complete(n) = frame(&packet, 1 << 20) {
+                    let _ = decode_connect(&packet[..n]);
+                    let _ = decode(Version::V3, &packet[..n]);
+                    let _ = decode(Version::V5, &packet[..n]);
+                }
+            }
+        }
     }
 }
