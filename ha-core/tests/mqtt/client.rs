@@ -188,11 +188,10 @@ impl Client {
 }
 
 pub fn qos_pid(qos: QoS, pid: u16) -> QosPid {
-    let pid = Pid::try_from(pid).unwrap();
     match qos {
         QoS::Level0 => QosPid::Level0,
-        QoS::Level1 => QosPid::Level1(pid),
-        QoS::Level2 => QosPid::Level2(pid),
+        QoS::Level1 => QosPid::Level1(Pid::try_from(pid).unwrap()),
+        QoS::Level2 => QosPid::Level2(Pid::try_from(pid).unwrap()),
     }
 }
 

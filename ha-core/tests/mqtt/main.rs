@@ -461,3 +461,41 @@ async fn past_the_connection_cap_a_connect_gets_server_busy_and_is_counted() {
     assert_eq!(first.puback5(1).await.0, 0x00);
     svc.stop().await;
 }
+
+#[tokio::test]
+async fn qos0_is_best_effort_published_counted_and_never_answered() {
+    let queue = Arc::new(MemoryQueue::with_partitions(4));
+    let svc = start(
+        queue.clone(),
+        IngestConfig::default(),
+        MqttConfig::default(),
+    )
+    .await;
+    let (mut c, _) = Client::connect5(svc.mqtt, "q0", "dev-1", &token("dev-1"), 30).await;
+    c.publish5(QoS::Level0, 0, "readings/dev-1", &body("dev-1", 1))
+        .await;
+    c.publish5(QoS::Level0, 0, "readings/dev-1", "{not json")
+        .await;
+    c.publish5(QoS::Level0, 0, "readings/dev-2", &body("dev-2", 1))
+        .await;
+    // No answer to any of them; the session goes on.
+    c.send5(v5::Packet::Pingreq).await;
+    assert!(matches!(c.recv5().await, Got::Packet(v5::Packet::Pingresp)));
+    let accepted = r#"ha_ingest_mqtt_publishes_total{qos="0",outcome="accepted"}"#;
+    for _ in 0..100 {
+        if metric(svc.http, accepted).await == 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(metric(svc.http, accepted).await, 1.0);
+    let refused = [
+        r#"ha_ingest_mqtt_publishes_total{qos="0",outcome="payload_format_invalid"}"#,
+        r#"ha_ingest_mqtt_publishes_total{qos="0",outcome="not_authorized"}"#,
+    ];
+    for m in refused {
+        assert_eq!(metric(svc.http, m).await, 1.0, "{m}");
+    }
+    assert_eq!(queued(queue.as_ref()).await, [("dev-1".to_owned(), 1)]);
+    svc.stop().await;
+}
