@@ -4,8 +4,9 @@
 //! refusal specific, counted, nothing queued, the service still ready),
 //! keep-alive, takeover, receive maximum and the drain.
 //!
-//! The third-party client (`mosquitto_pub` over TLS, real RabbitMQ and
-//! PostgreSQL) is in `reference-apps/tests/mqtt_system.rs`.
+//! `mosquitto.rs`: the third-party client `mosquitto_pub` against a broker
+//! switched off and on; over TLS with real RabbitMQ and PostgreSQL:
+//! `reference-apps/tests/mqtt_system.rs`.
 #![cfg(feature = "mqtt")]
 #![allow(
     clippy::unwrap_used,
@@ -13,6 +14,7 @@
 )]
 
 mod client;
+mod mosquitto;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
