@@ -271,6 +271,7 @@ pub fn markdown(r: &RunResults) -> String {
     if let Some(text) = knee_cpu(r) {
         let _ = writeln!(md, "### Where the cores went at the knee\n\n{text}\n");
     }
+    super::capacity::capacity_section(&mut md, r);
     let _ = writeln!(md, "## Connections (the C100K target)\n");
     match &r.conns {
         Some(c) => {

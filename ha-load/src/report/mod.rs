@@ -5,7 +5,9 @@
 //! | `mod.rs` | number formatting, the headline (also quoted in the README) |
 //! | [`markdown`](fn@markdown) (`markdown.rs`) | the document's text and tables |
 //! | [`svg`](fn@svg) (`svg.rs`) | the plot |
+//! | `capacity.rs` | CPU-seconds per reading per component, scaled to a fleet |
 
+mod capacity;
 mod markdown;
 mod svg;
 #[cfg(test)]
