@@ -59,8 +59,15 @@ PROVES = {
     "analyzer_kill9": (
         "4. Analyzer crash mid-batch (`kill -9`)",
         "One of two analyzers is killed while it holds unacknowledged "
-        "deliveries; its lease lapses and the other takes over its partitions "
-        "(`takeover_ms`), receiving the deliveries again (`redeliveries`). "
+        "deliveries. The other replica's standby subscriptions are activated "
+        "by the broker as soon as it sees the dead connection: `takeover_ms` "
+        "runs from the kill until a batch of every partition the victim held "
+        "is committed by the new owner (from the ownership record), long "
+        "before the victim's lease lapses and the assignment follows "
+        "(`reassigned_ms`, lease TTL 5 s; no lease shorter than that is "
+        "trusted, so a busy machine cannot make it flap: `ownership_epochs` "
+        "counts every claim, and the drill fails beyond three per partition). "
+        "The deliveries it held come again (`redeliveries`). "
         "The anomalies stored equal those of an undisturbed detector run over "
         "the same stored readings (`verdicts_equal`): windows are rebuilt "
         "from the store correctly on takeover.",
@@ -88,8 +95,10 @@ PROVES = {
     ),
     "sigterm_analyzer": (
         "7. Graceful shutdown (`SIGTERM` to an analyzer)",
-        "The analyzer finishes its batch, releases its partitions and leaves "
-        "the group; the other takes over at once.",
+        "The analyzer finishes its batch, closes its subscriptions and leaves "
+        "the group; the other's standby subscriptions take over at once "
+        "(`takeover_ms`: from the signal until every partition it held has a "
+        "batch committed by the new owner).",
     ),
     "sigterm_alerts": (
         "7. Graceful shutdown (`SIGTERM` to the alerts API)",
@@ -133,6 +142,7 @@ COLUMNS = [
     ("lost", "lost"),
     ("duplicates", "dup."),
     ("dead_lettered", "dead-lettered"),
+    ("ownership_overlaps", "ownership overlaps"),
     ("in_flight_at_fault", "in flight at fault"),
     ("redeliveries", "redeliveries"),
     ("failover_max_ms", "failover max ms"),
@@ -230,14 +240,19 @@ def main():
         "readings answered 2xx; `stored once` acknowledged readings stored exactly "
         "once; `lost` acknowledged but not stored; `dup.` rows beyond one per key "
         "(readings and anomalies); `dead-lettered` messages in the drill's "
-        "dead-letter queue; `failover` for every device whose send met the fault "
+        "dead-letter queue; `ownership overlaps` violations of one owner per "
+        "partition in the analyzers' ownership record (every committed batch "
+        "is counted against its owner's epoch in the same transaction; "
+        "`find_overlaps` checks that epochs were claimed in order, none "
+        "committed after it was superseded, and no two epochs' commit windows "
+        "interleave); `failover` for every device whose send met the fault "
         "(in flight at the fault or started within 2 s of it) and failed, was "
         "retried or stalled (> 300 ms), the time from the fault to "
         "its first successful send after it (`disturbed_devices` of them); "
         "`retries max` the most retries one send needed.",
         "",
         "Every drill fails unless lost = 0, duplicates = 0, dead-lettered = 0, "
-        "every generated reading was acknowledged in the end, and the fault met "
+        "ownership overlaps = 0, every generated reading was acknowledged in the end, and the fault met "
         "work in flight.",
         "",
         "## What the drills found",

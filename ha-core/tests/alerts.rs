@@ -571,6 +571,28 @@ impl Store for DownStore {
     async fn leave(&self, _: &str, _: &str) -> Result<(), StoreError> {
         Err(down())
     }
+    async fn claim_partition(
+        &self,
+        _: &str,
+        _: u32,
+        _: &str,
+    ) -> Result<ha_core::store::Fence, StoreError> {
+        Err(down())
+    }
+    async fn write_fenced(
+        &self,
+        _: &ha_core::store::Fence,
+        _: &[Reading],
+        _: &[Anomaly],
+    ) -> Result<WriteOutcome, StoreError> {
+        Err(down())
+    }
+    async fn partition_epochs(
+        &self,
+        _: &str,
+    ) -> Result<Vec<ha_core::store::EpochRecord>, StoreError> {
+        Err(down())
+    }
 }
 
 fn down() -> StoreError {

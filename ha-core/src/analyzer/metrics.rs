@@ -30,8 +30,19 @@ pub struct AnalyzerMetrics {
     pub batch_latency: Histogram,
     /// Seconds between a reading's timestamp and its commit, last batch.
     pub lag: Gauge<f64, std::sync::atomic::AtomicU64>,
-    /// Partitions this replica consumes now.
+    /// Partitions assigned to this replica by the membership (it consumes
+    /// them when the broker makes its subscription the active one).
     pub owned_partitions: Gauge,
+    /// Partitions this replica holds a claim on and consumes now (assigned,
+    /// or taken over from a replica that died).
+    pub active_partitions: Gauge,
+    /// Partitions claimed (epochs started) by this replica.
+    pub claims: Counter,
+    /// Batches refused because a newer owner claimed the partition; their
+    /// deliveries went back to the queue.
+    pub fenced_batches: Counter,
+    /// Subscriptions given up so a partition's assigned owner can take it.
+    pub handovers: Counter,
     /// Live analyzer replicas, as seen by this one.
     pub members: Gauge,
     /// Readings deleted by retention.
@@ -83,6 +94,10 @@ impl AnalyzerMetrics {
             batch_latency: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             lag: Gauge::default(),
             owned_partitions: Gauge::default(),
+            active_partitions: Gauge::default(),
+            claims: Counter::default(),
+            fenced_batches: Counter::default(),
+            handovers: Counter::default(),
             members: Gauge::default(),
             retention_deleted: Counter::default(),
             seq_gaps: Counter::default(),
@@ -156,8 +171,28 @@ impl AnalyzerMetrics {
         );
         r.register(
             "ha_analyzer_owned_partitions",
-            "Partitions consumed by this replica",
+            "Partitions assigned to this replica by the membership",
             m.owned_partitions.clone(),
+        );
+        r.register(
+            "ha_analyzer_active_partitions",
+            "Partitions this replica holds a claim on and consumes",
+            m.active_partitions.clone(),
+        );
+        r.register(
+            "ha_analyzer_claims",
+            "Partitions claimed (ownership epochs started)",
+            m.claims.clone(),
+        );
+        r.register(
+            "ha_analyzer_fenced_batches",
+            "Batches refused because a newer owner claimed the partition",
+            m.fenced_batches.clone(),
+        );
+        r.register(
+            "ha_analyzer_handovers",
+            "Subscriptions given up for the partition's assigned owner",
+            m.handovers.clone(),
         );
         r.register(
             "ha_analyzer_members",

@@ -7,25 +7,76 @@
 //!
 //! RabbitMQ 3.10's single-active-consumer gives each partition one active
 //! consumer, but never moves it back, so load would pile onto the oldest
-//! replica. Replicas therefore agree on an assignment themselves: every
+//! replica. Replicas therefore agree on an *assignment* themselves: every
 //! second each renews a lease in the store ([`Store::heartbeat`], judged by
 //! the store's clock) and gets the sorted list of live replicas; partition
-//! `p` belongs to `members[p % members.len()]`
-//! ([`owned_partitions`]). A replica subscribes to the partitions it owns
-//! and releases the others after finishing the batch in hand.
+//! `p` belongs to `members[p % members.len()]` ([`owned_partitions`]).
+//!
+//! ## Takeover: liveness from the broker, not from the lease
+//!
+//! Every replica subscribes to *every* partition. Single-active-consumer
+//! delivers to the oldest subscription only; the others stand by. When the
+//! active subscription's channel closes, the broker activates the next one
+//! at once. A `kill -9` closes the process's TCP connections, which the
+//! broker sees immediately, so a crashed replica's partitions move to a
+//! standby within milliseconds, while its lease (TTL
+//! [`AnalyzerConfig::lease_ttl`], 5 s) is still live. The lease only decides
+//! the assignment, calmly: a subscription active on a partition assigned
+//! to another member makes way (finishes its batch, closes, subscribes
+//! again after two heartbeats, so the assigned owner's waiting
+//! subscription becomes the active one) once that member has stayed
+//! assigned for a lease TTL plus a heartbeat since both the assignment and
+//! the takeover. A member that crashed before the takeover loses its lease
+//! within that time, which changes the assignment first; one still
+//! assigned then has renewed its lease since, so it is alive. Nothing
+//! shorter than the lease is ever trusted to declare a replica dead.
+//!
+//! Why this and not the alternatives:
+//! - a shorter lease TTL detects a crash only after the TTL, and a TTL
+//!   under a second expires on a healthy replica that a busy machine does
+//!   not schedule for a moment: the partitions flap between replicas;
+//! - PostgreSQL advisory locks die with the session, but CockroachDB,
+//!   which the store supports, has none;
+//! - the broker already knows which consumer is alive and already enforces
+//!   one active consumer per partition; standing by costs one idle channel
+//!   per partition and replica.
+//!
+//! A replica that loses its broker connection but not its lease is
+//! handled the same way: its subscriptions are gone, a standby takes over.
+//! A replica whose lease lapses (store unreachable for a TTL) closes all
+//! its subscriptions and subscribes again once it renews.
+//!
+//! ## Fencing: one owner per partition, proven
+//!
+//! A subscription that receives its first batch has been made active by
+//! the broker; before reading any history it claims the partition in the
+//! store ([`Store::claim_partition`]): a new epoch, one more than the last,
+//! superseding the previous owner's. Every batch is then written with
+//! [`Store::write_fenced`], which checks in the same transaction that the
+//! epoch is still current and counts the commit against it. A replica that
+//! was superseded (it held deliveries while the broker moved the partition)
+//! is refused, writes nothing and gives its deliveries back. The claim
+//! waits for a fenced write of the previous epoch that is committing, so
+//! the new owner's detector windows include it. The epochs
+//! ([`Store::partition_epochs`]) are the record the fault drills audit
+//! with [`find_overlaps`](crate::store::find_overlaps): commits of one
+//! partition's epochs never interleave.
 //!
 //! Failure behaviour:
-//! - a replica that stops gracefully leaves the group at once; one killed
-//!   loses its lease after [`AnalyzerConfig::lease_ttl`] (default 5 s), and
-//!   the broker redelivers its unacknowledged messages as soon as its
-//!   connection drops. The new owner rebuilds each series' window from the
-//!   store on first sight, so verdicts continue where they stopped;
+//! - a replica that stops gracefully finishes its batches and closes its
+//!   subscriptions: standbys take over at once, then it leaves the group;
+//!   one killed is taken over as soon as the broker sees its connection
+//!   close, and the broker redelivers its unacknowledged messages. The new
+//!   owner rebuilds each series' window from the store on first sight, so
+//!   verdicts continue where they stopped;
 //! - while views of the membership differ (for about a second),
 //!   single-active-consumer still lets only one consumer receive per
 //!   partition, so per-device order holds;
-//! - a replica that cannot renew its lease for a whole TTL releases all its
-//!   partitions, so a replica cut off from the database does not hold them.
-//!
+//! - a replica restarted under the same member id within its old lease
+//!   does not change the membership, so the partitions taken over from it
+//!   stay with the standby until the next membership change (balance, not
+//!   correctness).
+
 //! ## Per batch
 //!
 //! Deliveries are batched (at most [`AnalyzerConfig::batch_deliveries`],
@@ -58,6 +109,7 @@ mod assignment;
 mod budget;
 mod lifecycle;
 mod metrics;
+mod partition;
 mod series;
 mod worker;
 
@@ -227,7 +279,9 @@ impl Analyzer {
         })
     }
 
-    /// The partitions this replica consumes right now.
+    /// The partitions the membership assigns to this replica right now
+    /// (after a crash, it may also be consuming others until the dead
+    /// replica's lease lapses: see `ha_analyzer_active_partitions`).
     pub fn owned_partitions(&self) -> Vec<u32> {
         self.shared
             .owned
@@ -257,12 +311,14 @@ impl Analyzer {
         let shared = self.shared;
         let cfg = &shared.config;
         let partitions = shared.queue.partitions();
-        let mut workers: HashMap<u32, (watch::Sender<bool>, JoinHandle<()>)> = HashMap::new();
+        let mut workers: HashMap<u32, PartitionTask> = HashMap::new();
         let mut shutdown = std::pin::pin!(shutdown);
         let mut tick = tokio::time::interval(cfg.heartbeat);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_lease = tokio::time::Instant::now();
         let mut last_retention: Option<tokio::time::Instant> = None;
+        let mut view = assignment::View::default();
+        let (view_tx, _) = watch::channel(view.clone());
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -289,31 +345,33 @@ impl Analyzer {
                 }
             };
             shared.metrics.members.set(members.len() as i64);
-            let owned = owned_partitions(&members, &cfg.member_id, partitions);
-            workers.retain(|p, (stop, handle)| {
-                if owned.contains(p) && !handle.is_finished() {
-                    return true;
-                }
-                let _ = stop.send(true);
-                false
+            let assigned = owned_partitions(&members, &cfg.member_id, partitions);
+            view.update(&members, partitions, tokio::time::Instant::now());
+            view_tx.send_if_modified(|v| {
+                let changed = *v != view;
+                v.clone_from(&view);
+                changed
             });
-            for &p in &owned {
-                workers.entry(p).or_insert_with(|| {
-                    let (stop, rx) = watch::channel(false);
-                    (
-                        stop,
-                        tokio::spawn(worker::run_partition(shared.clone(), p, rx)),
-                    )
-                });
-            }
-            let mut now_owned: Vec<u32> = workers.keys().copied().collect();
-            now_owned.sort_unstable();
-            shared.metrics.owned_partitions.set(now_owned.len() as i64);
-            if let Ok(mut o) = shared.owned.lock() {
-                if *o != now_owned {
-                    tracing::info!(partitions = ?now_owned, members = members.len(), "Partition assignment changed.");
+            if assigned.is_empty() && !members.contains(&cfg.member_id) {
+                // No lease: hold nothing, so a replica cut off from the
+                // store does not keep partitions from the others.
+                for (_, task) in workers.drain() {
+                    let _ = task.stop.send(true);
                 }
-                *o = now_owned;
+            } else {
+                workers.retain(|_, task| !task.handle.is_finished());
+                for p in 0..partitions {
+                    workers
+                        .entry(p)
+                        .or_insert_with(|| PartitionTask::spawn(&shared, p, view_tx.subscribe()));
+                }
+            }
+            shared.metrics.owned_partitions.set(assigned.len() as i64);
+            if let Ok(mut o) = shared.owned.lock() {
+                if *o != assigned {
+                    tracing::info!(partitions = ?assigned, members = members.len(), "Partition assignment changed.");
+                }
+                *o = assigned;
             }
             let first = members.first().is_some_and(|m| *m == cfg.member_id);
             if let (true, Some(keep)) = (first, cfg.retention)
@@ -327,9 +385,9 @@ impl Analyzer {
         shared.ready.store(false, Ordering::SeqCst);
         let handles: Vec<JoinHandle<()>> = workers
             .into_values()
-            .map(|(stop, handle)| {
-                let _ = stop.send(true);
-                handle
+            .map(|task| {
+                let _ = task.stop.send(true);
+                task.handle
             })
             .collect();
         let all = futures_util::future::join_all(handles);
@@ -339,6 +397,29 @@ impl Analyzer {
         if let Err(e) = shared.store.leave(&cfg.group, &cfg.member_id).await {
             tracing::warn!(error = %e, "Leaving the group failed; the lease will lapse.");
         }
+    }
+}
+
+/// A running [`partition::run_partition`] and its stop switch.
+struct PartitionTask {
+    stop: watch::Sender<bool>,
+    handle: JoinHandle<()>,
+}
+
+impl PartitionTask {
+    fn spawn(
+        shared: &Arc<Shared>,
+        partition: u32,
+        view: watch::Receiver<assignment::View>,
+    ) -> Self {
+        let (stop, stop_rx) = watch::channel(false);
+        let handle = tokio::spawn(partition::run_partition(
+            shared.clone(),
+            partition,
+            stop_rx,
+            view,
+        ));
+        PartitionTask { stop, handle }
     }
 }
 

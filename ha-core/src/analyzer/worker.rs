@@ -9,76 +9,32 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::Shared;
+use super::assignment::View;
 use super::budget::Held;
 use super::series::{BoundedSeries, SeriesKey};
 use crate::queue::{Delivery, QueueError, Subscription};
-use crate::store::{Anomaly, StoreError};
+use crate::store::{Anomaly, Fence, StoreError};
 use crate::wire::{Envelope, EnvelopeError, Reading, Timestamp};
 
 /// New series warm-started per store query.
 const WARM_START_CHUNK: usize = 256;
 
-/// Consumes `partition` until `stop` turns true (finishing the batch in
-/// hand) or the subscription is lost for good.
-pub(super) async fn run_partition(
-    shared: Arc<Shared>,
-    partition: u32,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut backoff = Duration::from_millis(100);
-    while !*stop.borrow() {
-        let sub = tokio::select! {
-            s = shared.queue.subscribe(partition, shared.config.prefetch) => s,
-            _ = stop.changed() => break,
-        };
-        let mut sub = match sub {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(partition, error = %e, "Subscribing failed; retrying.");
-                tokio::select! {
-                    () = tokio::time::sleep(backoff) => {}
-                    _ = stop.changed() => break,
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-                continue;
-            }
-        };
-        backoff = Duration::from_millis(100);
-        tracing::info!(partition, "Consuming partition.");
-        // A fresh detector state for every subscription: while this replica
-        // did not consume the partition, another one may have, so windows
-        // are rebuilt from the store on first sight.
-        let cfg = &shared.config;
-        let max_series = (cfg.max_series / shared.queue.partitions().max(1) as usize).max(1);
-        let mut worker = Worker {
-            shared: shared.clone(),
-            partition,
-            series: match BoundedSeries::new(&cfg.detector, max_series, cfg.max_metrics_per_device)
-            {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::error!(error = %e, "Invalid detector configuration.");
-                    return;
-                }
-            },
-            batches: 0,
-            devices: HashMap::new(),
-            stale: 0,
-            series_counted: 0,
-        };
-        match worker.consume(&mut sub, &mut stop).await {
-            Ok(()) => break,
-            Err(e) => {
-                tracing::warn!(partition, error = %e, "Subscription lost; subscribing again.")
-            }
-        }
-    }
-    tracing::info!(partition, "Released partition.");
+/// Why [`Worker::consume`] returned without an error.
+pub(super) enum Ended {
+    /// The replica is stopping.
+    Stopped,
+    /// Made way for the partition's assigned owner (after a batch).
+    Released,
 }
 
-struct Worker {
+pub(super) struct Worker {
     shared: Arc<Shared>,
     partition: u32,
+    /// This subscription's claim on the partition, taken at its first
+    /// batch: the broker made it the active consumer.
+    fence: Option<Fence>,
+    /// When the claim was taken.
+    claimed_at: Instant,
     series: BoundedSeries,
     batches: u64,
     /// Newest `seq` and `ts` per device, for the gap and freshness metrics.
@@ -95,6 +51,9 @@ const STALE_AFTER: Duration = Duration::from_secs(300);
 impl Drop for Worker {
     fn drop(&mut self) {
         let m = &self.shared.metrics;
+        if self.fence.is_some() {
+            m.active_partitions.dec();
+        }
         m.stale_devices.dec_by(self.stale);
         m.devices.dec_by(self.devices.len() as i64);
         m.series.dec_by(self.series_counted);
@@ -102,21 +61,65 @@ impl Drop for Worker {
 }
 
 impl Worker {
-    /// Processes batches until stopped (`Ok`) or the subscription fails.
-    async fn consume(
+    /// A worker for one subscription of `partition`, with a fresh detector
+    /// state: while this replica did not consume the partition, another one
+    /// may have, so windows are rebuilt from the store on first sight.
+    pub(super) fn new(shared: Arc<Shared>, partition: u32) -> Result<Worker, String> {
+        let cfg = &shared.config;
+        let max_series = (cfg.max_series / shared.queue.partitions().max(1) as usize).max(1);
+        let series = BoundedSeries::new(&cfg.detector, max_series, cfg.max_metrics_per_device)
+            .map_err(|e| e.to_string())?;
+        Ok(Worker {
+            shared,
+            partition,
+            fence: None,
+            claimed_at: Instant::now(),
+            series,
+            batches: 0,
+            devices: HashMap::new(),
+            stale: 0,
+            series_counted: 0,
+        })
+    }
+
+    /// Whether this subscription claimed the partition (was ever active).
+    pub(super) fn claimed(&self) -> bool {
+        self.fence.is_some()
+    }
+
+    /// Processes batches until stopped, or until it makes way for the
+    /// partition's assigned owner (at a batch boundary, see
+    /// [`View::should_yield`]), the subscription fails or a batch is not
+    /// committed.
+    pub(super) async fn consume(
         &mut self,
         sub: &mut Box<dyn Subscription>,
         stop: &mut watch::Receiver<bool>,
-    ) -> Result<(), QueueError> {
+        view: &watch::Receiver<View>,
+    ) -> Result<Ended, QueueError> {
         let budget = self.shared.budget.clone();
+        let shared = self.shared.clone();
+        let cfg = &shared.config;
+        let lease_wait = cfg.lease_ttl + cfg.heartbeat;
         loop {
+            if self.fence.is_some()
+                && view.borrow().should_yield(
+                    self.partition,
+                    &cfg.member_id,
+                    self.claimed_at,
+                    lease_wait,
+                    Instant::now(),
+                )
+            {
+                return Ok(Ended::Released);
+            }
             tokio::select! {
                 () = budget.wait_for_room() => {}
-                _ = stop.changed() => return Ok(()),
+                _ = stop.changed() => return Ok(Ended::Stopped),
             }
             let first = tokio::select! {
                 d = sub.next() => d?,
-                _ = stop.changed() => return Ok(()),
+                _ = stop.changed() => return Ok(Ended::Stopped),
             };
             let started = Instant::now();
             let mut held = Held::new(&budget, &self.shared.metrics.unacked);
@@ -159,6 +162,40 @@ impl Worker {
                     tracing::debug!(partition = self.partition, idle, "Evicted idle series.");
                 }
                 self.count_series();
+            }
+        }
+    }
+
+    /// Claims the partition (a new ownership epoch) for this subscription,
+    /// retrying store errors until it succeeds or the replica stops.
+    async fn claim(&mut self, stop: &watch::Receiver<bool>) -> Option<Fence> {
+        let s = &self.shared;
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match s
+                .store
+                .claim_partition(&s.config.group, self.partition, &s.config.member_id)
+                .await
+            {
+                Ok(fence) => {
+                    tracing::info!(
+                        partition = self.partition,
+                        epoch = fence.epoch,
+                        "Claimed the partition: this replica's subscription is the active one."
+                    );
+                    s.metrics.claims.inc();
+                    s.metrics.active_partitions.inc();
+                    self.fence = Some(fence.clone());
+                    self.claimed_at = Instant::now();
+                    return Some(fence);
+                }
+                Err(_) if *stop.borrow() => return None,
+                Err(e) => {
+                    s.metrics.store_retries.inc();
+                    tracing::warn!(partition = self.partition, error = %e, "Claiming the partition failed; retrying.");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
             }
         }
     }
@@ -212,12 +249,21 @@ impl Worker {
         if settle.is_empty() {
             return true;
         }
+        // Claim before reading any history: the claim waits for a write of
+        // the previous owner that is committing, so the windows see it.
+        let fence = match &self.fence {
+            Some(f) => f.clone(),
+            None => match self.claim(stop).await {
+                Some(f) => f,
+                None => return false,
+            },
+        };
         self.track_devices(&readings);
         let anomalies = match self.detect(&readings, stop).await {
             Some(a) => a,
             None => return false,
         };
-        match self.write(&readings, &anomalies, stop, 1).await {
+        match self.write(&fence, &readings, &anomalies, stop, 1).await {
             Written::Yes => {}
             Written::Stopped => return false,
             Written::Never(e) => {
@@ -225,7 +271,7 @@ impl Worker {
                 // by writing them one by one.
                 tracing::warn!(partition = self.partition, error = %e, "Store refused the batch; writing its messages one by one.");
                 return self
-                    .write_one_by_one(settle, &readings, &anomalies, stop)
+                    .write_one_by_one(&fence, settle, &readings, &anomalies, stop)
                     .await;
             }
         }
@@ -253,6 +299,7 @@ impl Worker {
     /// [`AnalyzerConfig::permanent_error_tries`]: super::AnalyzerConfig::permanent_error_tries
     async fn write_one_by_one(
         &self,
+        fence: &Fence,
         settle: Vec<(Delivery, Range<usize>)>,
         readings: &[Reading],
         anomalies: &[Anomaly],
@@ -269,7 +316,7 @@ impl Worker {
                 .filter(|a| keys.contains(&(a.device_id.as_str(), a.seq)))
                 .cloned()
                 .collect();
-            match self.write(mine, &theirs, stop, tries).await {
+            match self.write(fence, mine, &theirs, stop, tries).await {
                 Written::Yes => {
                     if let Err(e) = d.ack().await {
                         tracing::warn!(partition = self.partition, error = %e, "Ack failed after commit.");
@@ -437,6 +484,7 @@ impl Worker {
     /// (schema not ready) is retried slowly until stopped.
     async fn write(
         &self,
+        fence: &Fence,
         readings: &[Reading],
         anomalies: &[Anomaly],
         stop: &watch::Receiver<bool>,
@@ -446,7 +494,12 @@ impl Worker {
         let mut delay = Duration::from_millis(100);
         let mut refused = 0u32;
         loop {
-            match self.shared.store.write(readings, anomalies).await {
+            match self
+                .shared
+                .store
+                .write_fenced(fence, readings, anomalies)
+                .await
+            {
                 Ok(out) => {
                     m.readings_stored.inc_by(out.inserted);
                     m.duplicates.inc_by(out.duplicates);
@@ -460,6 +513,11 @@ impl Worker {
                         );
                     }
                     return Written::Yes;
+                }
+                Err(e) if e.is_fenced() => {
+                    m.fenced_batches.inc();
+                    tracing::warn!(partition = self.partition, epoch = fence.epoch, error = %e, "Another replica owns the partition now; giving the batch back.");
+                    return Written::Stopped;
                 }
                 Err(e) if *stop.borrow() => {
                     tracing::warn!(error = %e, "Stopping during a store outage; the batch will be redelivered.");
@@ -495,7 +553,7 @@ impl Worker {
 /// How a write ended.
 enum Written {
     Yes,
-    /// Stopped before it succeeded: give the deliveries back.
+    /// Stopped or fenced off before it succeeded: give the deliveries back.
     Stopped,
     /// Refused with a permanent error every time.
     Never(StoreError),

@@ -11,6 +11,7 @@
 //!
 //! Each check is also a public async function, for suites that want to pick.
 
+mod ownership;
 pub mod queue;
 pub mod store;
 
@@ -121,6 +122,8 @@ macro_rules! store_conformance {
             concurrent_writers_store_one_row_per_key,
             empty_write_is_fine,
             membership_leases_expire_and_leave,
+            fenced_writes_follow_the_newest_claim,
+            racing_claims_get_distinct_epochs,
         );
     };
     (@tests $fixture:path; $($name:ident),* $(,)?) => {

@@ -5,6 +5,9 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+pub use super::ownership::{
+    fenced_writes_follow_the_newest_claim, racing_claims_get_distinct_epochs,
+};
 use super::reading;
 use crate::store::{Anomaly, AnomalyCursor, AnomalyQuery, ReadingQuery, SeqGap, Store, StoreError};
 use crate::wire::{Reading, Timestamp};

@@ -25,6 +25,11 @@ pub enum StoreError {
     /// The schema is missing or older than this build needs.
     #[error("schema not ready: {0}")]
     Schema(String),
+    /// A fenced write was refused because another replica claimed the
+    /// partition since (see [`Store::write_fenced`](super::Store::write_fenced)):
+    /// nothing was written. Give the deliveries back and claim again.
+    #[error("fenced: {0}")]
+    Fenced(String),
     /// The database refused an operation or could not be reached; `kind`
     /// says what it amounts to, `source` is the driver's error (its
     /// SQLSTATE, message, or the I/O or TLS failure).
@@ -61,6 +66,9 @@ pub enum StoreErrorKind {
     /// See [`StoreError::Schema`].
     #[error("schema not ready")]
     Schema,
+    /// See [`StoreError::Fenced`].
+    #[error("fenced by a newer owner")]
+    Fenced,
     /// The credentials are wrong or the role lacks the privilege (e.g. a
     /// write with the read-only role). Not transient: a configuration fault.
     #[error("permission denied")]
@@ -78,6 +86,7 @@ impl StoreError {
             StoreError::Invalid(_) => StoreErrorKind::Invalid,
             StoreError::InvalidQuery(_) => StoreErrorKind::InvalidQuery,
             StoreError::Schema(_) => StoreErrorKind::Schema,
+            StoreError::Fenced(_) => StoreErrorKind::Fenced,
             #[cfg(feature = "postgres")]
             StoreError::Database { kind, .. } => *kind,
             #[cfg(feature = "postgres")]
@@ -98,6 +107,11 @@ impl StoreError {
     /// Whether the schema is missing or too old.
     pub fn is_schema(&self) -> bool {
         self.kind() == StoreErrorKind::Schema
+    }
+
+    /// Whether a newer owner of the partition fenced this write off.
+    pub fn is_fenced(&self) -> bool {
+        self.kind() == StoreErrorKind::Fenced
     }
 
     /// Whether the database refused the credentials or the privilege.
@@ -130,6 +144,7 @@ mod tests {
             StoreError::Invalid(String::new()),
             StoreError::InvalidQuery(String::new()),
             StoreError::Schema(String::new()),
+            StoreError::Fenced(String::new()),
         ];
         let kinds: Vec<(bool, bool)> = all
             .iter()
@@ -137,7 +152,13 @@ mod tests {
             .collect();
         assert_eq!(
             kinds,
-            [(true, false), (false, true), (false, true), (false, false)]
+            [
+                (true, false),
+                (false, true),
+                (false, true),
+                (false, false),
+                (false, false)
+            ]
         );
     }
 }

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use async_trait::async_trait;
 
 use super::{
-    Anomaly, AnomalyQuery, DeviceStatus, Page, ReadingQuery, SeqGap, Store, StoreError,
-    StoredValue, WriteOutcome,
+    Anomaly, AnomalyQuery, DeviceStatus, EpochRecord, Fence, Page, ReadingQuery, SeqGap, Store,
+    StoreError, StoredValue, WriteOutcome,
 };
 use crate::wire::{Reading, Timestamp};
 
@@ -44,6 +44,58 @@ struct Tables {
     anomaly_order: BTreeSet<(Timestamp, String, u64, String)>,
     /// `(group, member)` → lease expiry.
     members: BTreeMap<(String, String), tokio::time::Instant>,
+    /// `(group, partition, epoch)` → the epoch's record.
+    epochs: BTreeMap<(String, u32, u64), EpochRecord>,
+}
+
+impl Tables {
+    /// The rows of a validated batch; see [`Store::write`].
+    fn write_rows(&mut self, readings: &[Reading], anomalies: &[Anomaly]) -> WriteOutcome {
+        let mut out = WriteOutcome::default();
+        for r in readings {
+            for m in &r.metrics {
+                let key = (r.device_id.clone(), r.seq, m.name.clone());
+                match self.readings.get(&key) {
+                    None => {
+                        self.readings.insert(key, (r.ts, m.value));
+                        out.inserted += 1;
+                    }
+                    Some(&(ts, v)) if ts == r.ts && v == m.value => out.duplicates += 1,
+                    Some(_) => out.conflicts += 1,
+                }
+            }
+        }
+        for a in anomalies {
+            let key = (a.device_id.clone(), a.seq, a.metric.clone());
+            if !self.anomalies.contains_key(&key) {
+                self.anomaly_order
+                    .insert((a.ts, a.device_id.clone(), a.seq, a.metric.clone()));
+                self.anomalies.insert(key, a.clone());
+                out.anomalies_inserted += 1;
+            }
+        }
+        out
+    }
+
+    /// The current epoch of a partition, if claimed.
+    fn current_epoch(&mut self, group: &str, partition: u32) -> Option<&mut EpochRecord> {
+        let lo = (group.to_owned(), partition, 0);
+        let hi = (group.to_owned(), partition, u64::MAX);
+        self.epochs
+            .range_mut(lo..=hi)
+            .next_back()
+            .map(|(_, r)| r)
+            .filter(|r| r.superseded_at.is_none())
+    }
+}
+
+fn check_seqs(readings: &[Reading]) -> Result<(), StoreError> {
+    for r in readings {
+        if r.seq > crate::wire::MAX_SEQ {
+            return Err(StoreError::Invalid(format!("seq {} out of range", r.seq)));
+        }
+    }
+    Ok(())
 }
 
 impl MemoryStore {
@@ -125,36 +177,8 @@ impl Store for MemoryStore {
         if let Some(e) = self.injected_failure(readings) {
             return Err(e);
         }
-        for r in readings {
-            if r.seq > crate::wire::MAX_SEQ {
-                return Err(StoreError::Invalid(format!("seq {} out of range", r.seq)));
-            }
-        }
-        let mut t = self.tables();
-        let mut out = WriteOutcome::default();
-        for r in readings {
-            for m in &r.metrics {
-                let key = (r.device_id.clone(), r.seq, m.name.clone());
-                match t.readings.get(&key) {
-                    None => {
-                        t.readings.insert(key, (r.ts, m.value));
-                        out.inserted += 1;
-                    }
-                    Some(&(ts, v)) if ts == r.ts && v == m.value => out.duplicates += 1,
-                    Some(_) => out.conflicts += 1,
-                }
-            }
-        }
-        for a in anomalies {
-            let key = (a.device_id.clone(), a.seq, a.metric.clone());
-            if !t.anomalies.contains_key(&key) {
-                t.anomaly_order
-                    .insert((a.ts, a.device_id.clone(), a.seq, a.metric.clone()));
-                t.anomalies.insert(key, a.clone());
-                out.anomalies_inserted += 1;
-            }
-        }
-        Ok(out)
+        check_seqs(readings)?;
+        Ok(self.tables().write_rows(readings, anomalies))
     }
 
     async fn recent_values(
@@ -324,5 +348,79 @@ impl Store for MemoryStore {
             .members
             .remove(&(group.to_owned(), member.to_owned()));
         Ok(())
+    }
+
+    async fn claim_partition(
+        &self,
+        group: &str,
+        partition: u32,
+        owner: &str,
+    ) -> Result<Fence, StoreError> {
+        let mut t = self.tables();
+        let now = Timestamp::now();
+        let lo = (group.to_owned(), partition, 0);
+        let hi = (group.to_owned(), partition, u64::MAX);
+        let newest = t.epochs.range(lo..=hi).next_back().map_or(0, |(k, _)| k.2);
+        if let Some(current) = t.current_epoch(group, partition) {
+            current.superseded_at = Some(now);
+        }
+        let epoch = newest + 1;
+        t.epochs.insert(
+            (group.to_owned(), partition, epoch),
+            EpochRecord {
+                partition,
+                epoch,
+                owner: owner.to_owned(),
+                claimed_at: now,
+                superseded_at: None,
+                first_commit_at: None,
+                last_commit_at: None,
+                batches: 0,
+            },
+        );
+        Ok(Fence {
+            group: group.to_owned(),
+            partition,
+            epoch,
+            owner: owner.to_owned(),
+        })
+    }
+
+    async fn write_fenced(
+        &self,
+        fence: &Fence,
+        readings: &[Reading],
+        anomalies: &[Anomaly],
+    ) -> Result<WriteOutcome, StoreError> {
+        if let Some(e) = self.injected_failure(readings) {
+            return Err(e);
+        }
+        check_seqs(readings)?;
+        let mut t = self.tables();
+        let now = Timestamp::now();
+        match t.current_epoch(&fence.group, fence.partition) {
+            Some(r) if r.epoch == fence.epoch && r.owner == fence.owner => {
+                r.batches += 1;
+                r.first_commit_at.get_or_insert(now);
+                r.last_commit_at = Some(now);
+            }
+            _ => {
+                return Err(StoreError::Fenced(format!(
+                    "partition {} epoch {} of {} was superseded",
+                    fence.partition, fence.epoch, fence.owner
+                )));
+            }
+        }
+        Ok(t.write_rows(readings, anomalies))
+    }
+
+    async fn partition_epochs(&self, group: &str) -> Result<Vec<EpochRecord>, StoreError> {
+        Ok(self
+            .tables()
+            .epochs
+            .iter()
+            .filter(|((g, _, _), _)| g == group)
+            .map(|(_, r)| r.clone())
+            .collect())
     }
 }

@@ -16,6 +16,7 @@
 
 mod error;
 mod memory;
+mod ownership;
 mod types;
 
 #[cfg(feature = "postgres")]
@@ -27,6 +28,7 @@ use crate::wire::{Reading, Timestamp};
 
 pub use error::{StoreError, StoreErrorKind};
 pub use memory::{MemoryStore, WriteFailure};
+pub use ownership::{EpochRecord, Fence, Overlap, find_overlaps};
 pub use types::{
     Anomaly, AnomalyCursor, AnomalyQuery, DeviceStatus, Page, ReadingQuery, SeqGap, StoredValue,
     WriteOutcome,
@@ -136,4 +138,33 @@ pub trait Store: Send + Sync + 'static {
     /// Removes `member` from `group` at once (graceful shutdown), so the
     /// others take over its work without waiting for its lease to expire.
     async fn leave(&self, group: &str, member: &str) -> Result<(), StoreError>;
+
+    /// Claims `partition` for `owner` in `group`: a new epoch (one more than
+    /// the newest) becomes current and the previous one is superseded, so
+    /// its owner's next [`write_fenced`](Self::write_fenced) is refused.
+    /// A claim waits for a fenced write of the previous epoch that is
+    /// committing at that moment, so reads after the claim see it.
+    async fn claim_partition(
+        &self,
+        group: &str,
+        partition: u32,
+        owner: &str,
+    ) -> Result<Fence, StoreError>;
+
+    /// [`write`](Self::write), in the same transaction checking that
+    /// `fence` is still the partition's current epoch and recording the
+    /// commit against it (see [`EpochRecord`]).
+    ///
+    /// Errors: [`StoreError::Fenced`] (nothing written) when a newer claim
+    /// superseded `fence`; otherwise as [`write`](Self::write).
+    async fn write_fenced(
+        &self,
+        fence: &Fence,
+        readings: &[Reading],
+        anomalies: &[Anomaly],
+    ) -> Result<WriteOutcome, StoreError>;
+
+    /// Every ownership epoch of `group`'s partitions, by partition and
+    /// epoch: the record [`find_overlaps`] audits.
+    async fn partition_epochs(&self, group: &str) -> Result<Vec<EpochRecord>, StoreError>;
 }

@@ -58,6 +58,17 @@ enum Command {
         #[arg(long, default_value_t = 100)]
         limit: u32,
     },
+    /// Print the analyzers' partition ownership epochs and check them: exit
+    /// 2 when two owners committed for one partition at once (an epoch
+    /// committed after it was superseded, epochs claimed out of order, or
+    /// interleaved commit windows).
+    Ownership {
+        #[command(flatten)]
+        db: DbArgs,
+        /// The analyzers' membership group.
+        #[arg(long, default_value = "analyzers")]
+        group: String,
+    },
     /// Inspect or re-publish dead-lettered messages.
     Dlq {
         #[command(subcommand)]
@@ -266,6 +277,38 @@ async fn run(args: Args) -> Result<(), (u8, String)> {
                     }
                 }
             }
+        }
+        Command::Ownership { db, group } => {
+            let store = store(db)?;
+            let epochs = store
+                .partition_epochs(&group)
+                .await
+                .map_err(|e| (1, e.to_string()))?;
+            let at = |t: Option<ha_core::wire::Timestamp>| t.map_or("-".into(), |t| t.to_string());
+            println!(
+                "partition epoch owner claimed_at superseded_at first_commit_at last_commit_at batches"
+            );
+            for r in &epochs {
+                println!(
+                    "{} {} {} {} {} {} {} {}",
+                    r.partition,
+                    r.epoch,
+                    r.owner,
+                    r.claimed_at,
+                    at(r.superseded_at),
+                    at(r.first_commit_at),
+                    at(r.last_commit_at),
+                    r.batches
+                );
+            }
+            let overlaps = ha_core::store::find_overlaps(&epochs);
+            for o in &overlaps {
+                println!("overlap: {o:?}");
+            }
+            if !overlaps.is_empty() {
+                return Err((2, format!("{} ownership overlaps", overlaps.len())));
+            }
+            println!("{} epochs, no overlap", epochs.len());
         }
         Command::Dlq { command } => {
             let mut out = std::io::stdout().lock();

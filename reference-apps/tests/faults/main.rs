@@ -11,6 +11,7 @@
 //! Run with `scripts/faults` (one drill at a time: they kill shared servers).
 
 mod noisy;
+mod ownership;
 mod pipeline;
 mod procs;
 mod report;
@@ -346,17 +347,22 @@ async fn analyzer_crash_mid_batch() {
     })
     .await;
     let at = Instant::now();
+    let at_wall = std::time::SystemTime::now();
     assert!(kill.fire(), "kill -9 analyzer-a");
     let _ = p.analyzers[0].wait_exit(Duration::from_secs(5));
     let victim = p.analyzers.remove(0);
-    // The survivor owns every partition once the victim's lease lapses.
+    // The survivor is assigned every partition once the victim's lease
+    // lapses; it consumes them long before (takeover_ms).
     p.wait_partitions_owned(Duration::from_secs(20)).await;
-    let takeover_ms = at.elapsed().as_millis() as u64;
+    let reassigned_ms = at.elapsed().as_millis() as u64;
     tokio::time::sleep(Duration::from_secs(4)).await;
     let report = load.finish().await;
     let audit = p.audit(&report).await;
     let redeliveries = p.analyzers_metric("ha_analyzer_redeliveries_total") as u64;
     let (expected, stored) = verdicts(&p.db).await;
+    let epochs = ownership::epochs(&p.db).await;
+    let takeover_ms = ownership::takeover_ms(&epochs, &victim.name, at_wall)
+        .expect("every partition of the victim taken over");
     let outcome = Outcome {
         scenario: "analyzer_kill9".into(),
         audit,
@@ -365,11 +371,20 @@ async fn analyzer_crash_mid_batch() {
         failover: Failover::measure(&report, at),
         extra: vec![
             ("takeover_ms", takeover_ms.to_string()),
+            ("reassigned_ms", reassigned_ms.to_string()),
+            ("ownership_epochs", epochs.len().to_string()),
             ("anomalies", stored.len().to_string()),
             ("verdicts_equal", (expected == stored).to_string()),
         ],
     };
     outcome.record_and_check(&env);
+    // Each partition: its first owner, at most one hand-over to its
+    // assigned owner, the takeover. More means ownership flapped.
+    assert!(
+        epochs.len() as u32 <= 3 * pipeline::PARTITIONS,
+        "ownership flapped: {}",
+        outcome.line()
+    );
     assert!(
         redeliveries > 0,
         "no redelivery observed: {}",
@@ -574,6 +589,8 @@ async fn graceful_shutdown() {
             _ => unreachable!("alerts drill without clients"),
         };
         let at = Instant::now();
+        let at_wall = std::time::SystemTime::now();
+        let victim_name = victim.name.clone();
         assert!(term.fire(), "SIGTERM {}", victim.name);
         let status = victim.wait_exit(Duration::from_secs(12));
         let exit_ms = at.elapsed().as_millis() as u64;
@@ -586,6 +603,14 @@ async fn graceful_shutdown() {
         }
         let audit = p.audit(&report).await;
         let failover = Failover::measure(&report, at);
+        let mut takeover = Vec::new();
+        if scenario == "sigterm_analyzer" {
+            let epochs = ownership::epochs(&p.db).await;
+            if let Some(ms) = ownership::takeover_ms(&epochs, &victim_name, at_wall) {
+                takeover.push(("takeover_ms", ms.to_string()));
+                takeover.push(("ownership_epochs", epochs.len().to_string()));
+            }
+        }
         let outcome = Outcome {
             scenario: scenario.into(),
             audit,
@@ -602,6 +627,7 @@ async fn graceful_shutdown() {
                 ),
             ]
             .into_iter()
+            .chain(takeover)
             .chain(queries.map(|(ok, refused, failed)| {
                 (
                     "queries_ok_refused_failed",
@@ -611,6 +637,12 @@ async fn graceful_shutdown() {
             .collect(),
         };
         outcome.record_and_check(&env);
+        assert!(
+            scenario != "sigterm_analyzer"
+                || outcome.extra.iter().any(|(k, _)| *k == "takeover_ms"),
+            "the stopped analyzer's partitions were not taken over: {}",
+            outcome.line()
+        );
         if let Some((ok, _, failed)) = queries {
             assert!(ok > 0, "no query answered: {}", outcome.line());
             assert_eq!(failed, 0, "queries failed: {}", outcome.line());

@@ -393,6 +393,10 @@ impl Pipeline {
             lost,
             duplicates: duplicates + anomaly_rows.max(0) as u64,
             dead_lettered: self.dead_lettered().await,
+            ownership_overlaps: crate::ownership::overlaps(
+                &crate::ownership::epochs(&self.db).await,
+            )
+            .len() as u64,
         }
     }
 
@@ -512,4 +516,7 @@ pub struct Audit {
     pub duplicates: u64,
     /// Messages in the drill's dead-letter queue.
     pub dead_lettered: u64,
+    /// Violations of one-owner-per-partition in the analyzers' ownership
+    /// record (`find_overlaps`).
+    pub ownership_overlaps: u64,
 }

@@ -131,6 +131,7 @@ impl Outcome {
             " disturbed_devices={} failed_sends={}",
             f.disturbed, f.failed_sends
         ));
+        line.push_str(&format!(" ownership_overlaps={}", a.ownership_overlaps));
         for (k, v) in &self.extra {
             line.push_str(&format!(" {k}={v}"));
         }
@@ -139,8 +140,9 @@ impl Outcome {
 
     /// Prints the line, appends it to the results file, then checks what
     /// every drill must show: nothing lost, nothing stored twice, nothing
-    /// dead-lettered, every generated reading acknowledged in the end, and
-    /// a fault that met work in flight.
+    /// dead-lettered, no partition committed by two owners at once, every
+    /// generated reading acknowledged in the end, and a fault that met work
+    /// in flight.
     pub fn record_and_check(&self, env: &Env) {
         let line = self.line();
         println!("{line}");
@@ -155,6 +157,10 @@ impl Outcome {
         assert_eq!(a.lost, 0, "acknowledged readings lost: {line}");
         assert_eq!(a.duplicates, 0, "rows stored twice: {line}");
         assert_eq!(a.dead_lettered, 0, "valid readings dead-lettered: {line}");
+        assert_eq!(
+            a.ownership_overlaps, 0,
+            "two analyzers committed for one partition at once: {line}"
+        );
         assert_eq!(
             a.acked, a.sent,
             "readings never acknowledged (still buffered or given up): {line}"

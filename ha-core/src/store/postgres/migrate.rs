@@ -76,10 +76,39 @@ CREATE TABLE IF NOT EXISTS group_members (
 );
 ",
     },
+    Migration {
+        version: 3,
+        name: "partition ownership epochs",
+        sql: "
+-- Each partition's current owner: claims and fenced writes lock this row,
+-- so a claim and a write of the previous owner are serialized.
+CREATE TABLE IF NOT EXISTS partition_owners (
+    grp TEXT NOT NULL,
+    part INT8 NOT NULL,
+    epoch INT8 NOT NULL,
+    owner TEXT NOT NULL,
+    claimed_at TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (grp, part)
+);
+-- One row per claim; every committed batch is counted against its epoch
+-- in the batch's own transaction. An epoch ends at the next one's claim.
+CREATE TABLE IF NOT EXISTS partition_epochs (
+    grp TEXT NOT NULL,
+    part INT8 NOT NULL,
+    epoch INT8 NOT NULL,
+    owner TEXT NOT NULL,
+    claimed_at TIMESTAMPTZ NOT NULL,
+    first_commit_at TIMESTAMPTZ,
+    last_commit_at TIMESTAMPTZ,
+    batches INT8 NOT NULL DEFAULT 0,
+    PRIMARY KEY (grp, part, epoch)
+);
+",
+    },
 ];
 
 /// The newest schema version this build knows.
-pub const LATEST_VERSION: i64 = 2;
+pub const LATEST_VERSION: i64 = 3;
 
 /// Runs `sql`, retrying a few times when a concurrent replica created the
 /// same object at the same moment (PostgreSQL reports a unique violation on

@@ -55,8 +55,8 @@ pub use migrate::{LATEST_VERSION, MIGRATIONS, Migration};
 pub use roles::Roles;
 
 use super::{
-    Anomaly, AnomalyQuery, DeviceStatus, Page, ReadingQuery, SeqGap, Store, StoreError,
-    StoredValue, WriteOutcome,
+    Anomaly, AnomalyQuery, DeviceStatus, EpochRecord, Fence, Page, ReadingQuery, SeqGap, Store,
+    StoreError, StoredValue, WriteOutcome,
 };
 use crate::wire::{Reading, Timestamp};
 use pool::Pool;
@@ -329,6 +329,95 @@ impl Store for PostgresStore {
             .await
             .map(|_| ())
     }
+
+    async fn claim_partition(
+        &self,
+        group: &str,
+        partition: u32,
+        owner: &str,
+    ) -> Result<Fence, StoreError> {
+        let part = i64::from(partition);
+        let row = self
+            .pool
+            .run(|c| async move {
+                c.client
+                    .query_one(sql::CLAIM, &[&group, &part, &owner])
+                    .await
+            })
+            .await?;
+        Ok(Fence {
+            group: group.to_owned(),
+            partition,
+            epoch: u64::try_from(row.get::<_, i64>(0)).unwrap_or(0),
+            owner: owner.to_owned(),
+        })
+    }
+
+    async fn write_fenced(
+        &self,
+        fence: &Fence,
+        readings: &[Reading],
+        anomalies: &[Anomaly],
+    ) -> Result<WriteOutcome, StoreError> {
+        let cols = WriteColumns::build(readings, anomalies)?;
+        let (part, epoch) = (
+            i64::from(fence.partition),
+            i64::try_from(fence.epoch).unwrap_or(i64::MAX),
+        );
+        let mut params: Vec<&(dyn ToSql + Sync)> = cols.params().to_vec();
+        params.extend([
+            &fence.group as &(dyn ToSql + Sync),
+            &part,
+            &epoch,
+            &fence.owner,
+        ]);
+        let row = self
+            .pool
+            .run(|c| {
+                let params = &params;
+                async move { c.client.query_one(&c.write_fenced, params).await }
+            })
+            .await?;
+        if row.get::<_, i64>(3) == 0 {
+            return Err(StoreError::Fenced(format!(
+                "partition {} epoch {} of {} was superseded",
+                fence.partition, fence.epoch, fence.owner
+            )));
+        }
+        let inserted = row.get::<_, i64>(0) as u64;
+        let conflicts = row.get::<_, i64>(1) as u64;
+        let unique = cols.r_device.len() as u64;
+        Ok(WriteOutcome {
+            inserted,
+            duplicates: unique.saturating_sub(inserted + conflicts) + cols.in_batch_duplicates,
+            conflicts: conflicts + cols.in_batch_conflicts,
+            anomalies_inserted: row.get::<_, i64>(2) as u64,
+        })
+    }
+
+    async fn partition_epochs(&self, group: &str) -> Result<Vec<EpochRecord>, StoreError> {
+        let rows = self
+            .pool
+            .run(|c| async move { c.client.query(sql::PARTITION_EPOCHS, &[&group]).await })
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| EpochRecord {
+                partition: u32::try_from(r.get::<_, i64>(0)).unwrap_or(u32::MAX),
+                epoch: u64::try_from(r.get::<_, i64>(1)).unwrap_or(0),
+                owner: r.get(2),
+                claimed_at: Timestamp::from(r.get::<_, SystemTime>(3)),
+                superseded_at: timestamp(r.get(4)),
+                first_commit_at: timestamp(r.get(5)),
+                last_commit_at: timestamp(r.get(6)),
+                batches: u64::try_from(r.get::<_, i64>(7)).unwrap_or(0),
+            })
+            .collect())
+    }
+}
+
+fn timestamp(t: Option<SystemTime>) -> Option<Timestamp> {
+    t.map(Timestamp::from)
 }
 
 /// A cheap 0..100 value from the clock, for occasional housekeeping.

@@ -17,6 +17,7 @@ use crate::store::StoreError;
 pub(super) struct Conn {
     pub(super) client: Client,
     pub(super) write: Statement,
+    pub(super) write_fenced: Statement,
     pub(super) recent: Statement,
 }
 
@@ -81,11 +82,19 @@ impl Pool {
 
     async fn connect_slot(&self) -> Result<Conn, StoreError> {
         let client = self.connect().await?;
-        let write = client.prepare(sql::WRITE).await.map_err(classify)?;
+        let write = client
+            .prepare(&sql::write_sql(false))
+            .await
+            .map_err(classify)?;
+        let write_fenced = client
+            .prepare(&sql::write_sql(true))
+            .await
+            .map_err(classify)?;
         let recent = client.prepare(sql::RECENT_VALUES).await.map_err(classify)?;
         Ok(Conn {
             client,
             write,
+            write_fenced,
             recent,
         })
     }

@@ -16,6 +16,7 @@ const WRITER_GRANTS: &[&str] = &[
     "SELECT, INSERT, DELETE ON TABLE readings",
     "SELECT, INSERT ON TABLE anomalies",
     "SELECT, INSERT, UPDATE, DELETE ON TABLE group_members",
+    "SELECT, INSERT, UPDATE ON TABLE partition_owners, partition_epochs",
     "SELECT ON TABLE schema_migrations",
 ];
 const READER_GRANTS: &[&str] = &["SELECT ON TABLE readings, anomalies, schema_migrations"];

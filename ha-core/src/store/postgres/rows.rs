@@ -113,7 +113,7 @@ impl WriteColumns {
         Ok(c)
     }
 
-    /// The parameters of [`WRITE`](super::sql::WRITE), in placeholder order.
+    /// The parameters of [`write_sql`](super::sql::write_sql), in placeholder order.
     pub(super) fn params(&self) -> [&(dyn ToSql + Sync); 13] {
         [
             &self.r_device,

@@ -6,13 +6,42 @@
 /// one round trip and one implicit transaction. The outer `SELECT` sees the
 /// table as it was before the statement, so joining the input against it
 /// finds the keys that were already stored, and which of them differ.
-pub(super) const WRITE: &str = "
-WITH r_in AS (
+///
+/// `fenced`: the statement also takes `$14..$17` (group, partition, epoch,
+/// owner), locks the partition's owner row if that epoch is still current
+/// (a claim updates the same row: a claim and a fenced write are
+/// serialized, and PostgreSQL re-checks the epoch after waiting for the
+/// lock), counts the batch against the epoch, inserts nothing otherwise,
+/// and returns a fourth column: 1 when the epoch was current, 0 when
+/// fenced off. Each table is modified once (CockroachDB refuses more).
+pub(super) fn write_sql(fenced: bool) -> String {
+    let (fence, gate, fenced_col) = if fenced {
+        (
+            "fence AS (
+    SELECT 1 FROM partition_owners
+    WHERE grp = $14 AND part = $15 AND epoch = $16 AND owner = $17
+    FOR UPDATE
+), counted AS (
+    UPDATE partition_epochs SET batches = batches + 1,
+        first_commit_at = COALESCE(first_commit_at, clock_timestamp()),
+        last_commit_at = clock_timestamp()
+    WHERE grp = $14 AND part = $15 AND epoch = $16 AND EXISTS (SELECT 1 FROM fence)
+    RETURNING 1
+), ",
+            "WHERE EXISTS (SELECT 1 FROM counted)",
+            ",\n    (SELECT count(*) FROM counted)",
+        )
+    } else {
+        ("", "", "")
+    };
+    format!(
+        "
+WITH {fence}r_in AS (
     SELECT * FROM unnest($1::TEXT[], $2::INT8[], $3::TEXT[], $4::TIMESTAMPTZ[], $5::FLOAT8[])
         AS t(device_id, seq, metric, ts, value)
 ), r_ins AS (
     INSERT INTO readings (device_id, seq, metric, ts, value)
-    SELECT device_id, seq, metric, ts, value FROM r_in
+    SELECT device_id, seq, metric, ts, value FROM r_in {gate}
     ON CONFLICT (device_id, seq, metric) DO NOTHING
     RETURNING 1
 ), a_in AS (
@@ -21,7 +50,7 @@ WITH r_in AS (
         AS t(device_id, seq, metric, ts, value, score, anomaly_score, detector)
 ), a_ins AS (
     INSERT INTO anomalies (device_id, seq, metric, ts, value, score, anomaly_score, detector)
-    SELECT device_id, seq, metric, ts, value, score, anomaly_score, detector FROM a_in
+    SELECT device_id, seq, metric, ts, value, score, anomaly_score, detector FROM a_in {gate}
     ON CONFLICT (device_id, seq, metric) DO NOTHING
     RETURNING 1
 )
@@ -33,7 +62,32 @@ SELECT
           -- Only when some key was already stored (a redelivery, a resend):
           -- a one-time filter, so the common batch skips this join.
           AND (SELECT count(*) FROM r_ins) < (SELECT count(*) FROM r_in)),
-    (SELECT count(*) FROM a_ins)";
+    (SELECT count(*) FROM a_ins){fenced_col}"
+    )
+}
+
+/// Claims a partition: the owner row's epoch goes up by one (its lock
+/// waits for a fenced write of the previous epoch that is committing; the
+/// claim time is taken after the lock) and the new epoch is recorded.
+pub(super) const CLAIM: &str = "
+WITH cur AS (
+    INSERT INTO partition_owners (grp, part, epoch, owner, claimed_at)
+    VALUES ($1, $2, 1, $3, clock_timestamp())
+    ON CONFLICT (grp, part) DO UPDATE SET epoch = partition_owners.epoch + 1,
+        owner = excluded.owner, claimed_at = clock_timestamp()
+    RETURNING epoch, claimed_at
+)
+INSERT INTO partition_epochs (grp, part, epoch, owner, claimed_at)
+SELECT $1, $2, epoch, $3, claimed_at FROM cur
+RETURNING epoch";
+
+/// Every epoch of a group; an epoch was superseded when the next one was
+/// claimed.
+pub(super) const PARTITION_EPOCHS: &str = "
+SELECT part, epoch, owner, claimed_at,
+    lead(claimed_at) OVER (PARTITION BY part ORDER BY epoch),
+    first_commit_at, last_commit_at, batches
+FROM partition_epochs WHERE grp = $1 ORDER BY part, epoch";
 
 /// The newest `$4` values of a series with `seq <= $3`, oldest first.
 pub(super) const RECENT_VALUES: &str = "
@@ -142,7 +196,6 @@ mod tests {
     /// dynamically built queries.
     fn all_statements() -> Vec<String> {
         let mut all: Vec<String> = [
-            WRITE,
             RECENT_VALUES,
             DEVICE_STATUS,
             SEQ_GAPS,
@@ -150,6 +203,8 @@ mod tests {
             HEARTBEAT,
             LEAVE,
             FORGET_EXPIRED,
+            CLAIM,
+            PARTITION_EPOCHS,
         ]
         .iter()
         .map(|s| s.to_string())
@@ -165,6 +220,8 @@ mod tests {
         }
         all.push(readings_sql(false));
         all.push(readings_sql(true));
+        all.push(write_sql(false));
+        all.push(write_sql(true));
         all
     }
 
@@ -189,6 +246,38 @@ mod tests {
                 .to_uppercase();
             for b in banned {
                 assert!(!code.contains(b), "`{b}` in: {sql}");
+            }
+        }
+    }
+
+    /// CockroachDB refuses a statement that modifies one table twice
+    /// (e.g. an `UPDATE` in a CTE and an `INSERT` of the same table).
+    #[test]
+    fn no_statement_modifies_a_table_twice() {
+        for sql in all_statements() {
+            let words: Vec<String> = sql
+                .split_whitespace()
+                .map(|w| {
+                    w.trim_matches(|c: char| c == '(' || c == ')')
+                        .to_uppercase()
+                })
+                .collect();
+            let mut modified = Vec::new();
+            for (i, w) in words.iter().enumerate() {
+                let table = match w.as_str() {
+                    // `ON CONFLICT ... DO UPDATE SET` modifies the INSERT's table.
+                    "UPDATE" => words.get(i + 1).filter(|t| *t != "SET"),
+                    "INTO" | "FROM"
+                        if i > 0 && matches!(words[i - 1].as_str(), "INSERT" | "DELETE") =>
+                    {
+                        words.get(i + 1)
+                    }
+                    _ => None,
+                };
+                if let Some(t) = table {
+                    assert!(!modified.contains(t), "{t} modified twice in: {sql}");
+                    modified.push(t.clone());
+                }
             }
         }
     }
