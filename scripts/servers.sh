@@ -28,6 +28,8 @@ ensure_packages() {
   local missing=()
   compgen -G '/usr/lib/rabbitmq/lib/rabbitmq_server-*/sbin/rabbitmq-server' >/dev/null || missing+=(rabbitmq-server)
   compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
+  # An independent MQTT client for the ingest's MQTT tests.
+  command -v mosquitto_pub >/dev/null || missing+=(mosquitto-clients)
   if [ "${HA_NEED_HAPROXY:-}" = 1 ]; then
     command -v haproxy >/dev/null || missing+=(haproxy)
   fi
