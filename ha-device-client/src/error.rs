@@ -116,9 +116,21 @@ pub enum Error {
     /// The connection failed while sending or receiving.
     #[error("connection lost: {0}")]
     Io(#[source] io::Error),
-    /// The server's answer is not valid HTTP/1.1.
-    #[error("invalid HTTP response: {0}")]
+    /// The server's answer is not valid HTTP/1.1 (or MQTT 5).
+    #[error("invalid response: {0}")]
     Protocol(String),
+    /// MQTT: the server answered a CONNECT or PUBLISH with a transient
+    /// reason code, or ended the session with a DISCONNECT. Retried; the
+    /// readings stay buffered and are published again after reconnecting.
+    #[error("MQTT {packet} reason code {code:#04x}{}", if reason.is_empty() { String::new() } else { format!(": {reason}") })]
+    Mqtt {
+        /// The packet that carried the code: `CONNACK`, `PUBACK` or `DISCONNECT`.
+        packet: &'static str,
+        /// The MQTT 5 reason code.
+        code: u8,
+        /// The server's reason string, if it sent one.
+        reason: String,
+    },
     /// The server answered with an error status.
     #[error("{0}")]
     Status(ServerError),
@@ -143,14 +155,16 @@ pub enum Error {
 
 impl Error {
     /// Whether retrying the same request later may succeed: connection
-    /// errors, timeouts, and HTTP 408, 429 and 5xx.
+    /// errors, timeouts, HTTP 408, 429 and 5xx, and MQTT's transient
+    /// reason codes.
     pub fn is_transient(&self) -> bool {
         match self {
             Error::Connect { .. }
             | Error::Tls { .. }
             | Error::Timeout { .. }
             | Error::Io(_)
-            | Error::Protocol(_) => true,
+            | Error::Protocol(_)
+            | Error::Mqtt { .. } => true,
             Error::Status(s) => is_transient_status(s.status),
             _ => false,
         }
@@ -198,6 +212,7 @@ impl Error {
             Error::Timeout { .. } => RetryCause::RequestTimeout,
             Error::Protocol(_) => RetryCause::Protocol,
             Error::Status(s) => RetryCause::Status(s.status),
+            Error::Mqtt { code, .. } => RetryCause::Mqtt(*code),
             _ => RetryCause::ConnectionLost,
         }
     }
