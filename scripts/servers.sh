@@ -28,6 +28,7 @@ ensure_packages() {
   local missing=()
   compgen -G '/usr/lib/rabbitmq/lib/rabbitmq_server-*/sbin/rabbitmq-server' >/dev/null || missing+=(rabbitmq-server)
   compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
+  { [ -x /usr/sbin/mosquitto ] && command -v mosquitto_sub >/dev/null; } || missing+=(mosquitto mosquitto-clients) # ha-device-client's MQTT tests
   if [ "${HA_NEED_HAPROXY:-}" = 1 ]; then
     command -v haproxy >/dev/null || missing+=(haproxy)
   fi

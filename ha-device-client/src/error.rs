@@ -15,7 +15,8 @@ use crate::retry::RetryCause;
 /// empty; `code` is then the HTTP reason phrase class such as `http_500`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ServerError {
-    /// The HTTP status.
+    /// The HTTP status; over MQTT, the status the reason code is treated
+    /// as (0x99 → 422, 0x95 → 413, 0x86 → 401, 0x87 → 403, other refusals → 404).
     pub status: u16,
     /// The machine-readable error code, e.g. `ts_in_future`.
     pub code: String,

@@ -442,3 +442,51 @@ async fn a_broker_killed_mid_stream_loses_nothing_and_the_rest_is_resent_in_orde
     assert!(ev.iter().any(|e| matches!(e, Event::Disconnected { .. })));
     assert!(ev.iter().any(|e| matches!(e, Event::GaveUp { .. })));
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_broker_restarted_within_the_retry_budget_gets_the_rest_in_the_same_flush() {
+    if !have_mosquitto() {
+        return;
+    }
+    let mut broker = Broker::start(false);
+    let (client, events) = client(&broker, "c0ffee", 5);
+    let policy =
+        RetryPolicy::linear(Duration::from_millis(100), Duration::from_millis(300), 30).unwrap();
+    let mut client = {
+        // Same settings, a retry budget (~8 s) longer than the outage.
+        let buffer = client.into_buffer();
+        let sink = events.clone();
+        let config = ClientConfig::new(broker.url(), "dev-1", "c0ffee")
+            .with_ca_file(broker.ca())
+            .with_batch(5, 1 << 20)
+            .with_pacing(Duration::from_millis(10))
+            .with_retry_policy(policy)
+            .with_event_callback(move |e| sink.lock().unwrap().push(e.clone()));
+        Client::new(config, buffer).unwrap()
+    };
+    let n = 200u64;
+    for s in 0..n {
+        client.push(reading(s)).unwrap();
+    }
+    let (flushed, ()) = tokio::join!(client.flush(), async {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        broker.kill();
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        broker.run();
+    });
+    flushed.unwrap();
+    assert!(client.buffer().is_empty());
+    // Every seq acknowledged exactly once, in order, across two sessions.
+    let acked: Vec<u64> = acknowledged(&events)
+        .iter()
+        .flat_map(|&(a, b)| a..=b)
+        .collect();
+    assert_eq!(acked, (0..n).collect::<Vec<_>>());
+    let ev = events.lock().unwrap();
+    let connects = ev
+        .iter()
+        .filter(|e| matches!(e, Event::Connected { .. }))
+        .count();
+    assert_eq!(connects, 2);
+    assert!(ev.iter().any(|e| matches!(e, Event::Retry { .. })));
+}

@@ -68,10 +68,9 @@ pub(super) fn answer(packet: &'static str, code: u8, reason: &str) -> Result<Res
 /// gives that code, so clock refusals are held apart as over HTTPS.
 fn error_body(packet: &str, code: u8, default_code: &str, reason: &str) -> Vec<u8> {
     let trimmed = reason.trim();
-    if trimmed.starts_with('{')
-        && serde_json::from_str::<serde_json::Value>(trimmed)
-            .is_ok_and(|v| v.get("error").is_some_and(serde_json::Value::is_string))
-    {
+    if trimmed.starts_with('{') && trimmed.ends_with('}') {
+        // The client parses it as it parses an HTTP error body (and keeps
+        // it as the message if it is not one).
         return trimmed.as_bytes().to_vec();
     }
     let word_end = trimmed
@@ -86,9 +85,14 @@ fn error_body(packet: &str, code: u8, default_code: &str, reason: &str) -> Vec<u
     } else {
         format!("MQTT {packet} reason code {code:#04x}: {trimmed}")
     };
-    serde_json::json!({ "error": error, "message": message })
-        .to_string()
-        .into_bytes()
+    // Strings serialise without failing; the fallback is never used.
+    let quote = |s: &str| serde_json::to_string(s).unwrap_or_default();
+    format!(
+        r#"{{"error":{},"message":{}}}"#,
+        quote(error),
+        quote(&message)
+    )
+    .into_bytes()
 }
 
 #[cfg(test)]

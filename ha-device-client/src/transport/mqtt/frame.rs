@@ -4,7 +4,8 @@
 //! but not in a DISCONNECT, and servers send it anyway) is still read for
 //! its code.
 
-use mqtt_proto::v5::Packet;
+use mqtt_proto::Encodable;
+use mqtt_proto::v5::{Connack, Disconnect, Header, PacketType, Puback};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::error::Error;
@@ -110,43 +111,88 @@ fn frame_len(buf: &[u8]) -> Result<Option<usize>, Error> {
 }
 
 fn decode(frame: &[u8]) -> Result<Incoming, Error> {
-    let packet = match Packet::decode(frame) {
-        Ok(Some(p)) => p,
-        Ok(None) => return Err(Error::Protocol("truncated MQTT packet".into())),
-        Err(_) if frame[0] == 0xE0 => {
-            // A DISCONNECT the codec refused: its first body byte is the
-            // reason code (none means 0x00).
-            let code = frame.get(2).copied().unwrap_or(0);
-            return Ok(Incoming::Disconnect {
-                code,
-                reason: String::new(),
-            });
-        }
-        Err(e) => return Err(Error::Protocol(format!("MQTT packet: {e}"))),
-    };
+    let bad = |e: &dyn std::fmt::Display| Error::Protocol(format!("MQTT packet: {e}"));
+    let header_len = frame_header_len(frame);
+    let body = &frame[header_len..];
+    let header =
+        Header::new_with(frame[0], body.len() as u32, frame.len() as u32).map_err(|e| bad(&e))?;
     let text = |s: &Option<std::sync::Arc<str>>| s.as_deref().unwrap_or_default().to_owned();
-    Ok(match packet {
-        Packet::Connack(c) => Incoming::Connack {
-            code: c.reason_code as u8,
-            reason: text(&c.properties.reason_string),
-            packet: Box::new(c),
+    let mut offset = 0;
+    // Each packet is decoded by its own type's decoder, not `Packet::decode`:
+    // that one drags in every packet type's async decoder (about 100 KB of
+    // the device binary).
+    Ok(match header.typ {
+        PacketType::Connack => {
+            let c = Connack::decode(body, &mut offset, header).map_err(|e| bad(&e))?;
+            Incoming::Connack {
+                code: c.reason_code as u8,
+                reason: text(&c.properties.reason_string),
+                packet: Box::new(c),
+            }
+        }
+        PacketType::Puback => match Puback::decode(body, &mut offset, header) {
+            Ok(p) => Incoming::Puback {
+                pid: p.pid.value(),
+                code: p.reason_code as u8,
+                reason: text(&p.properties.reason_string),
+            },
+            // A reason code the codec does not know is still a reason code.
+            Err(_) if body.len() >= 3 => Incoming::Puback {
+                pid: u16::from_be_bytes([body[0], body[1]]),
+                code: body[2],
+                reason: String::new(),
+            },
+            Err(e) => return Err(bad(&e)),
         },
-        Packet::Puback(p) => Incoming::Puback {
-            pid: p.pid.value(),
-            code: p.reason_code as u8,
-            reason: text(&p.properties.reason_string),
+        PacketType::Pingresp => Incoming::Pingresp,
+        PacketType::Disconnect => match Disconnect::decode(body, &mut offset, header) {
+            Ok(d) => Incoming::Disconnect {
+                code: d.reason_code as u8,
+                reason: text(&d.properties.reason_string),
+            },
+            // 0x88 is valid in a CONNACK but not in a DISCONNECT, and
+            // servers send it anyway: the first body byte is the code.
+            Err(_) => Incoming::Disconnect {
+                code: body.first().copied().unwrap_or(0),
+                reason: String::new(),
+            },
         },
-        Packet::Pingresp => Incoming::Pingresp,
-        Packet::Disconnect(d) => Incoming::Disconnect {
-            code: d.reason_code as u8,
-            reason: text(&d.properties.reason_string),
-        },
-        other => Incoming::Other(match other.get_type() {
-            mqtt_proto::v5::PacketType::Publish => "PUBLISH",
-            mqtt_proto::v5::PacketType::Auth => "AUTH",
-            _ => "an unexpected packet",
-        }),
+        PacketType::Publish => Incoming::Other("PUBLISH"),
+        PacketType::Auth => Incoming::Other("AUTH"),
+        _ => Incoming::Other("an unexpected packet"),
     })
+}
+
+/// The fixed header's length of a whole frame (checked by `frame_len`).
+fn frame_header_len(frame: &[u8]) -> usize {
+    let continued = frame[1..]
+        .iter()
+        .take(4)
+        .take_while(|b| *b & 0x80 != 0)
+        .count();
+    2 + continued
+}
+
+/// The packet `control` + `body`, with its fixed header.
+pub(super) fn encode<E: Encodable>(control: u8, body: &E) -> Result<Vec<u8>, Error> {
+    let mut len = body.encode_len();
+    if len > 268_435_455 {
+        return Err(Error::Protocol(format!("MQTT packet of {len} bytes")));
+    }
+    let mut out = Vec::with_capacity(5 + len);
+    out.push(control);
+    loop {
+        let byte = (len & 0x7F) as u8;
+        len >>= 7;
+        if len == 0 {
+            out.push(byte);
+            break;
+        }
+        out.push(byte | 0x80);
+    }
+    body.encode(&mut out)
+        .map_err(|e| Error::Protocol(format!("MQTT encode: {e}")))?;
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -175,5 +221,18 @@ mod tests {
         }
         assert!(matches!(decode(&[0xD0, 0x00]).unwrap(), Incoming::Pingresp));
         assert!(decode(&[0x40, 0x01, 0x00]).is_err(), "garbage");
+        // A PUBACK code the codec does not know.
+        match decode(&[0x40, 0x03, 0x00, 0x09, 0x88]).unwrap() {
+            Incoming::Puback { pid, code, .. } => assert_eq!((pid, code), (9, 0x88)),
+            other => panic!("{other:?}"),
+        }
+        let p = mqtt_proto::v5::Publish::new(
+            mqtt_proto::QosPid::Level1(mqtt_proto::Pid::try_from(3).unwrap()),
+            mqtt_proto::TopicName::try_from("readings/d").unwrap(),
+            bytes::Bytes::from(vec![b'x'; 300]),
+        );
+        let ours = encode(0x32, &p).unwrap();
+        let theirs = mqtt_proto::v5::Packet::Publish(p).encode().unwrap();
+        assert_eq!(ours, theirs.as_ref());
     }
 }

@@ -26,8 +26,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use mqtt_proto::v5::{Connect, ConnectProperties, Packet, Publish};
-use mqtt_proto::{Pid, QosPid, TopicName};
+use mqtt_proto::v5::{Connect, ConnectProperties, Publish};
+use mqtt_proto::{Encodable, Pid, QosPid, TopicName};
 use tokio::io::AsyncWriteExt;
 use tokio::time::{Instant, timeout};
 
@@ -194,7 +194,7 @@ impl MqttLink {
         };
         let mut reader = Reader::default();
         let handshake = async {
-            write_packet(&mut stream, &Packet::Connect(connect)).await?;
+            write_packet(&mut stream, frame::encode(0x10, &connect)).await?;
             loop {
                 match reader.next(&mut stream).await? {
                     Incoming::Connack {
@@ -271,11 +271,7 @@ impl Session {
         let pid = self.next_pid;
         let mut publish = Publish::new(QosPid::Level1(pid), topic.clone(), payload);
         publish.properties.payload_is_utf8 = Some(true);
-        let packet = Packet::Publish(publish);
-        let size = packet.encode_len().map_err(|e| Failure {
-            error: Error::Protocol(format!("MQTT PUBLISH: {e}")),
-            stale: false,
-        })?;
+        let size = mqtt_proto::total_len(publish.encode_len()).unwrap_or(usize::MAX);
         if self.max_packet.is_some_and(|max| size > max as usize) {
             // What the server would refuse unread: split the batch, as 413.
             let answer = codes::answer(
@@ -290,7 +286,7 @@ impl Session {
         }
         self.busy = true;
         let result = timeout(limit, async {
-            write_packet(&mut self.stream, &packet).await?;
+            write_packet(&mut self.stream, frame::encode(0x32, &publish)).await?;
             self.last_sent = Instant::now();
             self.next_pid += 1;
             loop {
@@ -337,7 +333,7 @@ impl Session {
 
     async fn ping(&mut self, limit: Duration) -> Result<(), Failure> {
         timeout(limit, async {
-            write_packet(&mut self.stream, &Packet::Pingreq).await?;
+            write_packet(&mut self.stream, Ok(vec![0xC0, 0x00])).await?;
             self.last_sent = Instant::now();
             loop {
                 match self.reader.next(&mut self.stream).await? {
@@ -370,13 +366,13 @@ impl Session {
     }
 }
 
-async fn write_packet(stream: &mut Stream, packet: &Packet) -> Result<(), Failure> {
-    let bytes = packet.encode().map_err(|e| Failure {
-        error: Error::Protocol(format!("MQTT encode: {e}")),
+async fn write_packet(stream: &mut Stream, packet: Result<Vec<u8>, Error>) -> Result<(), Failure> {
+    let bytes = packet.map_err(|error| Failure {
+        error,
         stale: false,
     })?;
     let write = async {
-        stream.write_all(bytes.as_ref()).await?;
+        stream.write_all(&bytes).await?;
         stream.flush().await
     };
     write.await.map_err(|e| Failure {
