@@ -195,20 +195,16 @@ impl MqttLink {
         let mut reader = Reader::default();
         let handshake = async {
             write_packet(&mut stream, frame::encode(0x10, &connect)).await?;
-            loop {
-                match reader.next(&mut stream).await? {
-                    Incoming::Connack {
-                        code,
-                        reason,
-                        packet,
-                    } => {
-                        return Ok::<_, Failure>(Ok((code, reason, packet)));
-                    }
-                    Incoming::Disconnect { code, reason } => return Ok(Err((code, reason))),
-                    Incoming::Other(what) => return Err(protocol(what, "CONNACK")),
-                    Incoming::Puback { .. } | Incoming::Pingresp => {
-                        return Err(protocol("a PUBACK or PINGRESP", "CONNACK"));
-                    }
+            match reader.next(&mut stream).await? {
+                Incoming::Connack {
+                    code,
+                    reason,
+                    packet,
+                } => Ok::<_, Failure>(Ok((code, reason, packet))),
+                Incoming::Disconnect { code, reason } => Ok(Err((code, reason))),
+                Incoming::Other(what) => Err(protocol(what, "CONNACK")),
+                Incoming::Puback { .. } | Incoming::Pingresp => {
+                    Err(protocol("a PUBACK or PINGRESP", "CONNACK"))
                 }
             }
         };
@@ -316,15 +312,7 @@ impl Session {
             }
         })
         .await
-        .unwrap_or_else(|_| {
-            Err(Failure {
-                error: Error::Timeout {
-                    phase: "request",
-                    after: limit,
-                },
-                stale: false,
-            })
-        });
+        .unwrap_or(Err(timed_out(limit)));
         // A transient PUBACK (0x97) leaves the session usable; a broken
         // one is closed by the caller.
         self.busy = false;
@@ -354,15 +342,7 @@ impl Session {
             }
         })
         .await
-        .unwrap_or_else(|_| {
-            Err(Failure {
-                error: Error::Timeout {
-                    phase: "request",
-                    after: limit,
-                },
-                stale: false,
-            })
-        })
+        .unwrap_or(Err(timed_out(limit)))
     }
 }
 
@@ -379,6 +359,16 @@ async fn write_packet(stream: &mut Stream, packet: Result<Vec<u8>, Error>) -> Re
         error: Error::Io(e),
         stale: true,
     })
+}
+
+fn timed_out(limit: Duration) -> Failure {
+    Failure {
+        error: Error::Timeout {
+            phase: "request",
+            after: limit,
+        },
+        stale: false,
+    }
 }
 
 fn protocol(got: &str, expected: &str) -> Failure {
