@@ -131,6 +131,10 @@ pub enum Error {
         code: u8,
         /// The server's reason string, if it sent one.
         reason: String,
+        /// A wait the reason string asked for (`retry after N s`, as the
+        /// ingest sends with 0x97 quota exceeded): honoured like
+        /// `Retry-After`.
+        retry_after: Option<Duration>,
     },
     /// The server answered with an error status.
     #[error("{0}")]
@@ -200,6 +204,14 @@ impl Error {
         match self {
             Error::Status(s) | Error::Unauthorized(s) => Some(s),
             Error::GaveUp { last, .. } => last.server_error(),
+            _ => None,
+        }
+    }
+
+    /// The server's requested wait before a retry, for errors that carry one.
+    pub(crate) fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Error::Mqtt { retry_after, .. } => *retry_after,
             _ => None,
         }
     }

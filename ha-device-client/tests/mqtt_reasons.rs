@@ -272,7 +272,8 @@ async fn payload_invalid_rejects_the_culprit_and_a_clock_reason_holds() {
 #[tokio::test]
 async fn quota_exceeded_backs_off_and_not_authorized_keeps_the_readings() {
     let fake = Fake::start(0, None, |n, _| match n {
-        0 | 1 => Reply::Ack(0x97, "rate limit"),
+        0 => Reply::Ack(0x97, "rate_limited: retry after 1 s"),
+        1 => Reply::Ack(0x97, "rate limit"),
         2 => OK,
         _ => Reply::Ack(0x87, "not your topic"),
     })
@@ -281,6 +282,17 @@ async fn quota_exceeded_backs_off_and_not_authorized_keeps_the_readings() {
     client.push(reading(1)).unwrap();
     client.flush().await.unwrap();
     assert_eq!(retry_causes(&events), [RetryCause::Mqtt(0x97); 2]);
+    // The ingest's `retry after N s` is honoured like Retry-After.
+    let delays: Vec<Duration> = events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|e| match e {
+            Event::Retry { delay, .. } => Some(*delay),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(delays, [Duration::from_secs(1), Duration::from_millis(20)]);
     client.push(reading(2)).unwrap();
     let err = client.flush().await.unwrap_err();
     assert!(err.is_auth(), "{err}");

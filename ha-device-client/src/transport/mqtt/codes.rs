@@ -11,7 +11,9 @@
 //! | 0x95 packet too large | 413 | batch split |
 //! | 0x86 bad user name or password, 0x87 not authorized, 0x8A banned | 401 / 403 | [`Error::Unauthorized`](crate::Error::Unauthorized), readings kept |
 //! | 0x81, 0x82, 0x84, 0x85, 0x8C, 0x90, 0x9A, 0x9B, 0x9D | another 4xx | [`Error::Status`](crate::Error::Status), readings kept (configuration or version skew) |
-//! | 0x97 quota exceeded, 0x80, 0x83, 0x88, 0x89, 0x8B, 0x8D, 0x8E, 0x93, 0x96, 0x98, 0x9C, 0x9F, 0xA0, any other | 429 / 5xx | [`Error::Mqtt`], retried with backoff |
+//! | 0x97 quota exceeded (waiting at least the reason string's `retry after N s`), 0x80, 0x83, 0x88, 0x89, 0x8B, 0x8D, 0x8E, 0x93, 0x96, 0x98, 0x9C, 0x9F, 0xA0, any other | 429 / 5xx | [`Error::Mqtt`], retried with backoff |
+
+use std::time::Duration;
 
 use super::super::response::Response;
 use crate::error::Error;
@@ -53,6 +55,7 @@ pub(super) fn answer(packet: &'static str, code: u8, reason: &str) -> Result<Res
             packet,
             code,
             reason: reason.to_owned(),
+            retry_after: retry_after(reason),
         });
     };
     Ok(Response {
@@ -60,6 +63,13 @@ pub(super) fn answer(packet: &'static str, code: u8, reason: &str) -> Result<Res
         retry_after: None,
         body: error_body(packet, code, default_code, reason),
     })
+}
+
+/// The wait a reason string asks for: `... retry after N s ...`.
+fn retry_after(reason: &str) -> Option<Duration> {
+    let (_, rest) = reason.split_once("retry after ")?;
+    let digits = rest.split(|c: char| !c.is_ascii_digit()).next()?;
+    digits.parse().ok().map(Duration::from_secs)
 }
 
 /// The JSON error body the client parses for an HTTP refusal. A reason
@@ -124,6 +134,13 @@ mod tests {
                 "{transient:#x}"
             );
         }
+        match answer("PUBACK", 0x97, "rate_limited: retry after 3 s") {
+            Err(Error::Mqtt { retry_after, .. }) => {
+                assert_eq!(retry_after, Some(Duration::from_secs(3)));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(retry_after("busy"), None);
         // A normal DISCONNECT while a PUBLISH waits is no acknowledgement.
         assert_eq!(status("DISCONNECT", 0x00), Err(0x00));
     }

@@ -333,6 +333,7 @@ impl Session {
                                 packet: "DISCONNECT",
                                 code,
                                 reason: String::new(),
+                                retry_after: None,
                             },
                             stale: false,
                         });
