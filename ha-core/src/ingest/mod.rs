@@ -54,6 +54,8 @@ mod batcher;
 mod handler;
 mod lifecycle;
 mod metrics;
+#[cfg(feature = "mqtt")]
+mod mqtt;
 mod ratelimit;
 
 use std::sync::Arc;
@@ -67,6 +69,8 @@ use tokio::sync::Semaphore;
 
 pub use auth::{AuthError, DeviceKeys, KeyError, MIN_KEY_BYTES, token_for};
 pub use metrics::IngestMetrics;
+#[cfg(feature = "mqtt")]
+pub use mqtt::{DEFAULT_MAX_PACKET_BYTES, MqttConfig, MqttListener, topic_of};
 pub use ratelimit::RateLimit;
 
 use crate::http::{ConnectionMetrics, Linger};
@@ -226,6 +230,8 @@ struct State {
     limiter: Option<ratelimit::Limiter>,
     metrics: IngestMetrics,
     connections: ConnectionMetrics,
+    #[cfg(feature = "mqtt")]
+    mqtt_metrics: mqtt::MqttMetrics,
     registry: Registry,
     /// Milliseconds (tokio clock, since `started`) of the last broker success.
     last_broker_ok: AtomicI64,
@@ -250,6 +256,8 @@ impl IngestService {
         let mut registry = Registry::default();
         let metrics = IngestMetrics::register(&mut registry);
         let connections = ConnectionMetrics::register(&mut registry, "ingest");
+        #[cfg(feature = "mqtt")]
+        let mqtt_metrics = mqtt::MqttMetrics::register(&mut registry);
         let batchers = batcher::Batchers::new(
             queue.clone(),
             batcher::Limits {
@@ -273,6 +281,8 @@ impl IngestService {
                 draining: AtomicBool::new(false),
                 metrics,
                 connections,
+                #[cfg(feature = "mqtt")]
+                mqtt_metrics,
                 registry,
                 last_broker_ok: AtomicI64::new(i64::MIN),
                 last_broker_err: AtomicI64::new(i64::MIN),

@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use ha_core::ingest::{DeviceKeys, IngestConfig, IngestService, RateLimit};
+use ha_core::ingest::{
+    DeviceKeys, IngestConfig, IngestService, MqttConfig, MqttListener, RateLimit,
+};
 use ha_core::queue::amqp::{AmqpConfig, AmqpQueue};
 use reference_apps::service::{self, CommonArgs, QueueArgs, parse_duration};
 
@@ -78,7 +80,30 @@ struct Args {
     #[arg(long, env = "HA_BATCH_LINGER", default_value = "0s", value_parser = parse_duration)]
     batch_linger: Duration,
     #[command(flatten)]
+    mqtt: MqttArgs,
+    #[command(flatten)]
     common: CommonArgs,
+}
+
+/// The MQTT listener (docs/mqtt.md).
+#[derive(Debug, clap::Args)]
+struct MqttArgs {
+    /// Also accept devices over MQTT 3.1.1/5.0 on this address (e.g.
+    /// `0.0.0.0:8883`); off when absent. TLS with --tls-cert/--tls-key.
+    #[arg(long, env = "HA_MQTT_LISTEN")]
+    mqtt_listen: Option<SocketAddr>,
+    /// Serve MQTT without TLS (device tokens cross the network in clear):
+    /// only behind a TLS-terminating proxy or in tests.
+    #[arg(long, env = "HA_MQTT_INSECURE_PLAINTEXT")]
+    mqtt_insecure_plaintext: bool,
+    /// QoS 1 publishes a connection may have unacknowledged (CONNACK
+    /// Receive Maximum).
+    #[arg(long, env = "HA_MQTT_RECEIVE_MAXIMUM", default_value_t = MqttConfig::default().receive_maximum)]
+    mqtt_receive_maximum: u16,
+    /// Longest keep-alive granted (a client asking for 0 or more gets this);
+    /// silent connections close after 1.5 × the keep-alive.
+    #[arg(long, env = "HA_MQTT_MAX_KEEP_ALIVE", default_value = "300s", value_parser = parse_duration)]
+    mqtt_max_keep_alive: Duration,
 }
 
 #[tokio::main]
@@ -149,12 +174,50 @@ async fn main() -> ExitCode {
     if let Err(e) = config.validate() {
         return service::config_error("ingest-api", e);
     }
+    let mqtt = match &args.mqtt.mqtt_listen {
+        Some(addr) => {
+            let config = MqttConfig {
+                receive_maximum: args.mqtt.mqtt_receive_maximum,
+                max_keep_alive: args.mqtt.mqtt_max_keep_alive,
+                insecure_plaintext: args.mqtt.mqtt_insecure_plaintext,
+                ..MqttConfig::default()
+            };
+            if tls.is_none() && config.insecure_plaintext {
+                tracing::warn!(
+                    "MQTT without TLS (--mqtt-insecure-plaintext): device tokens cross the network in clear."
+                );
+            }
+            let listener = match tokio::net::TcpListener::bind(addr).await {
+                Ok(l) => l,
+                Err(e) => {
+                    return service::config_error(
+                        "ingest-api",
+                        format!("cannot listen on {addr}: {e}"),
+                    );
+                }
+            };
+            match MqttListener::new(listener, tls.clone(), config) {
+                Ok(m) => {
+                    if let Ok(local) = m.local_addr() {
+                        tracing::info!(%local, "ingest-api MQTT listening on {local}");
+                    }
+                    Some(m)
+                }
+                Err(e) => return service::config_error("ingest-api", e),
+            }
+        }
+        None => None,
+    };
     let ingest = IngestService::new(queue, config);
     service::run_until_signal(
         "ingest-api",
         args.listen,
         &args.common,
-        |listener, shutdown, config| async move { ingest.run(listener, tls, shutdown, &config).await },
+        |listener, shutdown, config| async move {
+            ingest
+                .run_with_mqtt(listener, tls, mqtt, shutdown, &config)
+                .await
+        },
     )
     .await
 }
