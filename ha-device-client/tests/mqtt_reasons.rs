@@ -30,6 +30,9 @@ enum Reply {
     Disconnect(u8),
     /// Never answer (the client times out).
     Silent,
+    /// Acknowledge, then close the connection (as a server does with an
+    /// idle one).
+    AckThenClose,
 }
 
 #[derive(Default)]
@@ -175,6 +178,10 @@ async fn serve(
                         return;
                     }
                     Reply::Silent => {}
+                    Reply::AckThenClose => {
+                        send(&mut tcp, Packet::Puback(Puback::new_success(pid))).await;
+                        return;
+                    }
                 }
             }
             Packet::Disconnect(_) => return,
@@ -381,5 +388,25 @@ async fn a_session_idle_past_half_the_keep_alive_is_pinged_first() {
     fake.seen(|s| {
         assert_eq!(s.pings, 1);
         assert_eq!(s.connects.len(), 1, "the pinged session was reused");
+    });
+}
+
+#[tokio::test]
+async fn a_session_the_server_closed_while_idle_is_replaced_without_a_retry() {
+    let fake = Fake::start(0, None, |_, _| Reply::AckThenClose).await;
+    let (mut client, events) = new_client(&fake, 100);
+    client.send(reading(1)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    client.send(reading(2)).await.unwrap();
+    assert!(
+        retry_causes(&events).is_empty(),
+        "a stale session is no failure"
+    );
+    fake.seen(|s| {
+        let seqs: Vec<Vec<u64>> = s.publishes.iter().map(|p| p.1.clone()).collect();
+        // Seq 2 was written to the closed session (unread), then sent
+        // again at once on a new one.
+        assert_eq!(seqs, [vec![1], vec![2]]);
+        assert_eq!(s.connects.len(), 2);
     });
 }

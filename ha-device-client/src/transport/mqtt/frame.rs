@@ -36,8 +36,8 @@ pub(super) enum Incoming {
     Other(&'static str),
 }
 
-/// Why reading failed, and whether the server had sent nothing at all on
-/// this connection before (a kept-alive connection it had closed).
+/// Why reading failed, and whether the server had sent nothing since the
+/// exchange began (a kept-alive connection it had closed while idle).
 #[derive(Debug)]
 pub(super) struct ReadFailure {
     pub(super) error: Error,
@@ -79,6 +79,11 @@ impl Reader {
                 Err(e) => return Err(self.fail(Error::Io(e))),
             }
         }
+    }
+
+    /// Starts a new exchange: "silent" now means nothing came back since.
+    pub(super) fn expect_answer(&mut self) {
+        self.got_any = false;
     }
 
     fn fail(&self, error: Error) -> ReadFailure {

@@ -281,6 +281,7 @@ impl Session {
             });
         }
         self.busy = true;
+        self.reader.expect_answer();
         let result = timeout(limit, async {
             write_packet(&mut self.stream, frame::encode(0x32, &publish)).await?;
             self.last_sent = Instant::now();
