@@ -326,6 +326,15 @@ fn client(broker: &Broker, token: &str, batch: usize) -> (Client, Arc<Mutex<Vec<
     (client, events)
 }
 
+/// Returns once `n` batches were acknowledged (polling the events).
+async fn after_acks(events: &Mutex<Vec<Event>>, n: usize) {
+    let start = Instant::now();
+    while acknowledged(events).len() < n {
+        assert!(start.elapsed() < Duration::from_secs(10), "no PUBACKs");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
 fn acknowledged(events: &Mutex<Vec<Event>>) -> Vec<(u64, u64)> {
     events
         .lock()
@@ -400,10 +409,10 @@ async fn a_broker_killed_mid_stream_loses_nothing_and_the_rest_is_resent_in_orde
     for s in 0..n {
         client.push(reading(s)).unwrap();
     }
-    // 40 publishes 10 ms apart; the broker dies (SIGKILL) under way, and
-    // stays down longer than the retry budget (~0.4 s).
+    // 40 publishes at least 10 ms apart; the broker dies (SIGKILL) after
+    // the third PUBACK, and stays down longer than the retry budget (~0.4 s).
     let (first, ()) = tokio::join!(client.flush(), async {
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        after_acks(&events, 3).await;
         broker.kill();
     });
     let err = first.unwrap_err();
@@ -469,7 +478,7 @@ async fn a_broker_restarted_within_the_retry_budget_gets_the_rest_in_the_same_fl
         client.push(reading(s)).unwrap();
     }
     let (flushed, ()) = tokio::join!(client.flush(), async {
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        after_acks(&events, 3).await;
         broker.kill();
         tokio::time::sleep(Duration::from_millis(400)).await;
         broker.run();
