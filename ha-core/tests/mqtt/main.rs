@@ -48,6 +48,15 @@ impl Running {
 }
 
 async fn start(queue: Arc<dyn Queue>, config: IngestConfig, mqtt: MqttConfig) -> Running {
+    start_with(queue, config, mqtt, ServeConfig::default()).await
+}
+
+async fn start_with(
+    queue: Arc<dyn Queue>,
+    config: IngestConfig,
+    mqtt: MqttConfig,
+    serve: ServeConfig,
+) -> Running {
     let service = IngestService::new(
         queue,
         IngestConfig {
@@ -72,7 +81,7 @@ async fn start(queue: Arc<dyn Queue>, config: IngestConfig, mqtt: MqttConfig) ->
     let serve = ServeConfig {
         drain: Duration::from_secs(5),
         deregister_delay: Duration::ZERO,
-        ..ServeConfig::default()
+        ..serve
     };
     let done = tokio::spawn(async move {
         let shutdown = async {
@@ -418,4 +427,35 @@ async fn shutdown_answers_what_is_in_flight_then_disconnects_with_0x8b() {
         "listener closed"
     );
     assert_eq!(queued(&queue.inner).await.len(), 1);
+}
+
+#[tokio::test]
+async fn past_the_connection_cap_a_connect_gets_server_busy_and_is_counted() {
+    let queue = Arc::new(MemoryQueue::with_partitions(4));
+    let serve = ServeConfig {
+        max_connections: 1,
+        ..ServeConfig::default()
+    };
+    let svc = start_with(queue, IngestConfig::default(), MqttConfig::default(), serve).await;
+    let tok = token("dev-1");
+    let (mut first, ack) = Client::connect5(svc.mqtt, "a", "dev-1", &tok, 30).await;
+    assert_eq!(ack.reason_code, v5::ConnectReasonCode::Success);
+    let (_, ack) = Client::connect5(svc.mqtt, "b", "dev-1", &tok, 30).await;
+    assert_eq!(ack.reason_code, v5::ConnectReasonCode::ServerBusy);
+    let (_, ack) = Client::connect3(svc.mqtt, "dev-1", &tok).await;
+    assert_eq!(ack.code, v3::ConnectReturnCode::ServerUnavailable);
+    assert_eq!(
+        metric(svc.http, "ha_ingest_mqtt_connections_refused_total").await,
+        2.0
+    );
+    assert_eq!(
+        metric(svc.http, "ha_ingest_mqtt_connections_open").await,
+        1.0
+    );
+    // The first session is unaffected.
+    first
+        .publish5(QoS::Level1, 1, "readings/dev-1", &body("dev-1", 1))
+        .await;
+    assert_eq!(first.puback5(1).await.0, 0x00);
+    svc.stop().await;
 }

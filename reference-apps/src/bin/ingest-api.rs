@@ -92,6 +92,14 @@ struct MqttArgs {
     /// `0.0.0.0:8883`); off when absent. TLS with --tls-cert/--tls-key.
     #[arg(long, env = "HA_MQTT_LISTEN")]
     mqtt_listen: Option<SocketAddr>,
+    /// TLS certificate chain (PEM) for MQTT only; default: --tls-cert. Lets
+    /// HTTP stay plain behind an ingress while MQTT, passed through as TCP,
+    /// ends TLS here.
+    #[arg(long, env = "HA_MQTT_TLS_CERT", requires = "mqtt_tls_key")]
+    mqtt_tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM) for MQTT only; default: --tls-key.
+    #[arg(long, env = "HA_MQTT_TLS_KEY", requires = "mqtt_tls_cert")]
+    mqtt_tls_key: Option<PathBuf>,
     /// Serve MQTT without TLS (device tokens cross the network in clear):
     /// only behind a TLS-terminating proxy or in tests.
     #[arg(long, env = "HA_MQTT_INSECURE_PLAINTEXT")]
@@ -128,20 +136,14 @@ async fn main() -> ExitCode {
             Err(e) => return service::config_error("ingest-api", e),
         },
     };
-    let tls = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => {
-            let read = |p: &PathBuf| {
-                std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
-            };
-            match read(cert).and_then(|c| read(key).map(|k| (c, k))) {
-                Ok((c, k)) => match ha_core::http::load_tls(&c, &k) {
-                    Ok(t) => Some(t),
-                    Err(e) => return service::config_error("ingest-api", e),
-                },
-                Err(e) => return service::config_error("ingest-api", e),
-            }
-        }
-        _ => None,
+    let tls = match load_tls(&args.tls_cert, &args.tls_key) {
+        Ok(t) => t,
+        Err(e) => return service::config_error("ingest-api", e),
+    };
+    let mqtt_tls = match load_tls(&args.mqtt.mqtt_tls_cert, &args.mqtt.mqtt_tls_key) {
+        Ok(Some(t)) => Some(t),
+        Ok(None) => tls.clone(),
+        Err(e) => return service::config_error("ingest-api", e),
     };
     let queue = match AmqpQueue::new(AmqpConfig {
         publish_timeout: args.publish_timeout,
@@ -182,7 +184,7 @@ async fn main() -> ExitCode {
                 insecure_plaintext: args.mqtt.mqtt_insecure_plaintext,
                 ..MqttConfig::default()
             };
-            if tls.is_none() && config.insecure_plaintext {
+            if mqtt_tls.is_none() && config.insecure_plaintext {
                 tracing::warn!(
                     "MQTT without TLS (--mqtt-insecure-plaintext): device tokens cross the network in clear."
                 );
@@ -196,7 +198,7 @@ async fn main() -> ExitCode {
                     );
                 }
             };
-            match MqttListener::new(listener, tls.clone(), config) {
+            match MqttListener::new(listener, mqtt_tls, config) {
                 Ok(m) => {
                     if let Ok(local) = m.local_addr() {
                         tracing::info!(%local, "ingest-api MQTT listening on {local}");
@@ -220,4 +222,20 @@ async fn main() -> ExitCode {
         },
     )
     .await
+}
+
+/// The TLS configuration from a certificate and key file, when both are given.
+fn load_tls(
+    cert: &Option<PathBuf>,
+    key: &Option<PathBuf>,
+) -> Result<Option<Arc<rustls::ServerConfig>>, String> {
+    let (Some(cert), Some(key)) = (cert, key) else {
+        return Ok(None);
+    };
+    let read =
+        |p: &PathBuf| std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
+    let (c, k) = (read(cert)?, read(key)?);
+    ha_core::http::load_tls(&c, &k)
+        .map(Some)
+        .map_err(|e| e.to_string())
 }
