@@ -300,6 +300,7 @@ async fn quota_exceeded_backs_off_and_not_authorized_keeps_the_readings() {
         })
         .collect();
     assert_eq!(delays, [Duration::from_secs(1), Duration::from_millis(20)]);
+    fake.seen(|s| assert_eq!(s.connects.len(), 1, "an error PUBACK keeps the session"));
     client.push(reading(2)).unwrap();
     let err = client.flush().await.unwrap_err();
     assert!(err.is_auth(), "{err}");

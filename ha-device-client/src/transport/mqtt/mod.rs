@@ -145,7 +145,8 @@ impl MqttLink {
                 .exchange(&self.topic, payload.clone(), self.request_timeout)
                 .await
             {
-                Ok(Exchanged::Answer(r)) => return Ok(r),
+                // A PUBACK, success or not, leaves the session usable.
+                Ok(Exchanged::Answer(answer)) => return answer,
                 Ok(Exchanged::Disconnected { code, reason }) => {
                     self.close(&format!("server DISCONNECT {code:#04x} {reason}"), events);
                     return codes::answer("DISCONNECT", code, &reason);
@@ -253,8 +254,12 @@ enum Opened {
 }
 
 enum Exchanged {
-    Answer(Response),
-    Disconnected { code: u8, reason: String },
+    /// What the PUBACK (or our own size check) came to.
+    Answer(Result<Response, Error>),
+    Disconnected {
+        code: u8,
+        reason: String,
+    },
 }
 
 impl Session {
@@ -275,10 +280,7 @@ impl Session {
                 0x95,
                 "larger than the server's maximum packet size",
             );
-            return answer.map(Exchanged::Answer).map_err(|error| Failure {
-                error,
-                stale: false,
-            });
+            return Ok(Exchanged::Answer(answer));
         }
         self.busy = true;
         self.reader.expect_answer();
@@ -293,12 +295,7 @@ impl Session {
                         code,
                         reason,
                     } if p == pid.value() => {
-                        return codes::answer("PUBACK", code, &reason)
-                            .map(Exchanged::Answer)
-                            .map_err(|error| Failure {
-                                error,
-                                stale: false,
-                            });
+                        return Ok(Exchanged::Answer(codes::answer("PUBACK", code, &reason)));
                     }
                     Incoming::Puback { pid: p, .. } => {
                         tracing::debug!(pid = p, "PUBACK for an earlier PUBLISH; ignored.");
@@ -314,14 +311,13 @@ impl Session {
         })
         .await
         .unwrap_or(Err(timed_out(limit)));
-        // A transient PUBACK (0x97) leaves the session usable; a broken
-        // one is closed by the caller.
         self.busy = false;
         result
     }
 
     async fn ping(&mut self, limit: Duration) -> Result<(), Failure> {
-        timeout(limit, async {
+        self.busy = true;
+        let result = timeout(limit, async {
             write_packet(&mut self.stream, Ok(vec![0xC0, 0x00])).await?;
             self.last_sent = Instant::now();
             loop {
@@ -344,7 +340,9 @@ impl Session {
             }
         })
         .await
-        .unwrap_or(Err(timed_out(limit)))
+        .unwrap_or(Err(timed_out(limit)));
+        self.busy = false;
+        result
     }
 }
 
