@@ -42,6 +42,8 @@ struct Seen {
     /// (topic, seqs) of each PUBLISH, in arrival order.
     publishes: Vec<(String, Vec<u64>)>,
     pings: usize,
+    /// Most PUBLISHes unacknowledged at once on one connection.
+    max_in_flight: usize,
 }
 
 type Script = Box<dyn FnMut(usize, &[u64]) -> Reply + Send>;
@@ -128,6 +130,7 @@ async fn serve(
     script: Arc<Mutex<Script>>,
 ) {
     let mut buf = Vec::new();
+    let mut in_flight = 0;
     while let Some(packet) = read_packet(&mut tcp, &mut buf).await {
         match packet {
             Packet::Connect(c) => {
@@ -154,8 +157,10 @@ async fn serve(
                     .unwrap()
                     .readings;
                 let seqs: Vec<u64> = readings.iter().map(|r| r.seq).collect();
+                in_flight += 1;
                 let n = {
                     let mut s = seen.lock().unwrap();
+                    s.max_in_flight = s.max_in_flight.max(in_flight);
                     s.publishes.push((p.topic_name.to_string(), seqs.clone()));
                     s.publishes.len() - 1
                 };
@@ -168,6 +173,7 @@ async fn serve(
                             ack.properties.reason_string = Some(reason.into());
                         }
                         send(&mut tcp, Packet::Puback(ack)).await;
+                        in_flight -= 1;
                     }
                     Reply::Disconnect(code) => {
                         if let Some(known) = DisconnectReasonCode::from_u8(code) {
@@ -242,6 +248,10 @@ async fn batches_are_qos1_publishes_to_the_devices_topic_with_its_credentials() 
         let seqs: Vec<u64> = s.publishes.iter().flat_map(|p| p.1.clone()).collect();
         assert_eq!(seqs, (0..25).collect::<Vec<_>>());
         assert!(s.publishes.iter().all(|p| p.0 == "readings/dev-1"));
+        assert_eq!(
+            s.max_in_flight, 1,
+            "one PUBLISH in flight: any receive maximum holds"
+        );
     });
 }
 
