@@ -187,7 +187,8 @@ async fn run(args: Args) -> Result<bool, String> {
                 retention: None,
                 ..AnalyzerConfig::default()
             },
-        )?;
+        )
+        .map_err(|e| e.to_string())?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let a = analyzer.clone();
         let task = tokio::spawn(async move {

@@ -108,6 +108,22 @@ PROVES = {
         "(`refused_after_return=0`). Failover here is measured from the "
         "return of ingest.",
     ),
+    "noisy_neighbour": (
+        "9. Noisy neighbours",
+        "The fleet runs undisturbed for 15 s (`p99_quiet_ms`), then for 30 s, "
+        "beside it and with valid tokens: 4 closed-loop connections sending "
+        "1 MiB adversarial bodies (one reading padded with 250k metric "
+        "names), 1,000 half-open connections, one device sending 100 new "
+        "metric names a second, and one device at 10× its rate limit (the "
+        "manifests' 5 readings/s). A body costs its device one token per "
+        "4 KiB, so one padded body puts it in debt and it is refused from its "
+        "headers, after a 1 s pause, until the debt is repaid. The fleet "
+        "must lose nothing, see no error, keep its p99 send latency "
+        "(`p99_noisy_ms`) within max(2× quiet, quiet + 20 ms) "
+        "(`p99_bound_ms`), and ingest and the analyzer must stay under their "
+        "manifests' memory limits (`*_rss_mib`: peak RSS / limit). Every "
+        "reading of the new-names device is stored (`names_stored`).",
+    ),
 }
 
 COLUMNS = [

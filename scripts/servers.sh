@@ -34,6 +34,9 @@ ensure_packages() {
   if [ "${HA_NEED_HAPROXY:-}" = 1 ]; then
     command -v haproxy >/dev/null || missing+=(haproxy)
   fi
+  if [ "${HA_NEED_WRK:-}" = 1 ]; then
+    command -v wrk >/dev/null || missing+=(wrk)
+  fi
   if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then
       servers_log "missing packages: ${missing[*]}; install them (apt-get install ${missing[*]}) or run as root"
@@ -231,10 +234,13 @@ start_postgres() {
   cp "$SERVERS_DIR/tls/server.pem" "$SERVERS_DIR/tls/pg-server.key" "$dir/data/"
   if [ "$(id -u)" = 0 ]; then chown postgres "$dir/data/server.pem" "$dir/data/pg-server.key"; fi
   printf "ssl = on\nssl_cert_file = 'server.pem'\nssl_key_file = 'pg-server.key'\n" >>"$dir/data/postgresql.conf"
-  # fsync off: test data need not survive a machine crash, and it spares
-  # the shared disk. Never do this in production.
+  # fsync off by default: test data need not survive a machine crash, and
+  # it spares the shared disk. Never do this in production; the
+  # performance run sets HA_PG_FSYNC=on (with synchronous_commit=on, the
+  # default) so that "stored" means durable.
+  local durability="-c fsync=${HA_PG_FSYNC:-off} -c synchronous_commit=on"
   "${run[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
-    -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300" start >/dev/null \
+    -o "-p $port -k $dir -c listen_addresses=127.0.0.1 $durability -c max_connections=300" start >/dev/null \
     || { servers_log "PostgreSQL did not start:"; tail -n 40 "$dir/server.log" >&2; return 1; }
   echo "$port" >"$dir/port"
   # pg_ctl for this cluster, as the right user: `pgctl stop -m fast`,
@@ -245,7 +251,7 @@ set -e
 cmd=\$1; shift
 case "\$cmd" in
   start) exec ${run[*]} '$bin/pg_ctl' -D '$dir/data' -l '$dir/server.log' -w -t 60 \\
-           -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300" start "\$@" ;;
+           -o "-p $port -k $dir -c listen_addresses=127.0.0.1 $durability -c max_connections=300" start "\$@" ;;
   *) exec ${run[*]} '$bin/pg_ctl' -D '$dir/data' -w -t 60 "\$cmd" "\$@" ;;
 esac
 PGCTL

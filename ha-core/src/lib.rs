@@ -41,6 +41,7 @@
 pub mod alerts;
 #[cfg(feature = "server")]
 pub mod analyzer;
+pub mod config;
 #[cfg(feature = "test-util")]
 pub mod conformance;
 #[cfg(feature = "server")]
@@ -51,3 +52,5 @@ pub mod queue;
 pub mod redact;
 pub mod store;
 pub mod wire;
+
+pub use config::ConfigError;

@@ -1,6 +1,12 @@
 //! The analyzer on the in-memory backends: exactly-once storage, detection
 //! with warm start, balance across replicas, failover, poison messages and
 //! store outages.
+//!
+//! Every test runs on tokio's paused clock: the in-memory backends keep
+//! leases, lingering and back-off on tokio's time, so a 5 s lease lapses in
+//! no real time, idle waits advance the clock at once, and no outcome
+//! depends on how busy the machine is. Store outages are switched on and
+//! off with `MemoryStore::set_write_failure`, not a hand-written fake.
 #![cfg(feature = "server")]
 #![allow(
     clippy::unwrap_used,
@@ -8,19 +14,14 @@
 )]
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use bytes::Bytes;
 use ha_core::analyzer::{Analyzer, AnalyzerConfig};
 use ha_core::conformance::reading;
 use ha_core::queue::{MemoryQueue, OutgoingMessage, Queue, partition_for};
-use ha_core::store::{
-    Anomaly, AnomalyQuery, DeviceStatus, MemoryStore, Page, ReadingQuery, SeqGap, Store,
-    StoreError, StoredValue, WriteFailure, WriteOutcome,
-};
-use ha_core::wire::{Envelope, Reading, Timestamp};
+use ha_core::store::{AnomalyQuery, MemoryStore, Store, WriteFailure};
+use ha_core::wire::{Envelope, Reading};
 
 const PARTITIONS: u32 = 8;
 
@@ -102,7 +103,7 @@ fn start_with(queue: &MemoryQueue, store: Arc<dyn Store>, config: AnalyzerConfig
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn two_replicas_store_everything_once_detect_spikes_and_rebalance() {
     let queue = MemoryQueue::with_partitions(PARTITIONS);
     let store = MemoryStore::new();
@@ -187,7 +188,7 @@ async fn two_replicas_store_everything_once_detect_spikes_and_rebalance() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn redeliveries_and_resends_store_nothing_twice() {
     let queue = MemoryQueue::with_partitions(PARTITIONS);
     let store = MemoryStore::new();
@@ -214,7 +215,7 @@ async fn redeliveries_and_resends_store_nothing_twice() {
     a.task.await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn poison_messages_are_dead_lettered_and_the_rest_flows() {
     let queue = MemoryQueue::with_partitions(PARTITIONS);
     let store = MemoryStore::new();
@@ -239,78 +240,34 @@ async fn poison_messages_are_dead_lettered_and_the_rest_flows() {
     a.task.await.unwrap();
 }
 
-/// A store whose first `fail` writes report the database unavailable.
-struct FlakyStore {
-    inner: MemoryStore,
-    fail: AtomicU32,
-}
-
-#[async_trait]
-impl Store for FlakyStore {
-    async fn write(&self, r: &[Reading], a: &[Anomaly]) -> Result<WriteOutcome, StoreError> {
-        if self.fail.load(Ordering::SeqCst) > 0 {
-            self.fail.fetch_sub(1, Ordering::SeqCst);
-            return Err(StoreError::Unavailable("database restarting".into()));
-        }
-        self.inner.write(r, a).await
-    }
-    async fn recent_values(
-        &self,
-        d: &str,
-        m: &str,
-        s: u64,
-        l: u32,
-    ) -> Result<Vec<(u64, f64)>, StoreError> {
-        self.inner.recent_values(d, m, s, l).await
-    }
-    async fn anomalies(&self, q: &AnomalyQuery) -> Result<Page<Anomaly>, StoreError> {
-        self.inner.anomalies(q).await
-    }
-    async fn readings(&self, q: &ReadingQuery) -> Result<Vec<StoredValue>, StoreError> {
-        self.inner.readings(q).await
-    }
-    async fn device_status(&self, d: &str) -> Result<Option<DeviceStatus>, StoreError> {
-        self.inner.device_status(d).await
-    }
-    async fn seq_gaps(&self, d: &str, f: u64, t: u64, l: u32) -> Result<Vec<SeqGap>, StoreError> {
-        self.inner.seq_gaps(d, f, t, l).await
-    }
-    async fn delete_readings_before(&self, c: Timestamp, b: u32) -> Result<u64, StoreError> {
-        self.inner.delete_readings_before(c, b).await
-    }
-    async fn heartbeat(&self, g: &str, m: &str, t: Duration) -> Result<Vec<String>, StoreError> {
-        self.inner.heartbeat(g, m, t).await
-    }
-    async fn leave(&self, g: &str, m: &str) -> Result<(), StoreError> {
-        self.inner.leave(g, m).await
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_store_outage_is_retried_holding_the_deliveries() {
     let queue = MemoryQueue::with_partitions(PARTITIONS);
-    let inner = MemoryStore::new();
-    let store = Arc::new(FlakyStore {
-        inner: inner.clone(),
-        fail: AtomicU32::new(4),
-    });
+    let store = MemoryStore::new();
+    store.set_write_failure(Some(WriteFailure {
+        permanent: false,
+        device_id: None,
+    }));
     publish(&queue, &series("dev-f", 0..40, Some(35))).await;
-    let a = start(&queue, store.clone(), "solo");
+    let a = start(&queue, Arc::new(store.clone()), "solo");
+    let m = a.analyzer.metrics();
+    eventually("four failed writes", async || m.store_retries.get() >= 4).await;
+    assert_eq!(store.reading_rows(), 0);
+    store.set_write_failure(None);
     eventually("stored after the outage", async || {
-        inner.reading_rows() == 40
+        store.reading_rows() == 40
     })
     .await;
-    assert_eq!(inner.anomaly_rows(), 1);
+    assert_eq!(store.anomaly_rows(), 1);
     assert!(
         queue.dead_letters().is_empty(),
         "no valid reading dead-lettered during the outage"
     );
-    assert!(a.analyzer.metrics().store_retries.get() >= 4);
     a.stop.send(()).unwrap();
     a.task.await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn seq_gaps_and_late_readings_are_counted() {
     let queue = MemoryQueue::with_partitions(PARTITIONS);
     let store = MemoryStore::new();
@@ -344,7 +301,7 @@ fn wide(device: &str, seqs: std::ops::Range<u64>, prefix: &str, names: usize) ->
     .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_flood_of_new_metric_names_is_stored_with_bounded_series() {
     // 12 devices each send 20 readings with 32 fresh metric names apiece
     // (7,680 values, 640 distinct names per device), while one device keeps
@@ -421,7 +378,7 @@ fn same_partition_devices() -> (String, String) {
     (first, second)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_permanently_refused_message_is_dead_lettered_and_the_partition_continues() {
     let queue = MemoryQueue::with_partitions(PARTITIONS);
     let store = MemoryStore::new();
@@ -463,7 +420,7 @@ async fn a_permanently_refused_message_is_dead_lettered_and_the_partition_contin
     a.task.await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_transient_failure_is_retried_and_nothing_is_dead_lettered() {
     let queue = MemoryQueue::with_partitions(PARTITIONS);
     let store = MemoryStore::new();
@@ -498,7 +455,7 @@ async fn a_transient_failure_is_retried_and_nothing_is_dead_lettered() {
     a.task.await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn unacknowledged_bytes_stay_within_the_bound() {
     // 40 messages of about 33 KB on one partition; the bound is 120 KB
     // while prefetch (2,000) and batch size (500) would take them all.

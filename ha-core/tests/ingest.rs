@@ -1218,6 +1218,96 @@ async fn a_request_larger_than_the_burst_is_admitted_when_the_bucket_is_full() {
     assert_eq!(total_depth(&queue).await, 3);
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_padded_body_pays_by_its_bytes_and_the_debt_is_refused_before_the_body() {
+    // The manifests' limit: 5 readings/s, burst 50. A body costs its
+    // readings or one token per 4 KiB, whichever is more.
+    let queue = MemoryQueue::with_partitions(PARTITIONS);
+    let app = service(
+        Arc::new(queue.clone()),
+        IngestConfig {
+            rate_limit: Some(RateLimit {
+                per_second: 5.0,
+                burst: 50.0,
+            }),
+            ..IngestConfig::default()
+        },
+    );
+    let small = |device: &str, seq: u64| {
+        body_of(&[reading(device, &seq.to_string(), &now_ts(), r#"{"a":1}"#)])
+    };
+    let padded = |device: &str| {
+        let mut b = small(device, 0);
+        b.push_str(&" ".repeat(1_000_000));
+        b
+    };
+    // Accepted (a full bucket admits it), then 245 tokens of debt.
+    let (status, json, _) = send(
+        &app,
+        Some(&auth("pad")),
+        Some("application/json"),
+        padded("pad").into(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{json}");
+    // A refused padded body pays too (its parse was the cost).
+    let mut garbage = padded("junk");
+    garbage.insert(0, '!');
+    let (status, _, _) = send(
+        &app,
+        Some(&auth("junk")),
+        Some("application/json"),
+        garbage.into(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let mut longest = 0;
+    for device in ["pad", "junk"] {
+        // Refused from the headers: even a body that is not JSON gets 429.
+        let started = tokio::time::Instant::now();
+        let (status, json, retry) = send(
+            &app,
+            Some(&auth(device)),
+            Some("application/json"),
+            "not json".into(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{device}: {json}");
+        let wait: u64 = retry.expect("Retry-After").parse().unwrap();
+        assert!((35..=50).contains(&wait), "{device}: Retry-After {wait}");
+        assert!(
+            started.elapsed() >= Duration::from_secs(1),
+            "the answer is held 1 s"
+        );
+        longest = longest.max(wait);
+    }
+    tokio::time::advance(Duration::from_secs(longest)).await;
+    for device in ["pad", "junk"] {
+        let (status, json, _) = send(
+            &app,
+            Some(&auth(device)),
+            Some("application/json"),
+            small(device, 1).into(),
+        )
+        .await;
+        assert_eq!(
+            status,
+            StatusCode::ACCEPTED,
+            "{device} after the wait: {json}"
+        );
+    }
+    // Other devices never noticed.
+    let (status, _, _) = send(
+        &app,
+        Some(&auth("calm")),
+        Some("application/json"),
+        small("calm", 0).into(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(total_depth(&queue).await, 4);
+}
+
 #[tokio::test]
 async fn post_kill_calls_the_binarys_hook_and_never_exits_by_itself() {
     let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));

@@ -24,6 +24,7 @@
 //! | module | what |
 //! |---|---|
 //! | [`driver`] | open-loop HTTPS load driver (devices × rate, latency from due time) |
+//! | [`closed_loop`] | the closed-loop driver: `wrk` with a thousand devices' tokens |
 //! | [`plan`] | the offered rates and the knee (pure) |
 //! | [`histogram`] | latency histogram |
 //! | [`baseline`] | raw lapin publish/consume, raw binary COPY |
@@ -33,6 +34,7 @@
 //! | [`results`], [`report`] | what was measured; the markdown and the SVG |
 
 pub mod baseline;
+pub mod closed_loop;
 pub mod driver;
 pub mod histogram;
 pub mod http1;

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::baseline::Rate;
+use super::closed_loop::ClosedLoop;
 
 /// The machine the run was on.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -209,6 +210,16 @@ pub struct RunResults {
     /// And when it ended.
     #[serde(default)]
     pub load_average_end: String,
+    /// The closed-loop driver against our ingest (analyzer storing).
+    #[serde(default)]
+    pub closed_ours: Option<ClosedLoop>,
+    /// The closed-loop driver against the naive composition.
+    #[serde(default)]
+    pub closed_naive: Option<ClosedLoop>,
+    /// The database's durability settings during the run, as it reported
+    /// them (`fsync=on, synchronous_commit=on`).
+    #[serde(default)]
+    pub postgres_durability: String,
     /// What could not be measured, and why.
     pub notes: Vec<String>,
 }

@@ -335,6 +335,9 @@ async fn mosquitto_bad_input_table_is_refused_counted_and_ingest_stays_ready() {
     }
     let s = setup(amqp, "ha-mqtt-bad-");
     let (ingest, mqtt) = ingest(&s, "ingest");
+    wait_until("ingest ready", Duration::from_secs(30), || {
+        get(&s, ingest.addr, "/readyz").0 == 200
+    });
     let port = mqtt.port();
     let dev = "mq-dev-2";
     let one = [reading(dev, 1)];
@@ -394,7 +397,11 @@ async fn mosquitto_bad_input_table_is_refused_counted_and_ingest_stays_ready() {
     assert!(answer.is_empty(), "{answer:?}");
 
     // Healthy, nothing accepted, every refusal counted.
-    assert_eq!(get(&s, ingest.addr, "/readyz").0, 200);
+    assert_eq!(get(&s, ingest.addr, "/healthz").0, 200);
+    // Ready as before (a fresh broker check may take a moment).
+    wait_until("ingest still ready", Duration::from_secs(10), || {
+        get(&s, ingest.addr, "/readyz").0 == 200
+    });
     let m = |name, label| metric(&s, ingest.addr, name, label);
     assert_eq!(m("ha_ingest_readings_accepted_total", ""), 0.0);
     let counted = [

@@ -1,5 +1,6 @@
 //! Settings of the alerts service.
 
+use crate::ConfigError;
 use std::path::Path;
 use std::time::Duration;
 
@@ -61,22 +62,28 @@ impl std::fmt::Debug for AlertsConfig {
 }
 
 impl AlertsConfig {
-    /// Checks the settings; the message names the bad one.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Checks the settings; the error names the bad one.
+    pub fn validate(&self) -> Result<(), ConfigError> {
         if self.api_token.as_ref().is_some_and(|t| t.trim().is_empty()) {
-            return Err("the operator token is empty".into());
+            return Err(ConfigError::new("api_token", "must not be empty"));
         }
         if self.stream_poll < Duration::from_millis(10) {
-            return Err("stream_poll must be at least 10 ms".into());
+            return Err(ConfigError::new("stream_poll", "must be at least 10 ms"));
         }
         if !(1..=1000).contains(&self.stream_window) {
-            return Err("stream_window must be 1..=1000".into());
+            return Err(ConfigError::new("stream_window", "must be 1..=1000"));
         }
-        if self.stream_keep_alive.is_zero() || self.store_timeout.is_zero() {
-            return Err("stream_keep_alive and store_timeout must be positive".into());
-        }
-        if self.max_stream_clients == 0 || self.gap_window == 0 || self.max_gaps == 0 {
-            return Err("max_stream_clients, gap_window and max_gaps must be positive".into());
+        let positive = [
+            ("stream_keep_alive", self.stream_keep_alive.as_nanos()),
+            ("store_timeout", self.store_timeout.as_nanos()),
+            ("max_stream_clients", self.max_stream_clients as u128),
+            ("gap_window", self.gap_window as u128),
+            ("max_gaps", self.max_gaps as u128),
+        ];
+        for (name, n) in positive {
+            if n == 0 {
+                return Err(ConfigError::new(name, "must be positive"));
+            }
         }
         Ok(())
     }
@@ -100,7 +107,7 @@ mod tests {
 
     #[test]
     fn default_is_valid_and_bad_values_are_named() {
-        assert_eq!(AlertsConfig::default().validate(), Ok(()));
+        AlertsConfig::default().validate().unwrap();
         let bad = [
             AlertsConfig {
                 api_token: Some(" ".into()),

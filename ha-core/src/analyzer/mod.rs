@@ -61,6 +61,7 @@ mod metrics;
 mod series;
 mod worker;
 
+use crate::ConfigError;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -149,23 +150,32 @@ impl Default for AnalyzerConfig {
 }
 
 impl AnalyzerConfig {
-    /// Checks the settings; the message names the bad one.
-    pub fn validate(&self) -> Result<(), String> {
-        self.detector.validate().map_err(|e| e.to_string())?;
+    /// Checks the settings; the error names the bad one.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.detector
+            .validate()
+            .map_err(|e| ConfigError::new("detector", e.to_string()).with_source(e))?;
         if self.member_id.is_empty() {
-            return Err("member_id must not be empty".into());
+            return Err(ConfigError::new("member_id", "must not be empty"));
         }
-        if self.batch_deliveries == 0 || self.prefetch == 0 {
-            return Err("batch_deliveries and prefetch must be at least 1".into());
-        }
-        if self.max_series == 0 || self.max_metrics_per_device == 0 {
-            return Err("max_series and max_metrics_per_device must be at least 1".into());
-        }
-        if self.max_unacked_bytes == 0 || self.permanent_error_tries == 0 {
-            return Err("max_unacked_bytes and permanent_error_tries must be at least 1".into());
+        let at_least_one = [
+            ("batch_deliveries", self.batch_deliveries),
+            ("prefetch", usize::from(self.prefetch)),
+            ("max_series", self.max_series),
+            ("max_metrics_per_device", self.max_metrics_per_device),
+            ("max_unacked_bytes", self.max_unacked_bytes),
+            ("permanent_error_tries", self.permanent_error_tries as usize),
+        ];
+        for (name, n) in at_least_one {
+            if n == 0 {
+                return Err(ConfigError::new(name, "must be at least 1"));
+            }
         }
         if self.lease_ttl <= self.heartbeat * 2 {
-            return Err("lease_ttl must be more than twice the heartbeat".into());
+            return Err(ConfigError::new(
+                "lease_ttl",
+                "must be more than twice the heartbeat",
+            ));
         }
         Ok(())
     }
@@ -195,7 +205,7 @@ impl Analyzer {
         queue: Arc<dyn Queue>,
         store: Arc<dyn Store>,
         config: AnalyzerConfig,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, ConfigError> {
         config.validate()?;
         let mut registry = Registry::default();
         let metrics = AnalyzerMetrics::register(&mut registry);

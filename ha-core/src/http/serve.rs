@@ -1,5 +1,6 @@
 //! Serving an axum router over TLS (rustls) or plain TCP, with graceful drain.
 
+use crate::ConfigError;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,7 +38,7 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
     /// A [`ServeConfig`] value is out of range.
     #[error("invalid server configuration: {0}")]
-    Config(String),
+    Config(#[from] ConfigError),
 }
 
 /// A rustls server configuration from a PEM certificate chain and a PEM
@@ -107,20 +108,20 @@ impl Default for ServeConfig {
 }
 
 impl ServeConfig {
-    /// Checks the settings; the message names the bad one.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Checks the settings; the error names the bad one.
+    pub fn validate(&self) -> Result<(), ConfigError> {
         let positive = [
-            ("handshake timeout", self.handshake_timeout),
-            ("header-read timeout", self.header_read_timeout),
-            ("idle timeout", self.idle_timeout),
+            ("handshake_timeout", self.handshake_timeout),
+            ("header_read_timeout", self.header_read_timeout),
+            ("idle_timeout", self.idle_timeout),
         ];
         for (name, d) in positive {
             if d.is_zero() {
-                return Err(format!("{name} must be more than 0"));
+                return Err(ConfigError::new(name, "must be more than 0"));
             }
         }
         if self.max_connections == 0 {
-            return Err("max connections must be at least 1".into());
+            return Err(ConfigError::new("max_connections", "must be at least 1"));
         }
         Ok(())
     }
@@ -212,7 +213,7 @@ pub async fn serve_with(
     config: &ServeConfig,
     metrics: ConnectionMetrics,
 ) -> Result<(), ServeError> {
-    config.validate().map_err(ServeError::Config)?;
+    config.validate()?;
     let acceptor = tls.map(TlsAcceptor::from);
     let graceful = GracefulShutdown::new();
     let open = Arc::new(AtomicUsize::new(0));

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::State as AxumState;
@@ -12,13 +13,17 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use prometheus_client::metrics::gauge::Gauge;
 
+use super::error::IngestError;
 use super::metrics::Outcome;
 use super::{State, batcher};
-use crate::http::ApiError;
 use crate::queue::partition_for;
-use crate::wire::{EncodedReadings, MAX_BODY_BYTES, ParseError, Reading, Timestamp, UncheckedBody};
+use crate::wire::{EncodedReadings, MAX_BODY_BYTES, Reading, Timestamp, UncheckedBody};
 
 type S = AxumState<Arc<State>>;
+
+/// How long the answer to a device in rate-limit debt is held (see
+/// [`accept`]).
+const DEBT_PAUSE: Duration = Duration::from_secs(1);
 
 fn count(state: &State, status: StatusCode, code: &str) {
     state
@@ -44,35 +49,32 @@ pub(super) async fn post_readings(AxumState(state): S, headers: HeaderMap, body:
                 .into_response()
         }
         Err(e) => {
-            count(&state, e.status, &e.error);
-            e.into_response()
+            count(&state, e.status(), e.code());
+            e.to_api(state.config.retry_after_secs).into_response()
         }
     }
 }
 
-fn unavailable(state: &State, code: &str, message: &str) -> ApiError {
-    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
-        .retry_after(state.config.retry_after_secs)
-}
-
-async fn accept(state: &State, headers: &HeaderMap, body: Body) -> Result<usize, ApiError> {
+/// The HTTP side of a request: the headers' checks, the in-flight slot and
+/// the body, then [`accept_body`].
+async fn accept(state: &State, headers: &HeaderMap, body: Body) -> Result<usize, IngestError> {
     if state.draining.load(Ordering::SeqCst) {
-        return Err(unavailable(
-            state,
-            "draining",
-            "this replica is shutting down; retry",
-        ));
+        return Err(IngestError::Draining);
     }
     // 401: credentials, from the headers alone, before any body byte is read.
     let device = match &state.config.keys {
-        Some(keys) => Some(
-            keys.verify(headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()))
-                .map_err(|e| {
-                    ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string())
-                })?,
-        ),
+        Some(keys) => Some(keys.verify(headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()))?),
         None => None,
     };
+    // 429: a device in debt is refused before its body is read or parsed,
+    // after a pause: a client that ignores `Retry-After` then costs one
+    // cheap refusal per second and connection, not one per round trip.
+    if let (Some(limiter), Some(device)) = (&state.limiter, &device)
+        && let Err(retry_after_secs) = limiter.check(device)
+    {
+        tokio::time::sleep(DEBT_PAUSE.min(Duration::from_secs(u64::from(retry_after_secs)))).await;
+        return Err(IngestError::RateLimited { retry_after_secs });
+    }
     // 415: the content type.
     let json = headers
         .get(header::CONTENT_TYPE)
@@ -80,101 +82,54 @@ async fn accept(state: &State, headers: &HeaderMap, body: Body) -> Result<usize,
         .and_then(|v| v.split(';').next())
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
     if !json {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "Content-Type must be application/json",
-        ));
+        return Err(IngestError::UnsupportedMediaType);
     }
     // 413: the size, from Content-Length when given, else while reading.
-    let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            format!("the body may be at most {MAX_BODY_BYTES} bytes"),
-        )
-    };
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
-        return Err(too_large());
+        return Err(IngestError::TooLarge);
     }
     // 503: bounded requests in flight, never an unbounded in-memory queue;
     // taken before the body is read, so at most that many bodies (1 MiB
     // each) are buffered at once, however many streams a client opens.
     let Ok(_permit) = state.in_flight.try_acquire() else {
-        return Err(unavailable(
-            state,
-            "overloaded",
-            "too many requests in flight; retry",
-        ));
+        return Err(IngestError::Overloaded);
     };
-    let bytes = match tokio::time::timeout(state.config.body_timeout, read_limited(body)).await {
-        Ok(read) => read.map_err(|e| match e {
-            ReadError::TooLarge => too_large(),
-            ReadError::Io(msg) => ApiError::new(StatusCode::BAD_REQUEST, "body_unreadable", msg),
-        })?,
-        Err(_) => {
-            return Err(ApiError::new(
-                StatusCode::REQUEST_TIMEOUT,
-                "body_timeout",
-                format!(
-                    "the body did not arrive within {} s",
-                    state.config.body_timeout.as_secs_f64()
-                ),
-            ));
+    let bytes = tokio::time::timeout(state.config.body_timeout, read_limited(body))
+        .await
+        .map_err(|_| IngestError::BodyTimeout(state.config.body_timeout))??;
+    accept_body(state, device.as_deref(), &bytes).await
+}
+
+/// Parses, checks and publishes one body of readings, for any transport:
+/// resolves with the number of readings once the queue confirmed every one
+/// of them. `device` is the authenticated device (`None` when the service
+/// runs without keys). The caller holds an in-flight slot.
+pub(super) async fn accept_body(
+    state: &State,
+    device: Option<&str>,
+    bytes: &[u8],
+) -> Result<usize, IngestError> {
+    let readings = match checked(state, device, bytes) {
+        Ok(readings) => readings,
+        Err(e) => {
+            // A refused body still cost its parse: the authenticated device
+            // pays for its bytes (the answer stays the refusal's own).
+            if let (Some(limiter), Some(device)) = (&state.limiter, device) {
+                let _ = limiter.take(device, 0, bytes.len());
+            }
+            return Err(e);
         }
     };
-    // 400: the shape.
-    let unchecked = UncheckedBody::parse(&bytes).map_err(|e| match e {
-        ParseError::TooLarge { .. } => too_large(),
-        ParseError::Malformed {
-            message,
-            field,
-            index,
-        } => ApiError::new(StatusCode::BAD_REQUEST, "malformed", message).at(field, index),
-        other => ApiError::new(StatusCode::BAD_REQUEST, "malformed", other.to_string()),
-    })?;
-    // 403: every reading belongs to the authenticated device.
-    if let Some(device) = &device
-        && let Some(i) = unchecked.device_ids().position(|d| d != device)
-    {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "wrong_device",
-            format!("reading {i} belongs to another device than the authenticated `{device}`"),
-        )
-        .at(Some(format!("readings[{i}].device_id")), Some(i)));
-    }
-    // 422: the rules.
-    let body = unchecked
-        .validate_in(Timestamp::now(), state.config.max_reading_age)
-        .map_err(|e| {
-            let field = match e.index {
-                Some(i) => format!("readings[{i}].{}", e.field),
-                None => e.field.clone(),
-            };
-            ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                e.rule.code(),
-                e.rule.describe(),
-            )
-            .at(Some(field), e.index)
-        })?;
-    let readings = body.readings;
     // 429: the device's rate.
     if let Some(limiter) = &state.limiter {
-        let device = device.as_deref().unwrap_or(readings[0].device_id.as_str());
-        limiter.take(device, readings.len()).map_err(|secs| {
-            ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                "too many readings from this device; slow down",
-            )
-            .retry_after(secs)
-        })?;
+        let device = device.unwrap_or(readings[0].device_id.as_str());
+        limiter
+            .take(device, readings.len(), bytes.len())
+            .map_err(|retry_after_secs| IngestError::RateLimited { retry_after_secs })?;
     }
     let n = readings.len();
     publish(state, readings).await?;
@@ -183,9 +138,26 @@ async fn accept(state: &State, headers: &HeaderMap, body: Body) -> Result<usize,
     Ok(n)
 }
 
+/// The readings of a body: parsed (400), owned by the authenticated device
+/// (403) and valid (422).
+fn checked(state: &State, device: Option<&str>, bytes: &[u8]) -> Result<Vec<Reading>, IngestError> {
+    let unchecked = UncheckedBody::parse(bytes)?;
+    if let Some(device) = device
+        && let Some(index) = unchecked.device_ids().position(|d| d != device)
+    {
+        return Err(IngestError::WrongDevice {
+            index,
+            device: device.to_owned(),
+        });
+    }
+    Ok(unchecked
+        .validate_in(Timestamp::now(), state.config.max_reading_age)?
+        .readings)
+}
+
 /// Hands the readings to the batcher of each partition they touch and
 /// resolves once every message carrying them was confirmed.
-async fn publish(state: &State, readings: Vec<Reading>) -> Result<(), ApiError> {
+async fn publish(state: &State, readings: Vec<Reading>) -> Result<(), IngestError> {
     let partitions = state.queue.partitions();
     let Some(first) = readings
         .first()
@@ -216,39 +188,25 @@ async fn publish(state: &State, readings: Vec<Reading>) -> Result<(), ApiError> 
     let started = tokio::time::Instant::now();
     let mut outcomes = Vec::with_capacity(parts.len());
     for (partition, encoded) in parts {
-        match state.batchers.submit(partition, encoded).await {
-            Ok(outcome) => outcomes.push(outcome),
-            Err(batcher::Closed) => {
-                return Err(unavailable(
-                    state,
-                    "draining",
-                    "this replica is shutting down; retry",
-                ));
-            }
-        }
+        let outcome = state
+            .batchers
+            .submit(partition, encoded)
+            .await
+            .map_err(|batcher::Closed| IngestError::Draining)?;
+        outcomes.push(outcome);
     }
     for outcome in outcomes {
-        match outcome.await {
-            Ok(Ok(())) => {}
+        let failure = match outcome.await {
+            Ok(Ok(())) => continue,
             // The batcher logged the error once for the whole message.
-            Ok(Err(_)) => {
-                state.broker_failed();
-                return Err(unavailable(
-                    state,
-                    "broker_unavailable",
-                    "the queue did not confirm the readings; retry",
-                ));
-            }
+            Ok(Err(e)) => Some(e),
             Err(_) => {
                 tracing::warn!("A batcher ended without answering; answering 503.");
-                state.broker_failed();
-                return Err(unavailable(
-                    state,
-                    "broker_unavailable",
-                    "the queue did not confirm the readings; retry",
-                ));
+                None
             }
-        }
+        };
+        state.broker_failed();
+        return Err(IngestError::Broker(failure));
     }
     state
         .metrics
@@ -275,17 +233,12 @@ impl Drop for Waiting<'_> {
     }
 }
 
-enum ReadError {
-    TooLarge,
-    Io(String),
-}
-
-async fn read_limited(body: Body) -> Result<Bytes, ReadError> {
+async fn read_limited(body: Body) -> Result<Bytes, IngestError> {
     let limited = http_body_util::Limited::new(body, MAX_BODY_BYTES);
     match limited.collect().await {
         Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ReadError::TooLarge),
-        Err(e) => Err(ReadError::Io(format!("reading the body failed: {e}"))),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(IngestError::TooLarge),
+        Err(e) => Err(IngestError::BodyUnreadable(axum::Error::new(e))),
     }
 }
 

@@ -51,6 +51,7 @@
 
 mod auth;
 mod batcher;
+mod error;
 mod handler;
 mod lifecycle;
 mod metrics;
@@ -58,6 +59,7 @@ mod metrics;
 mod mqtt;
 mod ratelimit;
 
+use crate::ConfigError;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
@@ -68,6 +70,7 @@ use prometheus_client::registry::Registry;
 use tokio::sync::Semaphore;
 
 pub use auth::{AuthError, DeviceKeys, KeyError, MIN_KEY_BYTES, token_for};
+pub use error::IngestError;
 pub use metrics::IngestMetrics;
 #[cfg(feature = "mqtt")]
 pub use mqtt::{DEFAULT_MAX_PACKET_BYTES, MqttConfig, MqttListener, topic_of};
@@ -183,31 +186,35 @@ impl Default for IngestConfig {
 }
 
 impl IngestConfig {
-    /// Checks the settings; the message names the bad one.
-    pub fn validate(&self) -> Result<(), String> {
-        if self.max_in_flight == 0 {
-            return Err("max_in_flight must be at least 1".into());
-        }
-        if self.publishes_per_partition == 0 {
-            return Err("publishes_per_partition must be at least 1".into());
-        }
-        if self.max_message_readings == 0 {
-            return Err("max_message_readings must be at least 1".into());
+    /// Checks the settings; the error names the bad one.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let at_least_one = [
+            ("max_in_flight", self.max_in_flight),
+            ("publishes_per_partition", self.publishes_per_partition),
+            ("max_message_readings", self.max_message_readings),
+        ];
+        for (name, n) in at_least_one {
+            if n == 0 {
+                return Err(ConfigError::new(name, "must be at least 1"));
+            }
         }
         if self.max_message_bytes < 1024 {
-            return Err("max_message_bytes must be at least 1024".into());
+            return Err(ConfigError::new(
+                "max_message_bytes",
+                "must be at least 1024",
+            ));
         }
         if self.linger > Duration::from_secs(1) {
-            return Err("linger must be at most 1 s".into());
+            return Err(ConfigError::new("linger", "must be at most 1 s"));
         }
         if let Some(limit) = &self.rate_limit {
             limit.validate()?;
         }
         if self.max_reading_age < Duration::from_secs(3600) {
-            return Err("max_reading_age must be at least 1 h".into());
+            return Err(ConfigError::new("max_reading_age", "must be at least 1 h"));
         }
         if self.body_timeout.is_zero() {
-            return Err("body_timeout must be more than 0".into());
+            return Err(ConfigError::new("body_timeout", "must be more than 0"));
         }
         Ok(())
     }

@@ -15,7 +15,16 @@
 //! from its deepest possible debt) the old generation is dropped whole and
 //! the current one becomes old. A dropped bucket had been untouched for at
 //! least a period, so it was full anyway: forgetting it changes nothing.
+//!
+//! A body costs its readings, or one token per [`BYTES_PER_TOKEN`] when
+//! that is more: a legitimate reading (32 metrics with 64-character names)
+//! is under 3 KiB, so a normal body pays by its readings, while a 1 MiB
+//! body of one padded reading pays 256 and puts its device in debt. A
+//! device in debt is refused from its headers alone
+//! ([`Limiter::check`]), before its next body is read or parsed: what a
+//! token holder can make the parser do is bounded by its rate.
 
+use crate::ConfigError;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -34,18 +43,21 @@ pub struct RateLimit {
 }
 
 impl RateLimit {
-    /// Checks the values; the message names the bad one.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Checks the values; the error names the bad one.
+    pub fn validate(&self) -> Result<(), ConfigError> {
         if !(self.per_second.is_finite() && self.per_second > 0.0) {
-            return Err(format!(
-                "rate limit must be a positive number of readings per second, not {}",
-                self.per_second
+            return Err(ConfigError::new(
+                "rate_limit.per_second",
+                format!(
+                    "must be a positive number of readings per second, not {}",
+                    self.per_second
+                ),
             ));
         }
         if !(self.burst.is_finite() && self.burst >= 1.0) {
-            return Err(format!(
-                "rate limit burst must be at least 1, not {}",
-                self.burst
+            return Err(ConfigError::new(
+                "rate_limit.burst",
+                format!("must be at least 1, not {}", self.burst),
             ));
         }
         Ok(())
@@ -56,6 +68,25 @@ impl RateLimit {
     fn refill_period(&self) -> Duration {
         let deepest = self.burst + MAX_READINGS as f64;
         Duration::from_secs_f64((deepest / self.per_second).clamp(1.0, 86_400.0))
+    }
+}
+
+/// Body bytes that cost one token (see the module docs).
+pub const BYTES_PER_TOKEN: usize = 4096;
+
+/// Admits a request costing `want` when the bucket holds `min(want,
+/// burst)`, taking all of `want` when `take`; else the whole seconds to
+/// wait.
+fn admit(bucket: &mut Bucket, limit: RateLimit, want: f64, take: bool) -> Result<(), u32> {
+    let needed = want.min(limit.burst);
+    if bucket.tokens >= needed {
+        if take {
+            bucket.tokens -= want;
+        }
+        Ok(())
+    } else {
+        let wait = (needed - bucket.tokens) / limit.per_second;
+        Err(wait.ceil().clamp(1.0, 3600.0) as u32)
     }
 }
 
@@ -99,9 +130,23 @@ impl Limiter {
         }
     }
 
-    /// Takes `n` readings' worth of tokens for `device`, or says how many
-    /// whole seconds until it could.
-    pub(super) fn take(&self, device: &str, n: usize) -> Result<(), u32> {
+    /// Refuses `device` while its bucket cannot admit any request (less
+    /// than one token: in debt or empty), saying how many whole seconds
+    /// until it could; takes nothing.
+    pub(super) fn check(&self, device: &str) -> Result<(), u32> {
+        self.with_bucket(device, |bucket, limit| admit(bucket, limit, 1.0, false))
+    }
+
+    /// Takes the cost of a body of `n` readings and `bytes` bytes for
+    /// `device` (see the module docs), or says how many whole seconds until
+    /// it could.
+    pub(super) fn take(&self, device: &str, n: usize, bytes: usize) -> Result<(), u32> {
+        let cost = n.max(bytes.div_ceil(BYTES_PER_TOKEN)) as f64;
+        self.with_bucket(device, |bucket, limit| admit(bucket, limit, cost, true))
+    }
+
+    /// Runs `f` on `device`'s bucket, refilled to now.
+    fn with_bucket<R>(&self, device: &str, f: impl FnOnce(&mut Bucket, RateLimit) -> R) -> R {
         let shard = crate::queue::partition_for(device, SHARDS as u32) as usize;
         let mut shard = self.shards[shard].lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
@@ -110,7 +155,8 @@ impl Limiter {
             shard.old = current;
             shard.rotated = now;
         }
-        let RateLimit { per_second, burst } = self.limit;
+        let per_second = self.limit.per_second;
+        let burst = self.limit.burst;
         let bucket = match shard.current.get_mut(device) {
             Some(b) => b,
             None => {
@@ -124,15 +170,7 @@ impl Limiter {
         bucket.tokens =
             (bucket.tokens + now.duration_since(bucket.at).as_secs_f64() * per_second).min(burst);
         bucket.at = now;
-        let want = n as f64;
-        let needed = want.min(burst);
-        if bucket.tokens >= needed {
-            bucket.tokens -= want;
-            Ok(())
-        } else {
-            let wait = (needed - bucket.tokens) / per_second;
-            Err(wait.ceil().clamp(1.0, 3600.0) as u32)
-        }
+        f(bucket, self.limit)
     }
 
     /// Buckets held, both generations (for tests).
@@ -159,32 +197,52 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn refills_at_the_rate_and_caps_at_the_burst() {
         let l = limiter(2.0, 4.0);
-        assert_eq!(l.take("d", 4), Ok(()));
-        assert_eq!(l.take("d", 1), Err(1));
-        assert_eq!(l.take("other", 4), Ok(()), "devices are independent");
+        assert_eq!(l.take("d", 4, 0), Ok(()));
+        assert_eq!(l.take("d", 1, 0), Err(1));
+        assert_eq!(l.take("other", 4, 0), Ok(()), "devices are independent");
         tokio::time::advance(Duration::from_millis(500)).await;
-        assert_eq!(l.take("d", 1), Ok(()));
+        assert_eq!(l.take("d", 1, 0), Ok(()));
         tokio::time::advance(Duration::from_secs(60)).await;
-        assert_eq!(l.take("d", 4), Ok(()));
-        assert_eq!(l.take("d", 3), Err(2));
+        assert_eq!(l.take("d", 4, 0), Ok(()));
+        assert_eq!(l.take("d", 3, 0), Err(2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn big_bodies_pay_by_their_bytes_and_debt_is_refused_from_the_headers() {
+        // The manifests' limit: 5 readings/s, burst 50.
+        let l = limiter(5.0, 50.0);
+        // A normal body pays by its readings: 10 readings of 3 KiB each.
+        assert_eq!(l.take("d", 10, 10 * 3 * 1024), Ok(()));
+        assert_eq!(l.check("d"), Ok(()));
+        // One padded reading of 1 MiB pays 256 tokens: deep debt.
+        assert_eq!(l.take("pad", 1, 1 << 20), Ok(()), "a full bucket admits it");
+        let wait = l.check("pad").unwrap_err();
+        assert_eq!(wait, 42, "(256 - 50 + 1) tokens at 5/s, whole seconds");
+        // The check takes nothing: the wait does not grow with refusals.
+        for _ in 0..100 {
+            assert_eq!(l.check("pad"), Err(wait));
+        }
+        tokio::time::advance(Duration::from_secs(u64::from(wait))).await;
+        assert_eq!(l.check("pad"), Ok(()));
+        assert_eq!(l.check("other"), Ok(()), "devices are independent");
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_request_larger_than_the_burst_is_admitted_once_full() {
         // --rate-limit 1 with burst 10, one request of 11 readings, retried.
         let l = limiter(1.0, 10.0);
-        assert_eq!(l.take("d", 11), Ok(()), "a full bucket admits it");
+        assert_eq!(l.take("d", 11, 0), Ok(()), "a full bucket admits it");
         // The debt (-1) makes the device wait for the rate: 11 s to full.
-        assert_eq!(l.take("d", 11), Err(11));
+        assert_eq!(l.take("d", 11, 0), Err(11));
         tokio::time::advance(Duration::from_secs(10)).await;
-        assert_eq!(l.take("d", 11), Err(1));
+        assert_eq!(l.take("d", 11, 0), Err(1));
         tokio::time::advance(Duration::from_secs(1)).await;
-        assert_eq!(l.take("d", 11), Ok(()), "admitted again, never starved");
+        assert_eq!(l.take("d", 11, 0), Ok(()), "admitted again, never starved");
         // Over a long run the device gets the rate, not more.
         let mut admitted = 0;
         for _ in 0..1_000 {
             tokio::time::advance(Duration::from_secs(1)).await;
-            if l.take("d", 11).is_ok() {
+            if l.take("d", 11, 0).is_ok() {
                 admitted += 11;
             }
         }
@@ -203,7 +261,7 @@ mod tests {
         }
         .refill_period();
         for i in 0..10_000 {
-            assert_eq!(l.take(&format!("dev-{i}"), 10), Ok(()));
+            assert_eq!(l.take(&format!("dev-{i}"), 10, 0), Ok(()));
         }
         assert_eq!(l.len(), 10_000);
         // A period later, a lookup in a shard makes its generation old;
@@ -211,10 +269,10 @@ mod tests {
         for round in 0..2 {
             tokio::time::advance(period).await;
             for i in 0..64 {
-                assert_eq!(l.take(&format!("new-{round}-{i}"), 1), Ok(()));
+                assert_eq!(l.take(&format!("new-{round}-{i}"), 1, 0), Ok(()));
             }
         }
-        assert_eq!(l.take("dev-0", 10), Ok(()), "a forgotten bucket is full");
+        assert_eq!(l.take("dev-0", 10, 0), Ok(()), "a forgotten bucket is full");
         assert!(l.len() < 200, "{} buckets left", l.len());
     }
 
@@ -228,14 +286,14 @@ mod tests {
         .refill_period();
         // Late in the first generation, "d" goes deep into debt.
         tokio::time::advance(period - Duration::from_secs(1)).await;
-        assert_eq!(l.take("d", 1000), Ok(()));
+        assert_eq!(l.take("d", 1000, 0), Ok(()));
         // Another device's request rotates the generations: "d" moves to
         // the old one with its debt instead of being forgotten.
         tokio::time::advance(Duration::from_secs(1)).await;
-        let _ = l.take("other", 1);
+        let _ = l.take("other", 1, 0);
         tokio::time::advance(Duration::from_secs(5)).await;
         assert_eq!(
-            l.take("d", 10),
+            l.take("d", 10, 0),
             Err(994),
             "still in debt: 984 short, plus the 10 wanted"
         );

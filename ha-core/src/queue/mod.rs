@@ -25,7 +25,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-pub use error::QueueError;
+pub use error::{BoxError, QueueError, QueueErrorKind};
 pub use memory::{DeadLetter, MemoryQueue, MemoryQueueConfig};
 pub use partition::partition_for;
 

@@ -244,9 +244,11 @@ async fn with_the_broker_down_no_puback_is_sent_and_the_connection_ends() {
 async fn every_bad_input_gets_its_reason_code_is_counted_and_nothing_is_queued() {
     let queue = Arc::new(MemoryQueue::with_partitions(4));
     let config = IngestConfig {
+        // Each refused payload below costs its device one token (as a
+        // refused HTTP body does), the admitted one another: then empty.
         rate_limit: Some(RateLimit {
             per_second: 0.001,
-            burst: 1.0,
+            burst: 5.0,
         }),
         ..IngestConfig::default()
     };
@@ -299,7 +301,7 @@ async fn every_bad_input_gets_its_reason_code_is_counted_and_nothing_is_queued()
             "{topic}: {reason}"
         );
     }
-    // The rate limit: the first is admitted, the next refused with 0x97.
+    // The rate limit: the last token admits one, the next is refused (0x97).
     c.publish5(QoS::Level1, 10, "readings/dev-1", &body(dev, 1))
         .await;
     assert_eq!(c.puback5(10).await.0, 0x00);

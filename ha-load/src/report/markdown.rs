@@ -25,11 +25,16 @@ pub fn markdown(r: &RunResults) -> String {
     let _ = writeln!(md, "## Machine\n");
     let _ = writeln!(
         md,
-        "{} cores, {}, Linux {}, {} RAM. Everything co-located on this machine: one RabbitMQ 3.10 node (quorum queues), PostgreSQL 15 (`fsync=off`, as `scripts/servers.sh` starts it), `ingest-api` (HTTPS, HMAC device auth), one `analyzer`, and the load driver (`ha-load`, which competes for the same cores).\n",
+        "{} cores, {}, Linux {}, {} RAM. Everything co-located on this machine: one RabbitMQ 3.10 node (quorum queues, which fsync their log), PostgreSQL 15 ({}), `ingest-api` (HTTPS, HMAC device auth), one `analyzer`, and the load driver (`ha-load`, which competes for the same cores).\n",
         r.machine.cores,
         r.machine.model,
         r.machine.kernel,
-        mib(r.machine.memory)
+        mib(r.machine.memory),
+        if r.postgres_durability.is_empty() {
+            "durability settings not recorded".to_owned()
+        } else {
+            format!("`{}`", r.postgres_durability)
+        }
     );
     if !r.load_average_start.is_empty() {
         let _ = writeln!(
@@ -138,6 +143,7 @@ pub fn markdown(r: &RunResults) -> String {
         );
     }
 
+    closed_loop_table(&mut md, r);
     let _ = writeln!(md, "\n## Ratios against the same-run baselines\n");
     let _ = writeln!(
         md,
@@ -411,4 +417,42 @@ fn steps_table(md: &mut String, title: &str, steps: &[StepRow], stored: bool) {
         let _ = writeln!(md, " {} |", s.verdict.replace('|', "/"));
     }
     let _ = writeln!(md);
+}
+
+/// The closed-loop driver's figures beside the open-loop ratio.
+fn closed_loop_table(md: &mut String, r: &RunResults) {
+    let _ = writeln!(md, "\n## Two drivers\n");
+    let (Some(ours), Some(naive)) = (&r.closed_ours, &r.closed_naive) else {
+        let _ = writeln!(md, "Closed-loop driver not measured (see the notes).");
+        return;
+    };
+    let _ = writeln!(
+        md,
+        "The open-loop stepped driver offers a rate and finds the knee; a closed loop (`{}`, one reading per request, each device its own token) sends the next request as soon as the last was answered. The headline quotes the smaller advantage.\n",
+        ours.driver
+    );
+    let _ = writeln!(
+        md,
+        "| target | 2xx req/s | non-2xx | socket errors | p50 ms | p99 ms |\n|---|---|---|---|---|---|"
+    );
+    for (name, c) in [
+        ("ours (ingest, analyzer storing)", ours),
+        ("naive composition", naive),
+    ] {
+        let _ = writeln!(
+            md,
+            "| {name} | {} | {} | {} | {:.2} | {:.2} |",
+            rate(c.ok_per_sec()),
+            c.non_2xx,
+            c.socket_errors,
+            c.p50_ms,
+            c.p99_ms
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\nClosed loop: ours / naive = **{}**; open loop (max sustained, ingest alone): **{}**.",
+        closed_ratio(r).map_or_else(|| "n/a".into(), |x| format!("{x:.2}×")),
+        ingest_ratio(like_for_like(r), &r.naive).0
+    );
 }

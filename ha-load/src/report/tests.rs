@@ -120,3 +120,34 @@ fn numbers_format_for_people() {
     assert_eq!(nice(7990.0), 10_000.0);
     assert_eq!(nice(1500.0), 2000.0);
 }
+
+#[test]
+fn the_headline_quotes_the_smaller_of_the_two_drivers() {
+    use crate::closed_loop::ClosedLoop;
+    let closed = |rps: f64, non_2xx: u64| ClosedLoop {
+        driver: "wrk -t2 -c64, 1000 devices, 20 s".into(),
+        requests_per_sec: rps,
+        requests: (rps * 20.0) as u64,
+        non_2xx,
+        ..ClosedLoop::default()
+    };
+    let mut r = results();
+    // Open loop: 7.99×. Closed loop: 11,300 / 10,000 = 1.13× (the naive
+    // server's 2xx only: 10% of its answers were errors).
+    r.closed_ours = Some(closed(11_300.0, 0));
+    r.closed_naive = Some(closed(11_111.2, 22_222));
+    let h = headline(&r);
+    assert!(
+        h.contains(
+            "1.13× (the smaller of two drivers: open-loop stepped 7.99×, closed-loop wrk 1.13×)"
+        ),
+        "{h}"
+    );
+    let md = markdown(&r);
+    assert!(
+        md.contains("## Two drivers") && md.contains("| naive composition | 10,000 |"),
+        "{md}"
+    );
+    r.closed_naive = None;
+    assert!(headline(&r).contains("7.99× (open-loop driver; closed loop not measured)"));
+}

@@ -9,6 +9,7 @@ use super::probes::Probes;
 use super::steps::stepped;
 use super::{LoadConfig, log};
 use crate::baseline;
+use crate::closed_loop::{self, ClosedLoop};
 use crate::driver::{Driver, DriverConfig};
 use crate::http1::Endpoint;
 use crate::process::Spawned;
@@ -28,7 +29,15 @@ pub(super) async fn baselines(
             .push("Naive composition not run: the harness targeted a running pipeline without its TLS key.".into());
     } else {
         match naive(config, p, tls).await {
-            Ok(rows) => results.naive = rows,
+            Ok((rows, closed)) => {
+                results.naive = rows;
+                match closed {
+                    Ok(c) => results.closed_naive = Some(c),
+                    Err(e) => results.notes.push(format!(
+                        "Closed loop against the naive composition failed: {e}"
+                    )),
+                }
+            }
             Err(e) => results.notes.push(format!("Naive composition failed: {e}")),
         }
     }
@@ -62,7 +71,7 @@ pub(super) async fn naive(
     config: &LoadConfig,
     p: &Pipeline,
     tls: &(PathBuf, PathBuf),
-) -> Result<Vec<StepRow>, String> {
+) -> Result<(Vec<StepRow>, Result<ClosedLoop, String>), String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut server = Spawned::start(
         "naive",
@@ -127,6 +136,21 @@ pub(super) async fn naive(
     )
     .await;
     drop(driver);
+    log("Closed loop (wrk) against the naive composition…");
+    let closed = closed_loop::run(
+        &format!("https://{addr}"),
+        &p.keys,
+        &run_prefix("m"),
+        &super::wrk_config(config),
+        &config.work_dir,
+    )
+    .await;
+    if let Ok(c) = &closed {
+        log(format!(
+            "Closed loop, naive: {:.0} req/s ({} non-2xx), p99 {:.1} ms.",
+            c.requests_per_sec, c.non_2xx, c.p99_ms
+        ));
+    }
     server.stop(Duration::from_secs(5)).await;
     // Drop what the naive server queued (nobody consumes it).
     if let Ok(conn) =
@@ -138,5 +162,5 @@ pub(super) async fn naive(
             .await;
         let _ = tokio::time::timeout(Duration::from_secs(2), conn.close(0, "done".into())).await;
     }
-    Ok(rows)
+    Ok((rows, closed))
 }

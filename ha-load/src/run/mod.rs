@@ -23,6 +23,7 @@ use ha_core::queue::amqp::{AmqpConfig, AmqpQueue};
 use ha_core::wire::Timestamp;
 
 use crate::baseline;
+use crate::closed_loop::{self, WrkConfig};
 use crate::driver::{Driver, DriverConfig};
 use crate::http1::Endpoint;
 use crate::plan::{KneeBound, StepPlan, ms};
@@ -164,6 +165,33 @@ pub async fn run(config: LoadConfig) -> Result<RunResults, String> {
     }
 
     // 2. Batched requests; the same devices' windows fill up.
+    // 2. The closed-loop driver against the same ingest, analyzer storing.
+    if let Some(s) = &store {
+        results.postgres_durability = s.durability().await;
+        log(format!("PostgreSQL: {}.", results.postgres_durability));
+    }
+    log("Closed loop (wrk) against ingest…");
+    match closed_loop::run(
+        &p.url,
+        &p.keys,
+        &run_prefix("k"),
+        &wrk_config(&config),
+        &config.work_dir,
+    )
+    .await
+    {
+        Ok(c) => {
+            log(format!(
+                "Closed loop, ingest: {:.0} req/s ({} non-2xx), p99 {:.1} ms.",
+                c.requests_per_sec, c.non_2xx, c.p99_ms
+            ));
+            results.closed_ours = Some(c);
+        }
+        Err(e) => results
+            .notes
+            .push(format!("Closed loop against ingest failed: {e}")),
+    }
+
     let wprefix = run_prefix("w");
     let analyzer_pid = p.analyzer.as_ref().map(Spawned::pid);
     let rss_before = analyzer_pid.map(procfs::rss);
@@ -302,6 +330,15 @@ pub async fn run(config: LoadConfig) -> Result<RunResults, String> {
     }
     results.load_average_end = load_average();
     Ok(results)
+}
+
+/// The closed-loop driver's shape: twice a step long, the connections of
+/// the open-loop driver, 1,000 devices.
+fn wrk_config(config: &LoadConfig) -> WrkConfig {
+    WrkConfig {
+        duration: config.step * 2,
+        ..WrkConfig::default()
+    }
 }
 
 /// `/proc/loadavg`'s 1, 5 and 15 minute averages.

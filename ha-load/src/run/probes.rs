@@ -22,6 +22,22 @@ impl StoreCounter {
         Ok(StoreCounter { client })
     }
 
+    /// The server's durability settings, e.g. `fsync=on,
+    /// synchronous_commit=on`: what "stored" meant in this run.
+    pub(super) async fn durability(&self) -> String {
+        let mut settings = Vec::new();
+        for name in ["fsync", "synchronous_commit"] {
+            let value = self
+                .client
+                .query_one(&format!("SHOW {name}"), &[])
+                .await
+                .map(|row| row.get::<_, String>(0))
+                .unwrap_or_else(|e| format!("unknown ({e})"));
+            settings.push(format!("{name}={value}"));
+        }
+        settings.join(", ")
+    }
+
     pub(super) async fn count(&self, prefix: &str) -> u64 {
         // Device ids are `<prefix><digits>`: a range on the key, not LIKE.
         let upper = format!("{prefix}\u{7f}");

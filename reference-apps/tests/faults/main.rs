@@ -10,6 +10,7 @@
 //!
 //! Run with `scripts/faults` (one drill at a time: they kill shared servers).
 
+mod noisy;
 mod pipeline;
 mod procs;
 mod report;

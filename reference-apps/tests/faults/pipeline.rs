@@ -80,6 +80,8 @@ pub struct Options {
     /// haproxy re-sends a request that met a dead, hung or draining
     /// replica; without it the device sees the error and retries itself.
     pub resend: bool,
+    /// Extra flags for every ingest replica.
+    pub ingest_args: Vec<String>,
 }
 
 impl Default for Options {
@@ -89,6 +91,7 @@ impl Default for Options {
             analyzers: 1,
             spare: 0,
             resend: true,
+            ingest_args: Vec::new(),
         }
     }
 }
@@ -99,6 +102,7 @@ pub struct Pipeline {
     pub prefix: String,
     pub amqp: String,
     key_file: PathBuf,
+    ingest_args: Vec<String>,
     pub tls: DemoTls,
     pub keys: DeviceKeys,
     /// Ingest replicas (`ingest-a`, `ingest-b`, ...), in haproxy's order.
@@ -140,6 +144,7 @@ impl Pipeline {
             prefix,
             amqp: env.amqp_urls.clone(),
             key_file,
+            ingest_args: options.ingest_args,
             keys,
             ingest: Vec::new(),
             ingest_addrs: ingest_addrs.clone(),
@@ -210,7 +215,10 @@ impl Pipeline {
                 "--enable-kill",
                 "--drain-timeout",
                 "10s",
-            ],
+            ]
+            .into_iter()
+            .chain(self.ingest_args.iter().map(String::as_str))
+            .collect::<Vec<_>>(),
         )
     }
 

@@ -47,6 +47,7 @@ pub use publish::topic_of;
 pub(crate) use server::serve;
 
 use super::State;
+use crate::ConfigError;
 use crate::http::{ServeConfig, ServeError};
 use crate::wire::MAX_BODY_BYTES;
 
@@ -85,18 +86,19 @@ impl Default for MqttConfig {
 }
 
 impl MqttConfig {
-    /// Checks the settings; the message names the bad one.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Checks the settings; the error names the bad one.
+    pub fn validate(&self) -> Result<(), ConfigError> {
         if self.receive_maximum == 0 {
-            return Err("MQTT receive maximum must be at least 1".into());
+            return Err(ConfigError::new("receive_maximum", "must be at least 1"));
         }
         if !(1024..=DEFAULT_MAX_PACKET_BYTES).contains(&self.max_packet_bytes) {
-            return Err(format!(
-                "MQTT maximum packet size must be 1024 to {DEFAULT_MAX_PACKET_BYTES} bytes"
+            return Err(ConfigError::new(
+                "max_packet_bytes",
+                format!("must be 1024 to {DEFAULT_MAX_PACKET_BYTES}"),
             ));
         }
         if !(Duration::from_secs(1)..=Duration::from_secs(65_535)).contains(&self.max_keep_alive) {
-            return Err("MQTT maximum keep-alive must be 1 s to 65535 s".into());
+            return Err(ConfigError::new("max_keep_alive", "must be 1 s to 65535 s"));
         }
         Ok(())
     }
@@ -128,11 +130,10 @@ impl MqttListener {
             }
             None if config.insecure_plaintext => None,
             None => {
-                return Err(ServeError::Config(
-                    "the MQTT listener needs TLS (a certificate), or the explicit insecure \
-                     plaintext setting"
-                        .into(),
-                ));
+                return Err(ServeError::Config(ConfigError::new(
+                    "insecure_plaintext",
+                    "must be set to serve MQTT without TLS (no certificate was given)",
+                )));
             }
         };
         Ok(MqttListener {

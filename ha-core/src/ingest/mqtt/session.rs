@@ -380,17 +380,16 @@ async fn handle<IO: AsyncRead + AsyncWrite + Unpin>(
                 }
                 _ => {}
             }
-            let checked = publish::check(&ctx.state, device, &p.topic, &p.payload);
-            let pid = p.pid;
-            drop(p);
-            let state = ctx.state.clone();
+            let topic = publish::check_topic(device, &p.topic);
+            let (pid, payload) = (p.pid, p.payload);
+            let (state, device) = (ctx.state.clone(), device.to_owned());
             let gauge = ctx.metrics.in_flight.clone();
             gauge.inc();
             let counted = Counted(gauge);
             in_flight.push_back(Box::pin(async move {
                 let _counted = counted;
-                let result = match checked {
-                    Ok(readings) => publish::publish(state, readings).await,
+                let result = match topic {
+                    Ok(()) => publish::accept(state, device, payload).await,
                     Err(refusal) => Err(refusal),
                 };
                 Done { pid, result }

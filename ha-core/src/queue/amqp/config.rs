@@ -1,5 +1,6 @@
 //! Settings of an [`AmqpQueue`](super::AmqpQueue) and their checks.
 
+use crate::ConfigError;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -81,28 +82,40 @@ impl AmqpConfig {
         format!("{}.{p}", self.queue_prefix)
     }
 
-    /// Checks the settings; the message names the bad one.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Checks the settings; the error names the bad one.
+    pub fn validate(&self) -> Result<(), ConfigError> {
         if self.urls.is_empty() {
-            return Err("at least one broker URL is needed".into());
+            return Err(ConfigError::new(
+                "urls",
+                "must hold at least one broker URL",
+            ));
         }
         if self.partitions == 0 {
-            return Err("partitions must be at least 1".into());
+            return Err(ConfigError::new("partitions", "must be at least 1"));
         }
         if self.queue_prefix.is_empty() || self.queue_prefix.len() > 200 {
-            return Err("queue_prefix must be 1 to 200 characters".into());
+            return Err(ConfigError::new(
+                "queue_prefix",
+                "must be 1 to 200 characters",
+            ));
         }
         if self.publish_channels == 0 {
-            return Err("publish_channels must be at least 1".into());
+            return Err(ConfigError::new("publish_channels", "must be at least 1"));
         }
         if self.heartbeat_secs == 0 {
-            return Err("heartbeat_secs must be at least 1".into());
+            return Err(ConfigError::new("heartbeat_secs", "must be at least 1"));
         }
         if self.client_cert_file.is_some() != self.client_key_file.is_some() {
-            return Err("client_cert_file and client_key_file go together".into());
+            return Err(ConfigError::new(
+                "client_cert_file and client_key_file",
+                "go together",
+            ));
         }
         if self.ca_file.is_none() && self.urls.iter().any(|u| u.starts_with("amqps://")) {
-            return Err("amqps:// URLs need ca_file (the CA of the brokers' certificates)".into());
+            return Err(ConfigError::new(
+                "ca_file",
+                "is needed for amqps:// URLs (the CA of the brokers' certificates)",
+            ));
         }
         Ok(())
     }

@@ -10,7 +10,7 @@ use lapin::{Channel, Connection, ConnectionProperties};
 use tokio::sync::Mutex;
 
 use super::config::AmqpConfig;
-use crate::queue::QueueError;
+use crate::queue::{QueueError, QueueErrorKind};
 
 /// A live connection and the generation it belongs to. A user that sees an
 /// error on generation `g` resets the connector only if it is still on `g`,
@@ -71,9 +71,11 @@ impl Connector {
                 let generation = l.generation;
                 drop(live);
                 self.reset(generation).await;
-                Err(QueueError::Unavailable(format!(
-                    "opening a channel failed: {e}"
-                )))
+                Err(QueueError::broker(
+                    QueueErrorKind::Unavailable,
+                    "opening a channel",
+                    e,
+                ))
             }
         }
     }
@@ -150,7 +152,8 @@ impl Connector {
             let props = ConnectionProperties::default().with_connection_name(
                 format!("{}-{}", self.config.connection_name, self.role).into(),
             );
-            let runtime = lapin::runtime::default_runtime().map_err(unavailable)?;
+            let runtime = lapin::runtime::default_runtime()
+                .map_err(unavailable("starting the client runtime"))?;
             let attempt = tokio::time::timeout(
                 self.config.connect_timeout,
                 Connection::connect_with_config(&url, props, self.tls.clone(), runtime),
@@ -182,7 +185,7 @@ impl Connector {
                         publish_channels,
                     });
                 }
-                Err(e @ QueueError::Misconfigured(_)) => return Err(e),
+                Err(e) if e.is_misconfigured() => return Err(e),
                 Err(e) => errors.push(format!("broker #{i}: {e}")),
             }
         }
@@ -200,7 +203,10 @@ impl Connector {
 
     /// Declares the partition queues and opens the confirm channels.
     async fn prepare(&self, connection: &Connection) -> Result<Vec<Channel>, QueueError> {
-        let ch = connection.create_channel().await.map_err(unavailable)?;
+        let ch = connection
+            .create_channel()
+            .await
+            .map_err(unavailable("opening a channel"))?;
         for p in 0..self.config.partitions {
             declare_partition(&ch, &self.config.queue_name(p)).await?;
         }
@@ -210,7 +216,7 @@ impl Connector {
             channels.push(
                 open_confirm_channel(connection)
                     .await
-                    .map_err(unavailable)?,
+                    .map_err(unavailable("opening a confirm channel"))?,
             );
         }
         Ok(channels)
@@ -240,11 +246,15 @@ pub(super) async fn declare_partition(ch: &Channel, name: &str) -> Result<u32, Q
         .await
         .map_err(|e| {
             if is_precondition_failed(&e) {
-                QueueError::Misconfigured(format!(
-                    "queue {name} exists with other arguments than quorum + single-active-consumer: {e}"
-                ))
+                QueueError::broker(
+                    QueueErrorKind::Misconfigured,
+                    format!(
+                        "queue {name} exists with other arguments than quorum + single-active-consumer"
+                    ),
+                    e,
+                )
             } else {
-                unavailable(e)
+                QueueError::broker(QueueErrorKind::Unavailable, format!("declaring {name}"), e)
             }
         })?;
     Ok(q.message_count())
@@ -269,8 +279,10 @@ fn is_precondition_failed(e: &lapin::Error) -> bool {
     )
 }
 
-pub(super) fn unavailable(e: lapin::Error) -> QueueError {
-    QueueError::Unavailable(e.to_string())
+/// Maps lapin's error, met while doing `context`, to a transient
+/// [`QueueError::Broker`].
+pub(super) fn unavailable(context: &'static str) -> impl Fn(lapin::Error) -> QueueError {
+    move |e| QueueError::broker(QueueErrorKind::Unavailable, context, e)
 }
 
 fn with_heartbeat(url: &str, heartbeat_secs: u16) -> String {

@@ -44,7 +44,10 @@ use lapin::{BasicProperties, Channel};
 
 pub use self::config::AmqpConfig;
 use self::connector::{Connector, close_channel, declare_partition, unavailable};
-use super::{Acknowledger, Delivery, OutgoingMessage, Queue, QueueError, Subscription};
+use super::{
+    Acknowledger, BoxError, Delivery, OutgoingMessage, Queue, QueueError, QueueErrorKind,
+    Subscription,
+};
 
 /// RabbitMQ quorum-queue backend: see the [module docs](self).
 pub struct AmqpQueue {
@@ -73,7 +76,7 @@ impl AmqpQueue {
     ///
     /// Errors: [`QueueError::Misconfigured`] for invalid settings.
     pub fn new(config: AmqpConfig) -> Result<Self, QueueError> {
-        config.validate().map_err(QueueError::Misconfigured)?;
+        config.validate()?;
         let tls = tls::load(&config)?;
         Ok(AmqpQueue {
             publisher: Connector::new(
@@ -120,7 +123,7 @@ impl AmqpQueue {
 enum Outcome {
     Confirmed,
     Nacked,
-    Failed(String),
+    Failed(BoxError),
 }
 
 /// Counts a message as unconfirmed for as long as it lives.
@@ -158,15 +161,17 @@ async fn publish_one(ch: &Channel, queue: &str, payload: &[u8], counter: &Atomic
         .await
     {
         Ok(c) => c,
-        Err(e) => return Outcome::Failed(e.to_string()),
+        Err(e) => return Outcome::Failed(e.into()),
     };
     match confirm.await {
         Ok(Confirmation::Ack(None)) => Outcome::Confirmed,
         // Acked but returned: the queue does not exist (deleted under us).
-        Ok(Confirmation::Ack(Some(_))) => Outcome::Failed(format!("queue {queue} is missing")),
+        Ok(Confirmation::Ack(Some(_))) => {
+            Outcome::Failed(format!("queue {queue} is missing").into())
+        }
         Ok(Confirmation::Nack(_)) => Outcome::Nacked,
         Ok(Confirmation::NotRequested) => Outcome::Failed("channel not in confirm mode".into()),
-        Err(e) => Outcome::Failed(e.to_string()),
+        Err(e) => Outcome::Failed(e.into()),
     }
 }
 
@@ -190,7 +195,7 @@ impl Queue for AmqpQueue {
         loop {
             let (generation, ch) = match self.publisher.publish_channel().await {
                 Ok(c) => c,
-                Err(e @ QueueError::Misconfigured(_)) => return Err(e),
+                Err(e) if e.is_misconfigured() => return Err(e),
                 Err(e) => {
                     if tokio::time::Instant::now() >= deadline {
                         return Err(e);
@@ -235,7 +240,7 @@ impl Queue for AmqpQueue {
             tracing::warn!(
                 unconfirmed = pending.len(),
                 nacked,
-                error = failure.as_deref().unwrap_or(""),
+                error = failure.as_ref().map_or(String::new(), |e| e.to_string()),
                 round,
                 "Publish not confirmed; republishing on a fresh channel."
             );
@@ -246,11 +251,15 @@ impl Queue for AmqpQueue {
             }
             if tokio::time::Instant::now() >= deadline {
                 return Err(match failure {
-                    Some(e) => QueueError::Unavailable(format!(
-                        "{} messages unconfirmed after {:?}: {e}",
-                        pending.len(),
-                        self.config.publish_timeout
-                    )),
+                    Some(e) => QueueError::broker(
+                        QueueErrorKind::Unavailable,
+                        format!(
+                            "{} messages unconfirmed after {:?}",
+                            pending.len(),
+                            self.config.publish_timeout
+                        ),
+                        e,
+                    ),
                     None => QueueError::Rejected(format!(
                         "broker nacked {} messages (queue full?)",
                         pending.len()
@@ -286,7 +295,7 @@ impl Queue for AmqpQueue {
             Err(e) => {
                 close_channel(ch).await;
                 self.consumer.reset(generation).await;
-                return Err(unavailable(e));
+                return Err(unavailable("subscribing")(e));
             }
         };
         Ok(Box::new(AmqpSubscription {
@@ -336,7 +345,7 @@ impl Subscription for AmqpSubscription {
                 d.delivery_tag,
                 self.acker.clone(),
             )),
-            Some(Err(e)) => Err(QueueError::Closed(e.to_string())),
+            Some(Err(e)) => Err(QueueError::broker(QueueErrorKind::Closed, "consuming", e)),
             None => Err(QueueError::Closed("consumer cancelled".into())),
         }
     }
@@ -375,7 +384,7 @@ impl AmqpAcker {
 }
 
 fn closed(e: lapin::Error) -> QueueError {
-    QueueError::Closed(e.to_string())
+    QueueError::broker(QueueErrorKind::Closed, "settling a delivery", e)
 }
 
 #[async_trait]

@@ -8,14 +8,19 @@ use std::path::Path;
 use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
 
 use super::config::AmqpConfig;
-use crate::queue::QueueError;
+use crate::queue::{QueueError, QueueErrorKind};
 
 /// The TLS settings of `config`, its files read; empty when no URL is
 /// `amqps://`.
 pub(super) fn load(config: &AmqpConfig) -> Result<OwnedTLSConfig, QueueError> {
     let read = |what: &str, path: &Path| {
-        std::fs::read(path)
-            .map_err(|e| QueueError::Misconfigured(format!("amqp {what} {}: {e}", path.display())))
+        std::fs::read(path).map_err(|e| {
+            QueueError::broker(
+                QueueErrorKind::Misconfigured,
+                format!("reading amqp {what} {}", path.display()),
+                e,
+            )
+        })
     };
     let mut tls = OwnedTLSConfig::default();
     if let Some(ca) = &config.ca_file {

@@ -25,6 +25,7 @@ mod message;
 use std::io::{self, Write};
 use std::time::Duration;
 
+use ha_core::ConfigError;
 use ha_core::queue::amqp::{AmqpConfig, AmqpQueue};
 use ha_core::queue::{OutgoingMessage, Queue, QueueError};
 use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions, QueueDeclareOptions};
@@ -68,16 +69,22 @@ impl Default for DlqConfig {
 }
 
 impl DlqConfig {
-    /// Checks the settings; the message names the bad one.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Checks the settings; the error names the bad one.
+    pub fn validate(&self) -> Result<(), ConfigError> {
         if self.urls.is_empty() {
-            return Err("at least one broker URL is needed".into());
+            return Err(ConfigError::new(
+                "urls",
+                "must hold at least one broker URL",
+            ));
         }
         if self.dlq.is_empty() || self.dlq.len() > 255 {
-            return Err("dlq must be a queue name of 1 to 255 bytes".into());
+            return Err(ConfigError::new(
+                "dlq",
+                "must be a queue name of 1 to 255 bytes",
+            ));
         }
         if self.limit == Some(0) {
-            return Err("limit must be at least 1".into());
+            return Err(ConfigError::new("limit", "must be at least 1"));
         }
         self.queue_config().validate()
     }
@@ -100,7 +107,11 @@ impl DlqConfig {
 pub enum DlqError {
     /// The settings are invalid.
     #[error("invalid configuration: {0}")]
-    Config(String),
+    Config(#[from] ConfigError),
+    /// The broker's queues disagree with the settings (or its certificate
+    /// is not trusted): an operator must act.
+    #[error("the broker disagrees with the settings: {0}")]
+    Misconfigured(#[source] QueueError),
     /// No broker answered.
     #[error("cannot reach the broker: {0}")]
     Unavailable(String),
@@ -125,7 +136,7 @@ impl DlqError {
     /// The process exit code: 64 for configuration errors, else 1.
     pub fn exit_code(&self) -> u8 {
         match self {
-            DlqError::Config(_) => crate::service::EXIT_CONFIG,
+            DlqError::Config(_) | DlqError::Misconfigured(_) => crate::service::EXIT_CONFIG,
             _ => 1,
         }
     }
@@ -169,7 +180,8 @@ impl DlqReader {
         let mut tls = lapin::tcp::OwnedTLSConfig::default();
         if let Some(ca) = &config.ca_file {
             tls.cert_chain = Some(std::fs::read_to_string(ca).map_err(|e| {
-                DlqError::Config(format!("cannot read the CA file {}: {e}", ca.display()))
+                let problem = format!("cannot be read ({}): {e}", ca.display());
+                DlqError::Config(ConfigError::new("ca_file", problem).with_source(e))
             })?);
         }
         let mut errors = Vec::new();
@@ -284,7 +296,7 @@ fn is_not_found(e: &lapin::Error) -> bool {
 /// Prints one line per message of the DLQ (up to `config.limit`), then a
 /// summary line, and leaves every message in the queue.
 pub async fn list(config: &DlqConfig, out: &mut dyn Write) -> Result<DlqSummary, DlqError> {
-    config.validate().map_err(DlqError::Config)?;
+    config.validate()?;
     let mut reader = DlqReader::open(config).await?;
     let mut summary = DlqSummary::default();
     let listed = async {
@@ -320,16 +332,19 @@ pub async fn replay(
     dry_run: bool,
     out: &mut dyn Write,
 ) -> Result<DlqSummary, DlqError> {
-    config.validate().map_err(DlqError::Config)?;
+    config.validate()?;
     let queue = if dry_run {
         None
     } else {
         Some(
             AmqpQueue::connect(config.queue_config())
                 .await
-                .map_err(|e| match e {
-                    QueueError::Misconfigured(m) => DlqError::Config(m),
-                    e => DlqError::Publish(e),
+                .map_err(|e| {
+                    if e.is_misconfigured() {
+                        DlqError::Misconfigured(e)
+                    } else {
+                        DlqError::Publish(e)
+                    }
                 })?,
         )
     };
@@ -417,7 +432,7 @@ mod tests {
 
     #[test]
     fn validates_the_settings() {
-        assert_eq!(DlqConfig::default().validate(), Ok(()));
+        DlqConfig::default().validate().unwrap();
         let bad = [
             DlqConfig {
                 urls: vec![],
