@@ -8,7 +8,7 @@
 //! |---|---|---|
 //! | < 0x80 (0x00 success, 0x10 no matching subscribers) | 2xx | acknowledged |
 //! | 0x99 payload format invalid | 422 | refused readings rejected (bisected) or held for a clock rule |
-//! | 0x95 packet too large | 413 | batch split |
+//! | 0x95 packet too large, 0x99 with reason `body_too_large` | 413 | batch split |
 //! | 0x86 bad user name or password, 0x87 not authorized, 0x8A banned | 401 / 403 | [`Error::Unauthorized`](crate::Error::Unauthorized), readings kept |
 //! | 0x81, 0x82, 0x84, 0x85, 0x8C, 0x90, 0x9A, 0x9B, 0x9D | another 4xx | [`Error::Status`](crate::Error::Status), readings kept (configuration or version skew) |
 //! | 0x97 quota exceeded (waiting at least the reason string's `retry after N s`), 0x80, 0x83, 0x88, 0x89, 0x8B, 0x8D, 0x8E, 0x93, 0x96, 0x98, 0x9C, 0x9F, 0xA0, any other | 429 / 5xx | [`Error::Mqtt`], retried with backoff |
@@ -50,7 +50,14 @@ pub(super) fn answer(packet: &'static str, code: u8, reason: &str) -> Result<Res
             body: Vec::new(),
         });
     }
-    let Some((status, default_code)) = refusal_status(code) else {
+    // The ingest refuses a body over its limit with 0x99 `body_too_large`:
+    // split the batch, as for 413.
+    let code_or_too_large = if code == 0x99 && reason.trim_start().starts_with("body_too_large") {
+        0x95
+    } else {
+        code
+    };
+    let Some((status, default_code)) = refusal_status(code_or_too_large) else {
         return Err(Error::Mqtt {
             packet,
             code,
@@ -127,6 +134,8 @@ mod tests {
         assert_eq!(status("CONNACK", 0x86), Ok(401));
         assert_eq!(status("DISCONNECT", 0x95), Ok(413));
         assert_eq!(status("PUBACK", 0x90), Ok(404));
+        let too_large = answer("PUBACK", 0x99, "body_too_large: over 1 MiB").unwrap();
+        assert_eq!(too_large.status, 413, "split, as for HTTP 413");
         for transient in [0x97, 0x80, 0x83, 0x88, 0x89, 0x8B, 0x8E, 0x9C, 0x9F, 0xFE] {
             assert_eq!(
                 status("PUBACK", transient),
