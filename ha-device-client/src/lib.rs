@@ -104,7 +104,8 @@
 //!   found by bisecting unless the reason string names it, goes to the
 //!   rejected sink; a reason string starting with `ts_in_future` or
 //!   `ts_too_old` holds it apart instead), 0x95 packet too large (also when
-//!   a batch exceeds the server's Maximum Packet Size) ↔ 413 (split),
+//!   a batch exceeds the server's Maximum Packet Size, and 0x99 with the
+//!   reason `body_too_large`) ↔ 413 (split),
 //!   0x87 not authorized / CONNACK 0x86, 0x87 ↔ 401/403
 //!   ([`Error::Unauthorized`], readings kept), 0x97 quota exceeded ↔ 429
 //!   and the transient codes ↔ 5xx (backoff, [`Error::Mqtt`],
