@@ -28,8 +28,9 @@ ensure_packages() {
   local missing=()
   compgen -G '/usr/lib/rabbitmq/lib/rabbitmq_server-*/sbin/rabbitmq-server' >/dev/null || missing+=(rabbitmq-server)
   compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
-  # An independent MQTT client for the ingest's MQTT tests.
-  command -v mosquitto_pub >/dev/null || missing+=(mosquitto-clients)
+  # MQTT: the broker for ha-device-client's tests, an independent client
+  # (mosquitto_pub/mosquitto_sub) for them and for the ingest's MQTT tests.
+  { [ -x /usr/sbin/mosquitto ] && command -v mosquitto_pub >/dev/null && command -v mosquitto_sub >/dev/null; } || missing+=(mosquitto mosquitto-clients)
   if [ "${HA_NEED_HAPROXY:-}" = 1 ]; then
     command -v haproxy >/dev/null || missing+=(haproxy)
   fi

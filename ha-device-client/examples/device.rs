@@ -4,9 +4,17 @@
 //! ```text
 //! cargo run -p ha-device-client --example device -- \
 //!     --url https://localhost:8443 --device-id dev-00001 --token <hex> --ca-file ca.pem
+//! # the same over MQTT 5 (the ingest's MQTT listener; feature `mqtt`,
+//! # on for the examples): one QoS 1 PUBLISH per batch to readings/dev-00001
+//! cargo run -p ha-device-client --example device -- \
+//!     --url mqtts://localhost:8883 --device-id dev-00001 --token <hex> --ca-file ca.pem
 //! # against a closed port, to watch the default retry schedule:
 //! cargo run -p ha-device-client --example device -- --url http://127.0.0.1:9 --plain-http
 //! ```
+//!
+//! The URL's scheme picks the transport: `https://` (or `http://`) posts
+//! to `/v1/readings`, `mqtts://` (or `mqtt://`) publishes over MQTT; the
+//! buffer, retries and printed events are the same.
 //!
 //! Every flag has an environment variable: `HA_URL`, `HA_DEVICE_ID`,
 //! `HA_TOKEN`, `HA_CA_FILE`, `HA_INTERVAL_SECS` (default 10),
@@ -93,7 +101,7 @@ async fn main() -> ExitCode {
         Ok(a) => a,
         Err(why) => {
             eprintln!(
-                "{why}\nusage: device [--url U] [--device-id D] [--token T] [--ca-file F] [--interval SECS] [--buffer-file F] [--plain-http]"
+                "{why}\nusage: device [--url https://H:P | mqtts://H:P] [--device-id D] [--token T] [--ca-file F] [--interval SECS] [--buffer-file F] [--plain-http]"
             );
             return ExitCode::from(64);
         }

@@ -418,7 +418,7 @@ fn classify(result: Result<Response, Error>) -> (Outcome, Option<Error>) {
         Err(e) => {
             let outcome = Outcome::Transient {
                 cause: e.retry_cause(),
-                retry_after: None,
+                retry_after: e.retry_after(),
             };
             return (outcome, Some(e));
         }

@@ -41,6 +41,27 @@ pub type EventCallback = Box<dyn FnMut(&Event) + Send>;
 /// | pacing | 200 ms between the requests of one flush |
 /// | clock retry | readings refused with `ts_in_future` are sent again after 60 s |
 /// | jitter seed | derived from the device id and the clock |
+/// | MQTT keep-alive (`mqtts://` only) | 60 s |
+///
+/// # Transport
+///
+/// The URL's scheme chooses how readings travel; everything else (buffer,
+/// batching, retries, events, counters) is the same:
+///
+/// | URL | transport |
+/// |---|---|
+/// | `https://host[:port][/prefix]` | `POST <prefix>/v1/readings` over HTTP/1.1 + TLS (port 443 by default) |
+/// | `mqtts://host[:port]` | MQTT 5 over TLS (port 8883 by default, cargo feature `mqtt`): CONNECT with user name = device id and password = token, one QoS 1 PUBLISH per batch to `readings/<device id>` with the same JSON body, removed from the buffer on a success PUBACK |
+/// | `http://`, `mqtt://` | the same in the clear, only with [`with_plain_http`](Self::with_plain_http) |
+///
+/// Over MQTT a PUBACK's reason code is acted on like the equivalent HTTP
+/// status: 0x99 payload format invalid like 422 (refused readings moved
+/// to the rejected sink, or held for a clock rule named in the reason
+/// string), 0x95 packet too large like 413, 0x87 not authorized like 403;
+/// 0x97 quota exceeded and the transient codes (and a server DISCONNECT
+/// such as 0x88 or 0x89) are retried on the policy's schedule
+/// ([`Error::Mqtt`](crate::Error::Mqtt), [`RetryCause::Mqtt`](crate::RetryCause::Mqtt)).
+/// A connection pool speaks HTTPS only.
 pub struct ClientConfig {
     pub(crate) url: String,
     pub(crate) device_id: String,
@@ -55,6 +76,7 @@ pub struct ClientConfig {
     pub(crate) jitter_seed: Option<u64>,
     pub(crate) on_event: Option<EventCallback>,
     pub(crate) pool: Option<ConnectionPool>,
+    pub(crate) mqtt_keep_alive: Duration,
 }
 
 impl fmt::Debug for ClientConfig {
@@ -71,6 +93,7 @@ impl fmt::Debug for ClientConfig {
             .field("pacing", &self.pacing)
             .field("clock_retry", &self.clock_retry)
             .field("pool", &self.pool)
+            .field("mqtt_keep_alive", &self.mqtt_keep_alive)
             .finish_non_exhaustive()
     }
 }
@@ -79,6 +102,8 @@ impl ClientConfig {
     /// Sends to the ingest API at `base_url` (`https://host[:port][/prefix]`;
     /// readings go to `<base_url>/v1/readings`) as `device_id`, which
     /// authenticates with `token` (HTTP Basic; the token is never logged).
+    /// With `mqtts://host[:port]`, readings go over MQTT instead (see
+    /// [Transport](#transport)).
     pub fn new(
         base_url: impl Into<String>,
         device_id: impl Into<String>,
@@ -98,6 +123,7 @@ impl ClientConfig {
             jitter_seed: None,
             on_event: None,
             pool: None,
+            mqtt_keep_alive: Duration::from_secs(60),
         }
     }
 
@@ -222,6 +248,16 @@ impl ClientConfig {
         self
     }
 
+    /// MQTT only: the keep-alive announced in CONNECT (whole seconds, at
+    /// most 65,535; zero turns it off). The client spawns no task, so it
+    /// pings only when a flush finds the session idle for more than half
+    /// of it; flush at least once per keep-alive to keep one session up
+    /// (otherwise the next flush reconnects, which loses nothing).
+    pub fn with_mqtt_keep_alive(mut self, keep_alive: Duration) -> Self {
+        self.mqtt_keep_alive = keep_alive;
+        self
+    }
+
     /// Checks the values that need no I/O. [`Client::new`](crate::Client::new)
     /// calls it.
     pub fn validate(&self) -> Result<(), Error> {
@@ -258,6 +294,12 @@ impl ClientConfig {
             return Err(Error::Config(
                 "timeouts and the clock retry must be positive".into(),
             ));
+        }
+        if self.mqtt_keep_alive > Duration::from_secs(u16::MAX.into()) {
+            return Err(Error::Config(format!(
+                "MQTT keep-alive {:?} is over 65,535 s",
+                self.mqtt_keep_alive
+            )));
         }
         if !(1..=MAX_READINGS).contains(&self.max_batch) {
             return Err(Error::Config(format!(
@@ -325,6 +367,23 @@ mod tests {
                 .validate()
                 .is_err(),
             "zero connect timeout"
+        );
+        ClientConfig::new("mqtts://h", "dev-1", "t")
+            .with_ca_pem(vec![])
+            .validate()
+            .unwrap();
+        assert!(
+            ClientConfig::new("mqtt://h", "dev-1", "t")
+                .validate()
+                .is_err(),
+            "plain MQTT"
+        );
+        assert!(
+            ClientConfig::new("mqtts://h", "dev-1", "t")
+                .with_ca_pem(vec![])
+                .with_mqtt_keep_alive(Duration::from_secs(70_000))
+                .validate()
+                .is_err()
         );
         let dbg = format!("{:?}", ClientConfig::new("https://h", "d", "s3cr3t"));
         assert!(!dbg.contains("s3cr3t"));

@@ -15,7 +15,8 @@ use crate::retry::RetryCause;
 /// empty; `code` is then the HTTP reason phrase class such as `http_500`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ServerError {
-    /// The HTTP status.
+    /// The HTTP status; over MQTT, the status the reason code is treated
+    /// as (0x99 → 422, 0x95 → 413, 0x86 → 401, 0x87 → 403, other refusals → 404).
     pub status: u16,
     /// The machine-readable error code, e.g. `ts_in_future`.
     pub code: String,
@@ -116,9 +117,25 @@ pub enum Error {
     /// The connection failed while sending or receiving.
     #[error("connection lost: {0}")]
     Io(#[source] io::Error),
-    /// The server's answer is not valid HTTP/1.1.
-    #[error("invalid HTTP response: {0}")]
+    /// The server's answer is not valid HTTP/1.1 (or MQTT 5).
+    #[error("invalid response: {0}")]
     Protocol(String),
+    /// MQTT: the server answered a CONNECT or PUBLISH with a transient
+    /// reason code, or ended the session with a DISCONNECT. Retried; the
+    /// readings stay buffered and are published again after reconnecting.
+    #[error("MQTT {packet} reason code {code:#04x}{}", if reason.is_empty() { String::new() } else { format!(": {reason}") })]
+    Mqtt {
+        /// The packet that carried the code: `CONNACK`, `PUBACK` or `DISCONNECT`.
+        packet: &'static str,
+        /// The MQTT 5 reason code.
+        code: u8,
+        /// The server's reason string, if it sent one.
+        reason: String,
+        /// A wait the reason string asked for (`retry after N s`, as the
+        /// ingest sends with 0x97 quota exceeded): honoured like
+        /// `Retry-After`.
+        retry_after: Option<Duration>,
+    },
     /// The server answered with an error status.
     #[error("{0}")]
     Status(ServerError),
@@ -143,14 +160,16 @@ pub enum Error {
 
 impl Error {
     /// Whether retrying the same request later may succeed: connection
-    /// errors, timeouts, and HTTP 408, 429 and 5xx.
+    /// errors, timeouts, HTTP 408, 429 and 5xx, and MQTT's transient
+    /// reason codes.
     pub fn is_transient(&self) -> bool {
         match self {
             Error::Connect { .. }
             | Error::Tls { .. }
             | Error::Timeout { .. }
             | Error::Io(_)
-            | Error::Protocol(_) => true,
+            | Error::Protocol(_)
+            | Error::Mqtt { .. } => true,
             Error::Status(s) => is_transient_status(s.status),
             _ => false,
         }
@@ -189,6 +208,14 @@ impl Error {
         }
     }
 
+    /// The server's requested wait before a retry, for errors that carry one.
+    pub(crate) fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Error::Mqtt { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
     /// The cause to report in a retry event, for transient errors.
     pub(crate) fn retry_cause(&self) -> RetryCause {
         match self {
@@ -198,6 +225,7 @@ impl Error {
             Error::Timeout { .. } => RetryCause::RequestTimeout,
             Error::Protocol(_) => RetryCause::Protocol,
             Error::Status(s) => RetryCause::Status(s.status),
+            Error::Mqtt { code, .. } => RetryCause::Mqtt(*code),
             _ => RetryCause::ConnectionLost,
         }
     }

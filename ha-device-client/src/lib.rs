@@ -1,8 +1,9 @@
 //! # ha-device-client
 //!
 //! The device side of ha-pipeline: sends a device's readings to the ingest
-//! API (`POST /v1/readings`) over HTTPS, never loses a reading while it has
-//! room to keep it, and never floods a recovering server.
+//! API (`POST /v1/readings`) over HTTPS — or over MQTT 5 (feature `mqtt`,
+//! [below](#mqtt)) — never loses a reading while it has room to keep it,
+//! and never floods a recovering server.
 //!
 //! ## Example
 //!
@@ -64,6 +65,55 @@
 //!   with attempt, delay and cause, give-up, overflow, …), [`Counters`],
 //!   and `tracing` events. The crate installs no subscriber.
 //!
+//! ## MQTT
+//!
+//! With the `mqtt` feature, an `mqtts://host[:port]` URL (port 8883 by
+//! default) sends the same batches over MQTT 5 to the ingest's MQTT
+//! listener, through the same buffer, retry policy, events and counters:
+//!
+//! ```no_run
+//! # use ha_device_client::{Client, ClientConfig, MemoryBuffer};
+//! # fn run() -> Result<(), ha_device_client::Error> {
+//! let config = ClientConfig::new("mqtts://ingest.example:8883", "dev-00001", "9f86d0818")
+//!     .with_ca_file("/etc/ha/ca.pem");
+//! let client = Client::new(config, MemoryBuffer::default())?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! - **Session**: TLS as for HTTPS (same CA, client certificate, connect
+//!   timeout; ALPN `mqtt`), then CONNECT with clean start, client id and
+//!   user name = device id, password = token, keep-alive 60 s
+//!   ([`ClientConfig::with_mqtt_keep_alive`]). The client owns no task:
+//!   before publishing on a session idle for more than half the keep-alive
+//!   it sends PINGREQ and waits for PINGRESP, and it replaces a session
+//!   idle for longer.
+//! - **Publishing**: one batch = one QoS 1 PUBLISH to `readings/<device id>`
+//!   whose payload is the body `POST /v1/readings` would carry. One PUBLISH
+//!   is in flight at a time (so any server receive maximum is respected),
+//!   with the same pacing between publishes as between requests. Readings
+//!   leave the buffer only on a success PUBACK (reason code below 0x80).
+//! - **Reconnect**: a lost session (connection broken, no PUBACK within the
+//!   request timeout, or a server DISCONNECT such as 0x88 server unavailable
+//!   or 0x89 server busy) is retried on the policy's schedule; the batch is
+//!   still buffered and is published again, oldest first, on a new clean
+//!   session. The store de-duplicates by `(device_id, seq)`, so a reading
+//!   whose PUBACK was lost is stored once.
+//! - **Refusals** map to what the HTTPS path does with the equivalent
+//!   status: PUBACK 0x99 payload format invalid ↔ 400/422 (the culprit,
+//!   found by bisecting unless the reason string names it, goes to the
+//!   rejected sink; a reason string starting with `ts_in_future` or
+//!   `ts_too_old` holds it apart instead), 0x95 packet too large (also when
+//!   a batch exceeds the server's Maximum Packet Size, and 0x99 with the
+//!   reason `body_too_large`) ↔ 413 (split),
+//!   0x87 not authorized / CONNACK 0x86, 0x87 ↔ 401/403
+//!   ([`Error::Unauthorized`], readings kept), 0x97 quota exceeded ↔ 429
+//!   and the transient codes ↔ 5xx (backoff, [`Error::Mqtt`],
+//!   [`RetryCause::Mqtt`]). Over MQTT, [`ServerError::status`] is the HTTP
+//!   status the code is treated as, and [`ServerError::message`] names the
+//!   MQTT reason code.
+//! - A [`ConnectionPool`] speaks HTTPS only: an MQTT session is one device's.
+//!
 //! ## Runtime
 //!
 //! Async on tokio; works on a current-thread runtime. The client owns no
@@ -111,6 +161,7 @@
 //! | *(none)* | everything above |
 //! | `blocking` | [`blocking::BlockingClient`]: the client on its own current-thread runtime |
 //! | `test-util` | `buffer::conformance`: the suite every [`Buffer`] must pass, for your own buffer |
+//! | `mqtt` | MQTT 5 over TLS for `mqtts://` URLs ([above](#mqtt)); adds the `mqtt-proto` codec |
 //!
 //! ## Why no hyper
 //!
@@ -134,7 +185,7 @@
 //! | [`buffer`] | the [`Buffer`] trait, [`MemoryBuffer`], [`FileBuffer`] (`buffer/file/format.rs`: the record format and replay), `buffer::conformance` | `error` |
 //! | `event` | [`Event`], [`Counters`] | `buffer`, `error`, `retry` |
 //! | [`state`] | the pure send/retry/give-up state machine | `retry` |
-//! | `transport` | [`ConnectOptions`] (`options.rs`), the endpoint, opening connections (`connector.rs`, `tls.rs`), one exchange (`conn.rs`, `response.rs`), [`ConnectionPool`] (`pool.rs`), a client's `Transport` | `config`, `error`, `event` |
+//! | `transport` | [`ConnectOptions`] (`options.rs`), the endpoint, opening connections (`connector.rs`, `tls.rs`), one exchange (`conn.rs`, `response.rs`), [`ConnectionPool`] (`pool.rs`), the MQTT session (`mqtt/`: `frame.rs` reads packets, `codes.rs` maps reason codes), a client's `Transport` | `config`, `error`, `event` |
 //! | `config` | [`ClientConfig`] | `transport` (options, pool), `retry`, `event` |
 //! | `client` | [`Client`] | all of the above |
 

@@ -18,10 +18,15 @@ pub enum RetryCause {
     ConnectionLost,
     /// No complete answer within the request timeout.
     RequestTimeout,
-    /// The answer was not valid HTTP.
+    /// The answer was not valid HTTP (or MQTT).
     Protocol,
     /// The server answered 408, 429 or 5xx.
     Status(u16),
+    /// MQTT: the server answered with this transient reason code (a
+    /// CONNACK or PUBACK 0x97 quota exceeded, 0x80 unspecified error, ...)
+    /// or closed the session with it (DISCONNECT 0x88 server unavailable,
+    /// 0x89 server busy, ...).
+    Mqtt(u8),
 }
 
 impl fmt::Display for RetryCause {
@@ -32,8 +37,9 @@ impl fmt::Display for RetryCause {
             RetryCause::Tls => f.write_str("TLS handshake failed"),
             RetryCause::ConnectionLost => f.write_str("connection lost"),
             RetryCause::RequestTimeout => f.write_str("request timed out"),
-            RetryCause::Protocol => f.write_str("invalid HTTP response"),
+            RetryCause::Protocol => f.write_str("invalid response"),
             RetryCause::Status(s) => write!(f, "HTTP {s}"),
+            RetryCause::Mqtt(code) => write!(f, "MQTT reason code {code:#04x}"),
         }
     }
 }

@@ -34,7 +34,8 @@ impl Connector {
         let tls = if endpoint.tls {
             let name = ServerName::try_from(endpoint.host.clone())
                 .map_err(|e| Error::Config(format!("TLS server name `{}`: {e}", endpoint.host)))?;
-            let config = tls_config(&options.ca, options.client_cert.as_ref())?;
+            let alpn: &[u8] = if endpoint.mqtt { b"mqtt" } else { b"http/1.1" };
+            let config = tls_config(&options.ca, options.client_cert.as_ref(), alpn)?;
             Some((TlsConnector::from(Arc::new(config)), name))
         } else {
             None
@@ -75,6 +76,12 @@ impl Connector {
                 phase: "connect",
                 after: self.connect_timeout,
             })?
+    }
+
+    #[cfg(feature = "mqtt")]
+    /// The connect timeout (TCP + TLS; MQTT's CONNECT/CONNACK gets as long again).
+    pub(crate) fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
     }
 
     fn local_addr(&self) -> Option<IpAddr> {

@@ -1,4 +1,5 @@
-//! The ingest API's address, parsed once from the base URL.
+//! The ingest API's address, parsed once from the base URL: `https://`
+//! and `http://` for HTTP, `mqtts://` and `mqtt://` for MQTT.
 
 use crate::error::Error;
 
@@ -9,6 +10,8 @@ pub const READINGS_PATH: &str = "/v1/readings";
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Endpoint {
     pub(crate) tls: bool,
+    /// An `mqtts://` or `mqtt://` URL: readings go out as MQTT PUBLISHes.
+    pub(crate) mqtt: bool,
     /// Host name or IP literal (without brackets).
     pub(crate) host: String,
     pub(crate) port: u16,
@@ -21,12 +24,18 @@ pub(crate) struct Endpoint {
 impl Endpoint {
     pub(crate) fn parse(url: &str) -> Result<Endpoint, Error> {
         let bad = |why: &str| Error::Config(format!("URL `{url}`: {why}"));
-        let (tls, rest) = if let Some(r) = url.strip_prefix("https://") {
-            (true, r)
+        let (tls, mqtt, rest) = if let Some(r) = url.strip_prefix("https://") {
+            (true, false, r)
         } else if let Some(r) = url.strip_prefix("http://") {
-            (false, r)
+            (false, false, r)
+        } else if let Some(r) = url.strip_prefix("mqtts://") {
+            (true, true, r)
+        } else if let Some(r) = url.strip_prefix("mqtt://") {
+            (false, true, r)
         } else {
-            return Err(bad("must start with https:// or http://"));
+            return Err(bad(
+                "must start with https://, http://, mqtts:// or mqtt://",
+            ));
         };
         let (authority, prefix) = match rest.find('/') {
             Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
@@ -35,7 +44,17 @@ impl Endpoint {
         if authority.contains('@') || prefix.contains(['?', '#']) {
             return Err(bad("user info, query and fragment are not supported"));
         }
-        let default_port = if tls { 443 } else { 80 };
+        if mqtt && !prefix.is_empty() {
+            return Err(bad(
+                "an MQTT URL has no path (the topic is readings/<device id>)",
+            ));
+        }
+        let default_port = match (mqtt, tls) {
+            (false, true) => 443,
+            (false, false) => 80,
+            (true, true) => 8883,
+            (true, false) => 1883,
+        };
         let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
             let (h, after) = v6.split_once(']').ok_or_else(|| bad("unclosed ["))?;
             let port = match after.strip_prefix(':') {
@@ -55,6 +74,7 @@ impl Endpoint {
         }
         Ok(Endpoint {
             tls,
+            mqtt,
             host,
             port,
             path: format!("{prefix}{READINGS_PATH}"),
@@ -89,6 +109,10 @@ mod tests {
         let e = Endpoint::parse("http://[::1]:80").unwrap();
         assert_eq!((e.tls, e.host.as_str(), e.port), (false, "::1", 80));
         assert_eq!(Endpoint::parse("https://h").unwrap().port, 443);
+        let e = Endpoint::parse("mqtts://h").unwrap();
+        assert_eq!((e.tls, e.mqtt, e.port), (true, true, 8883));
+        let e = Endpoint::parse("mqtt://127.0.0.1:1884").unwrap();
+        assert_eq!((e.tls, e.mqtt, e.port), (false, true, 1884));
         for bad in [
             "ftp://h",
             "https://",
@@ -96,6 +120,7 @@ mod tests {
             "https://u@h",
             "https://h/?q",
             "https://[::1",
+            "mqtts://h/prefix",
         ] {
             assert!(Endpoint::parse(bad).is_err(), "{bad}");
         }

@@ -13,6 +13,8 @@
 mod conn;
 mod connector;
 mod endpoint;
+#[cfg(feature = "mqtt")]
+mod mqtt;
 mod options;
 mod pool;
 mod response;
@@ -51,6 +53,9 @@ enum Source {
     Own(Option<Conn>),
     /// A connection borrowed for each exchange.
     Pool(ConnectionPool),
+    /// The client's own MQTT session (`mqtts://`).
+    #[cfg(feature = "mqtt")]
+    Mqtt(Box<mqtt::MqttLink>),
 }
 
 impl Transport {
@@ -59,8 +64,15 @@ impl Transport {
         let (connector, source) = match &config.pool {
             Some(pool) => (pool.connector().clone(), Source::Pool(pool.clone())),
             None => {
-                let connector = Connector::new(Endpoint::parse(&config.url)?, &config.connection)?;
-                (Arc::new(connector), Source::Own(None))
+                let endpoint = Endpoint::parse(&config.url)?;
+                let mqtt = endpoint.mqtt;
+                let connector = Arc::new(Connector::new(endpoint, &config.connection)?);
+                let source = if mqtt {
+                    mqtt_source(config, &connector)?
+                } else {
+                    Source::Own(None)
+                };
+                (connector, source)
             }
         };
         let credentials = format!("{}:{}", config.device_id, config.token);
@@ -78,13 +90,21 @@ impl Transport {
     /// Whether the client holds a connection of its own (never with a
     /// pool: it holds one only during an exchange).
     pub(crate) fn is_connected(&self) -> bool {
-        matches!(self.source, Source::Own(Some(_)))
+        match &self.source {
+            Source::Own(conn) => conn.is_some(),
+            Source::Pool(_) => false,
+            #[cfg(feature = "mqtt")]
+            Source::Mqtt(link) => link.is_connected(),
+        }
     }
 
     /// Closes the client's own connection, if any.
     pub(crate) fn disconnect(&mut self, reason: &str, events: &mut (dyn FnMut(Event) + Send)) {
-        if let Source::Own(slot) = &mut self.source {
-            close(slot, reason, events);
+        match &mut self.source {
+            Source::Own(slot) => close(slot, reason, events),
+            Source::Pool(_) => {}
+            #[cfg(feature = "mqtt")]
+            Source::Mqtt(link) => link.close(reason, events),
         }
     }
 
@@ -98,6 +118,10 @@ impl Transport {
         body: &[u8],
         events: &mut (dyn FnMut(Event) + Send),
     ) -> Result<Response, Error> {
+        #[cfg(feature = "mqtt")]
+        if let Source::Mqtt(link) = &mut self.source {
+            return link.publish(body, events).await;
+        }
         let request = self.request(body);
         let limit = self.request_timeout;
         match &mut self.source {
@@ -112,6 +136,8 @@ impl Transport {
                 // The lease hands a healthy connection back when dropped.
                 post_on(&self.connector, lease.slot(), &request, limit, events).await
             }
+            #[cfg(feature = "mqtt")]
+            Source::Mqtt(link) => link.publish(body, events).await,
         }
     }
 
@@ -132,4 +158,24 @@ impl Transport {
         request.extend_from_slice(body);
         request
     }
+}
+
+#[cfg(feature = "mqtt")]
+fn mqtt_source(config: &ClientConfig, connector: &Arc<Connector>) -> Result<Source, Error> {
+    let link = mqtt::MqttLink::new(
+        connector.clone(),
+        &config.device_id,
+        &config.token,
+        config.mqtt_keep_alive,
+        config.request_timeout,
+    )?;
+    Ok(Source::Mqtt(Box::new(link)))
+}
+
+#[cfg(not(feature = "mqtt"))]
+fn mqtt_source(config: &ClientConfig, _: &Arc<Connector>) -> Result<Source, Error> {
+    Err(Error::Config(format!(
+        "{}: this build of ha-device-client has no MQTT (cargo feature `mqtt`)",
+        config.url
+    )))
 }

@@ -119,9 +119,9 @@ impl ConnectOptions {
         self
     }
 
-    /// Allows an `http://` URL: readings and tokens then travel in the
-    /// clear. Meant for tests and for a TLS-terminating sidecar on the
-    /// device itself.
+    /// Allows an `http://` (or `mqtt://`) URL: readings and tokens then
+    /// travel in the clear. Meant for tests and for a TLS-terminating
+    /// sidecar on the device itself.
     pub fn with_plain_http(mut self) -> Self {
         self.allow_plain_http = true;
         self
@@ -142,12 +142,12 @@ impl ConnectOptions {
     pub(crate) fn validate(&self, endpoint: &Endpoint, url: &str) -> Result<(), Error> {
         if !endpoint.tls && !self.allow_plain_http {
             return Err(Error::Config(format!(
-                "{url} is plain HTTP; use https or call with_plain_http()"
+                "{url} is not encrypted; use https:// or mqtts://, or call with_plain_http()"
             )));
         }
         if endpoint.tls && self.ca.is_empty() {
             return Err(Error::Config(
-                "https needs a CA bundle: with_ca_file() or with_ca_pem()".into(),
+                "https and mqtts need a CA bundle: with_ca_file() or with_ca_pem()".into(),
             ));
         }
         if self.connect_timeout.is_zero() {

@@ -100,6 +100,14 @@ impl PoolConfig {
     /// Checks the values that need no I/O. [`ConnectionPool::new`] calls it.
     pub fn validate(&self) -> Result<(), Error> {
         let endpoint = Endpoint::parse(&self.url)?;
+        if endpoint.mqtt {
+            // An MQTT connection is one device's session (CONNECT carries
+            // its credentials): it cannot be lent to another device.
+            return Err(Error::Config(format!(
+                "{}: a connection pool speaks HTTPS only",
+                self.url
+            )));
+        }
         self.connection.validate(&endpoint, &self.url)?;
         if !(1..=Semaphore::MAX_PERMITS).contains(&self.max_connections) {
             return Err(Error::Config(

@@ -14,9 +14,12 @@ use tokio_rustls::client::TlsStream;
 use super::options::Pem;
 use crate::error::Error;
 
+/// The client's TLS configuration; `alpn` is the one protocol offered
+/// (`http/1.1`, or `mqtt` on an MQTT endpoint).
 pub(crate) fn tls_config(
     ca: &[Pem],
     client_cert: Option<&(Pem, Pem)>,
+    alpn: &[u8],
 ) -> Result<rustls::ClientConfig, Error> {
     let mut roots = rustls::RootCertStore::empty();
     for pem in ca {
@@ -53,7 +56,7 @@ pub(crate) fn tls_config(
         }
         None => builder.with_no_client_auth(),
     };
-    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    tls.alpn_protocols = vec![alpn.to_vec()];
     Ok(tls)
 }
 

@@ -25,9 +25,14 @@ struct Args {
     /// Address for /healthz and fleet /metrics; none when absent.
     #[arg(long, env = "HA_LISTEN")]
     listen: Option<SocketAddr>,
-    /// The ingest API, e.g. https://ingest.example:8443.
+    /// The ingest API, e.g. https://ingest.example:8443; with
+    /// `--transport mqtt`, its MQTT listener, e.g. mqtts://ingest.example:8883.
     #[arg(long, env = "HA_URL")]
     url: String,
+    /// How devices send: `https` (POST /v1/readings) or `mqtt` (MQTT 5,
+    /// one QoS 1 PUBLISH per batch to readings/<device id>).
+    #[arg(long, env = "HA_TRANSPORT", default_value = "https")]
+    transport: reference_apps::generator::Transport,
     /// Number of simulated devices.
     #[arg(long, env = "HA_DEVICES", default_value_t = 100)]
     devices: usize,
@@ -125,6 +130,7 @@ fn build(args: &Args) -> Result<GeneratorConfig, String> {
     };
     let config = GeneratorConfig {
         url: args.url.clone(),
+        transport: args.transport,
         devices: args.devices,
         device_prefix: args.device_prefix.clone(),
         interval: args.interval,
@@ -201,7 +207,7 @@ async fn run(args: Args, config: GeneratorConfig) -> ExitCode {
             }
         })
     };
-    tracing::info!(devices = config.devices, connections = config.connections, interval = ?config.interval, url = %config.url, "Starting the fleet.");
+    tracing::info!(devices = config.devices, transport = ?config.transport, connections = config.connections, interval = ?config.interval, url = %config.url, "Starting the fleet.");
     let anchor = Anchor::now();
     let report = generator::run(config, stats.clone(), service::shutdown_signal()).await;
     progress.abort();

@@ -13,6 +13,11 @@
 //! (an emulator's multiplexing, so that 100k devices fit under an
 //! open-file limit), each request still carrying its own device's
 //! credentials and each device keeping its own retries and buffer.
+//!
+//! With [`Transport::Mqtt`] each device sends over its own MQTT 5 session
+//! instead (`mqtts://` URL: one QoS 1 PUBLISH per batch to
+//! `readings/<device id>`, user name = device id, password = its token),
+//! with the same buffer, retries and events.
 
 mod fleet;
 mod report_file;
@@ -33,11 +38,37 @@ pub use fleet::{DeviceReport, FleetStats, GeneratorReport, SendRecord};
 pub use report_file::{Anchor, DeviceEntry, ReportFile, ReportFileError, SendEntry};
 use signal::Signal;
 
+/// How the devices send their readings.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Transport {
+    /// `POST /v1/readings` over HTTPS (`https://` URL, or `http://`).
+    #[default]
+    Https,
+    /// MQTT 5 over TLS (`mqtts://` URL, or `mqtt://`), a session per device.
+    Mqtt,
+}
+
+impl std::str::FromStr for Transport {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "https" | "http" => Ok(Transport::Https),
+            "mqtt" | "mqtts" => Ok(Transport::Mqtt),
+            other => Err(format!(
+                "transport must be `https` or `mqtt`, not `{other}`"
+            )),
+        }
+    }
+}
+
 /// Settings of a generator run.
 #[derive(Clone)]
 pub struct GeneratorConfig {
-    /// The ingest API, e.g. `https://127.0.0.1:8443`.
+    /// The ingest API, e.g. `https://127.0.0.1:8443`, or its MQTT
+    /// listener, e.g. `mqtts://127.0.0.1:8883`, per `transport`.
     pub url: String,
+    /// HTTPS or MQTT; must match the URL's scheme.
+    pub transport: Transport,
     /// Number of devices.
     pub devices: usize,
     /// Device ids are `<prefix><index, 5 digits>`.
@@ -81,6 +112,7 @@ impl Default for GeneratorConfig {
     fn default() -> Self {
         GeneratorConfig {
             url: "https://127.0.0.1:8443".into(),
+            transport: Transport::Https,
             devices: 100,
             device_prefix: "dev-".into(),
             interval: Duration::from_secs(10),
@@ -115,6 +147,27 @@ impl GeneratorConfig {
         }
         if self.interval.is_zero() {
             return Err("interval must be more than 0".into());
+        }
+        let mqtt_url = self.url.starts_with("mqtts://") || self.url.starts_with("mqtt://");
+        match self.transport {
+            Transport::Https if mqtt_url => {
+                return Err(format!(
+                    "{} is an MQTT URL: use the mqtt transport",
+                    self.url
+                ));
+            }
+            Transport::Mqtt if !mqtt_url => {
+                return Err(format!(
+                    "the mqtt transport needs an mqtts:// (or mqtt://) URL, not {}",
+                    self.url
+                ));
+            }
+            Transport::Mqtt if self.connections > 0 => {
+                return Err(
+                    "shared connections are HTTPS only: an MQTT session is one device's".into(),
+                );
+            }
+            _ => {}
         }
         if !(0.0..=1.0).contains(&self.anomaly_rate) {
             return Err("anomaly rate must be within 0..=1".into());
@@ -230,7 +283,7 @@ async fn device(
     if let Some(pool) = pool {
         client_config = client_config.with_connection_pool(pool);
     } else {
-        if config.url.starts_with("http://") {
+        if config.url.starts_with("http://") || config.url.starts_with("mqtt://") {
             client_config = client_config.with_plain_http();
         }
         if let Some(ca) = &config.ca_pem {
@@ -362,6 +415,7 @@ impl std::fmt::Debug for GeneratorConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GeneratorConfig")
             .field("url", &self.url)
+            .field("transport", &self.transport)
             .field("devices", &self.devices)
             .field("interval", &self.interval)
             .field("connections", &self.connections)
@@ -456,5 +510,25 @@ mod tests {
         let report = run(config, Arc::default(), std::future::pending()).await;
         assert_eq!(report.devices.len(), 2);
         assert!(report.devices.iter().all(|d| d.error.is_some()));
+    }
+
+    #[test]
+    fn the_transport_must_match_the_url() {
+        let with = |transport, url: &str, connections| GeneratorConfig {
+            transport,
+            url: url.into(),
+            connections,
+            ..GeneratorConfig::default()
+        };
+        assert!(
+            with(Transport::Mqtt, "mqtts://h:8883", 0)
+                .validate()
+                .is_ok()
+        );
+        assert!(with(Transport::Mqtt, "https://h", 0).validate().is_err());
+        assert!(with(Transport::Https, "mqtts://h", 0).validate().is_err());
+        assert!(with(Transport::Mqtt, "mqtts://h", 4).validate().is_err());
+        assert_eq!("mqtt".parse::<Transport>(), Ok(Transport::Mqtt));
+        assert!("amqp".parse::<Transport>().is_err());
     }
 }
