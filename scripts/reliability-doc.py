@@ -39,6 +39,16 @@ PROVES = {
         "The same drill with the replica ending itself mid-request "
         "(`--enable-kill`), as the seed's drill did.",
     ),
+    "ingest_kill9_mqtt": (
+        "1. Ingest replica crash (`kill -9`), MQTT fleet",
+        "The same drill with the fleet over MQTT 5 (each device its own "
+        "session, TLS ending at ingest, haproxy in TCP mode with the same "
+        "`/readyz` checks). TCP mode cannot re-send: the sessions on the "
+        "killed replica die, the devices reconnect through haproxy to the "
+        "other replica and resend what was not PUBACKed; a PUBACK was only "
+        "ever sent after the broker's confirm, so nothing acknowledged is "
+        "lost and the store's `(device_id, seq)` key absorbs the resends.",
+    ),
     "ingest_sigstop": (
         "2. Hung ingest replica (`SIGSTOP`)",
         "A stopped process keeps its sockets open: nothing resets. haproxy's "
@@ -55,6 +65,13 @@ PROVES = {
         "unconfirmed publishes are republished, a new leader is elected. "
         "`stall_ms` is the longest time without any acknowledgement; the node "
         "is then restarted and rejoins (`rejoin_ms`).",
+    ),
+    "rabbitmq_leader_kill9_mqtt": (
+        "3. RabbitMQ node crash, MQTT fleet",
+        "The same drill with the fleet over MQTT: while the broker cannot "
+        "confirm, ingest sends no PUBACK (the publishes wait, or the session "
+        "ends with DISCONNECT 0x89 and the device resends), so the devices' "
+        "readings stay in their buffers until a confirm covers them.",
     ),
     "analyzer_kill9": (
         "4. Analyzer crash mid-batch (`kill -9`)",

@@ -98,15 +98,18 @@ async fn ingest_replica_crash() {
         "ingest_kill9",
         "ingest_kill9_device_retry",
         "ingest_post_kill",
+        "ingest_kill9_mqtt",
     ] {
+        let mqtt = scenario.ends_with("_mqtt");
         // The second run turns haproxy's re-sending off: the devices whose
         // request died see the error and recover with their own retry.
         let options = Options {
             resend: scenario != "ingest_kill9_device_retry",
+            mqtt,
             ..Options::default()
         };
         let p = Pipeline::start(&env, scenario, options).await;
-        let load = p.start_load(p.fleet());
+        let load = p.start_load(if mqtt { p.mqtt_fleet() } else { p.fleet() });
         warm_up(&load).await;
         let victim = &p.ingest[0];
         let kill = victim.prepare_signal("KILL");
@@ -219,60 +222,75 @@ fn running_nodes(ctl: &std::path::Path) -> Vec<String> {
 }
 
 /// Scenario 3: the RabbitMQ node leading a partition queue is killed
-/// (`kill -9`) under load, then restarted and rejoins.
+/// (`kill -9`) under load, then restarted and rejoins; with the HTTPS
+/// fleet, then with the same fleet over MQTT.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rabbitmq_leader_crash() {
     let Some(env) = env() else { return };
     let _serial = SERIAL.lock().await;
-    let p = Pipeline::start(&env, "rabbitmq_leader_kill9", Options::default()).await;
-    let load = p.start_load(p.fleet());
-    warm_up(&load).await;
-    let ctl = |i: usize| env.rabbit_nodes[i].join("rabbitmqctl");
-    let leader = queue_leader(&ctl(1), &format!("{}.0", p.prefix)).expect("leader of partition 0");
-    let index = ["ha-a@", "ha-b@", "ha-c@"]
-        .iter()
-        .position(|n| leader.starts_with(n))
-        .unwrap_or_else(|| panic!("unknown leader {leader}"));
-    let node = &env.rabbit_nodes[index];
-    let pid = std::fs::read_to_string(node.join("pid")).expect("leader's pid file");
-    let survivor = ctl((index + 1) % 3);
-    let kill = procs::Trigger::new("KILL", pid.trim().parse().expect("pid"));
-    let in_flight = when_in_flight("ingest publishes", || {
-        Some(p.ingest.iter().filter_map(ingest_in_flight).sum::<f64>())
-    })
-    .await;
-    let at = Instant::now();
-    assert!(kill.fire(), "kill -9 {leader}");
-    tokio::time::sleep(Duration::from_secs(8)).await;
-    // Back it comes, and rejoins the cluster.
-    let restarted = Instant::now();
-    let start = std::process::Command::new(node.join("start"))
-        .status()
-        .expect("restart the node");
-    assert!(start.success());
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while !running_nodes(&survivor).contains(&leader) {
-        assert!(Instant::now() < deadline, "{leader} did not rejoin");
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    for (scenario, mqtt) in [
+        ("rabbitmq_leader_kill9", false),
+        ("rabbitmq_leader_kill9_mqtt", true),
+    ] {
+        let p = Pipeline::start(
+            &env,
+            scenario,
+            Options {
+                mqtt,
+                ..Options::default()
+            },
+        )
+        .await;
+        let load = p.start_load(if mqtt { p.mqtt_fleet() } else { p.fleet() });
+        warm_up(&load).await;
+        let ctl = |i: usize| env.rabbit_nodes[i].join("rabbitmqctl");
+        let leader =
+            queue_leader(&ctl(1), &format!("{}.0", p.prefix)).expect("leader of partition 0");
+        let index = ["ha-a@", "ha-b@", "ha-c@"]
+            .iter()
+            .position(|n| leader.starts_with(n))
+            .unwrap_or_else(|| panic!("unknown leader {leader}"));
+        let node = &env.rabbit_nodes[index];
+        let pid = std::fs::read_to_string(node.join("pid")).expect("leader's pid file");
+        let survivor = ctl((index + 1) % 3);
+        let kill = procs::Trigger::new("KILL", pid.trim().parse().expect("pid"));
+        let in_flight = when_in_flight("ingest publishes", || {
+            Some(p.ingest.iter().filter_map(ingest_in_flight).sum::<f64>())
+        })
+        .await;
+        let at = Instant::now();
+        assert!(kill.fire(), "kill -9 {leader}");
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        // Back it comes, and rejoins the cluster.
+        let restarted = Instant::now();
+        let start = std::process::Command::new(node.join("start"))
+            .status()
+            .expect("restart the node");
+        assert!(start.success());
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while !running_nodes(&survivor).contains(&leader) {
+            assert!(Instant::now() < deadline, "{leader} did not rejoin");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let rejoin_ms = restarted.elapsed().as_millis() as u64;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let report = load.finish().await;
+        let audit = p.audit(&report).await;
+        Outcome {
+            scenario: scenario.into(),
+            audit,
+            in_flight_at_fault: in_flight,
+            redeliveries: p.analyzers_metric("ha_analyzer_redeliveries_total") as u64,
+            failover: Failover::measure(&report, at),
+            extra: vec![
+                ("killed", leader.clone()),
+                ("stall_ms", stall_ms(&report, at).to_string()),
+                ("rejoin_ms", rejoin_ms.to_string()),
+            ],
+        }
+        .record_and_check(&env);
+        p.finish();
     }
-    let rejoin_ms = restarted.elapsed().as_millis() as u64;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let report = load.finish().await;
-    let audit = p.audit(&report).await;
-    Outcome {
-        scenario: "rabbitmq_leader_kill9".into(),
-        audit,
-        in_flight_at_fault: in_flight,
-        redeliveries: p.analyzers_metric("ha_analyzer_redeliveries_total") as u64,
-        failover: Failover::measure(&report, at),
-        extra: vec![
-            ("killed", leader.clone()),
-            ("stall_ms", stall_ms(&report, at).to_string()),
-            ("rejoin_ms", rejoin_ms.to_string()),
-        ],
-    }
-    .record_and_check(&env);
-    p.finish();
 }
 
 /// Replays the stored readings through an undisturbed detector (each

@@ -82,6 +82,9 @@ pub struct Options {
     pub resend: bool,
     /// Extra flags for every ingest replica.
     pub ingest_args: Vec<String>,
+    /// The replicas also listen for MQTT (TLS), behind haproxy's TCP
+    /// frontend.
+    pub mqtt: bool,
 }
 
 impl Default for Options {
@@ -92,6 +95,7 @@ impl Default for Options {
             spare: 0,
             resend: true,
             ingest_args: Vec::new(),
+            mqtt: false,
         }
     }
 }
@@ -103,6 +107,8 @@ pub struct Pipeline {
     pub amqp: String,
     key_file: PathBuf,
     ingest_args: Vec<String>,
+    /// Each replica's MQTT listener, when `Options::mqtt`.
+    pub mqtt_addrs: Vec<SocketAddr>,
     pub tls: DemoTls,
     pub keys: DeviceKeys,
     /// Ingest replicas (`ingest-a`, `ingest-b`, ...), in haproxy's order.
@@ -138,6 +144,13 @@ impl Pipeline {
         let tls = DemoTls::generate().expect("certificate");
         let ingest_addrs: Vec<SocketAddr> = (0..options.ingest).map(|_| free_addr()).collect();
         let spare: Vec<SocketAddr> = (0..options.spare).map(|_| free_addr()).collect();
+        let mqtt_addrs: Vec<SocketAddr> = if options.mqtt {
+            (0..options.ingest).map(|_| free_addr()).collect()
+        } else {
+            Vec::new()
+        };
+        std::fs::write(dir.join("ingest-cert.pem"), &tls.cert_pem).expect("cert file");
+        std::fs::write(dir.join("ingest-key.pem"), &tls.key_pem).expect("key file");
         let mut p = Pipeline {
             dir: dir.clone(),
             db,
@@ -145,6 +158,7 @@ impl Pipeline {
             amqp: env.amqp_urls.clone(),
             key_file,
             ingest_args: options.ingest_args,
+            mqtt_addrs: mqtt_addrs.clone(),
             keys,
             ingest: Vec::new(),
             ingest_addrs: ingest_addrs.clone(),
@@ -164,11 +178,17 @@ impl Pipeline {
                 );
                 let servers: Vec<(&str, SocketAddr)> =
                     servers.iter().map(|(n, a)| (n.as_str(), *a)).collect();
+                let mqtt: Vec<(&str, SocketAddr, SocketAddr)> = mqtt_addrs
+                    .iter()
+                    .zip(&servers)
+                    .map(|(m, (n, http))| (*n, *m, *http))
+                    .collect();
                 Haproxy::start(
                     &dir,
                     &servers,
                     &format!("{}{}", tls.cert_pem, tls.key_pem),
                     options.resend,
+                    &mqtt,
                 )
             },
             tls,
@@ -192,11 +212,37 @@ impl Pipeline {
 
     /// Starts ingest replica `i` on its fixed address.
     pub fn start_ingest(&self, i: usize) -> Proc {
-        self.start_ingest_with(&replica_name("ingest", i), self.ingest_addrs[i], &self.amqp)
+        let mqtt = match self.mqtt_addrs.get(i) {
+            Some(m) => vec![
+                "--mqtt-listen".to_owned(),
+                m.to_string(),
+                "--mqtt-tls-cert".to_owned(),
+                self.dir.join("ingest-cert.pem").display().to_string(),
+                "--mqtt-tls-key".to_owned(),
+                self.dir.join("ingest-key.pem").display().to_string(),
+            ],
+            None => Vec::new(),
+        };
+        self.start_ingest_args(
+            &replica_name("ingest", i),
+            self.ingest_addrs[i],
+            &self.amqp,
+            &mqtt,
+        )
     }
 
     /// Starts an ingest replica named `name` on `addr` with broker `amqp`.
     pub fn start_ingest_with(&self, name: &str, addr: SocketAddr, amqp: &str) -> Proc {
+        self.start_ingest_args(name, addr, amqp, &[])
+    }
+
+    fn start_ingest_args(
+        &self,
+        name: &str,
+        addr: SocketAddr,
+        amqp: &str,
+        extra: &[String],
+    ) -> Proc {
         Proc::start_logged(
             &self.dir,
             name,
@@ -218,6 +264,7 @@ impl Pipeline {
             ]
             .into_iter()
             .chain(self.ingest_args.iter().map(String::as_str))
+            .chain(extra.iter().map(String::as_str))
             .collect::<Vec<_>>(),
         )
     }
@@ -305,6 +352,20 @@ impl Pipeline {
             start_seq: 0,
             record_sends: true,
             ..GeneratorConfig::default()
+        }
+    }
+
+    /// The same fleet over MQTT: each device its own MQTT 5 session
+    /// through haproxy's TCP frontend to the replicas' listeners.
+    pub fn mqtt_fleet(&self) -> GeneratorConfig {
+        let lb = self
+            .lb
+            .mqtt_addr
+            .expect("a pipeline started with Options::mqtt");
+        GeneratorConfig {
+            url: format!("mqtts://{lb}"),
+            transport: generator::Transport::Mqtt,
+            ..self.fleet()
         }
     }
 

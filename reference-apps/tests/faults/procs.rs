@@ -146,6 +146,9 @@ pub fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
 pub struct Haproxy {
     child: Child,
     pub addr: SocketAddr,
+    /// The MQTT frontend (TCP passthrough: TLS ends at ingest), when the
+    /// replicas listen for MQTT.
+    pub mqtt_addr: Option<SocketAddr>,
     socket: PathBuf,
 }
 
@@ -161,7 +164,17 @@ impl Haproxy {
     /// its backend; `pem` is the certificate chain and key of its TLS
     /// listener. Without `resend`, a request that met a dead or hung
     /// replica is not re-sent: the device sees the error and retries.
-    pub fn start(dir: &Path, servers: &[(&str, SocketAddr)], pem: &str, resend: bool) -> Haproxy {
+    /// With a TCP frontend for MQTT when `mqtt` lists `(name, MQTT address, HTTP address)` per replica: connections
+    /// pass through to the replicas' MQTT listeners (TLS ends there), a
+    /// replica is in while its HTTP `/readyz` passes, as for HTTP. TCP mode
+    /// cannot re-send: a device whose session died reconnects and resends.
+    pub fn start(
+        dir: &Path,
+        servers: &[(&str, SocketAddr)],
+        pem: &str,
+        resend: bool,
+        mqtt: &[(&str, SocketAddr, SocketAddr)],
+    ) -> Haproxy {
         let addr = free_addr();
         let socket = dir.join("haproxy.sock");
         let pem_path = dir.join("haproxy.pem");
@@ -199,6 +212,31 @@ backend ingest
         for (name, server) in servers {
             config.push_str(&format!("    server {name} {server} check\n"));
         }
+        let mqtt_addr = (!mqtt.is_empty()).then(free_addr);
+        if let Some(front) = mqtt_addr {
+            config.push_str(&format!(
+                "frontend mqtt
+    mode tcp
+    timeout client 10m
+    bind {front}
+    default_backend ingest-mqtt
+backend ingest-mqtt
+    mode tcp
+    timeout server 10m
+    balance roundrobin
+    option httpchk GET /readyz
+    http-check expect status 200
+    default-server inter 100ms fall 2 rise 2
+"
+            ));
+            for (name, server, http) in mqtt {
+                config.push_str(&format!(
+                    "    server {name} {server} check addr {} port {}\n",
+                    http.ip(),
+                    http.port()
+                ));
+            }
+        }
         let cfg = dir.join("haproxy.cfg");
         std::fs::write(&cfg, config).expect("write haproxy.cfg");
         let log = std::fs::File::create(dir.join("haproxy.log")).expect("haproxy log");
@@ -213,6 +251,7 @@ backend ingest
         let lb = Haproxy {
             child,
             addr,
+            mqtt_addr,
             socket,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
