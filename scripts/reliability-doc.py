@@ -138,8 +138,8 @@ PROVES = {
         "9. Noisy neighbours",
         "The fleet runs undisturbed for 15 s (`p99_quiet_ms`), then for 30 s, "
         "beside it and with valid tokens: 4 closed-loop connections sending "
-        "1 MiB adversarial bodies (one reading padded with 250k metric "
-        "names), 1,000 half-open connections, one device sending 100 new "
+        "1 MiB adversarial bodies (one reading padded with about 130,000 "
+        "metric names), 1,000 half-open connections, one device sending 100 new "
         "metric names a second, and one device at 10× its rate limit (the "
         "manifests' 5 readings/s). A body costs its device one token per "
         "4 KiB, so one padded body puts it in debt and it is refused from its "
