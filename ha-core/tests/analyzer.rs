@@ -13,6 +13,9 @@
     reason = "test code: a failed unwrap is a failed test"
 )]
 
+mod common;
+use common::{eventually, publish};
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,29 +51,6 @@ fn series(device: &str, seqs: std::ops::Range<u64>, spike_at: Option<u64>) -> Ve
         reading(device, s, 1_000 + s as i64, &[("pulse", v)])
     })
     .collect()
-}
-
-async fn publish(queue: &MemoryQueue, readings: &[Reading]) {
-    // One message per reading, like many small ingest requests.
-    let messages = readings
-        .iter()
-        .map(|r| OutgoingMessage {
-            partition: partition_for(&r.device_id, PARTITIONS),
-            payload: Bytes::from(Envelope::encode(std::slice::from_ref(r))),
-        })
-        .collect();
-    queue.publish(messages).await.unwrap();
-}
-
-async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 struct Replica {

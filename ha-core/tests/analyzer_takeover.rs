@@ -8,16 +8,18 @@
     reason = "test code: a failed unwrap is a failed test"
 )]
 
+mod common;
+use common::{eventually, publish};
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use ha_core::analyzer::{Analyzer, AnalyzerConfig};
 use ha_core::conformance::reading;
-use ha_core::queue::{MemoryQueue, OutgoingMessage, Queue, partition_for};
+use ha_core::queue::{MemoryQueue, partition_for};
 use ha_core::store::{EpochRecord, MemoryStore, Store, find_overlaps};
-use ha_core::wire::{Envelope, Reading};
+use ha_core::wire::Reading;
 
 const PARTITIONS: u32 = 4;
 const GROUP: &str = "analyzers";
@@ -41,28 +43,6 @@ fn readings(devices: usize, from_seq: u64, count: u64) -> Vec<Reading> {
                 .map(move |s| reading(&format!("dev-{d:02}"), s, 1_000 + s as i64, &[("v", 1.0)]))
         })
         .collect()
-}
-
-async fn publish(queue: &MemoryQueue, readings: &[Reading]) {
-    let messages = readings
-        .iter()
-        .map(|r| OutgoingMessage {
-            partition: partition_for(&r.device_id, PARTITIONS),
-            payload: Bytes::from(Envelope::encode(std::slice::from_ref(r))),
-        })
-        .collect();
-    queue.publish(messages).await.unwrap();
-}
-
-async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// A replica on its own runtime, so that dropping the runtime ends every

@@ -1275,6 +1275,8 @@ async fn a_padded_body_pays_by_its_bytes_and_the_debt_is_refused_before_the_body
         assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{device}: {json}");
         let wait: u64 = retry.expect("Retry-After").parse().unwrap();
         assert!((35..=50).contains(&wait), "{device}: Retry-After {wait}");
+        // tokio's paused clock: the pause is the behaviour under test, not
+        // a speed measurement (no real time passes).
         assert!(
             started.elapsed() >= Duration::from_secs(1),
             "the answer is held 1 s"

@@ -49,7 +49,7 @@ use tokio::time::Instant;
 
 use pipeline::{Env, Options, PARTITIONS, Pipeline};
 use podman::{Container, Limits, Setup, Spec, manifest_limits, wait_http_ok};
-use procs::free_addr;
+use procs::{free_addr, when_in_flight};
 use report::{Failover, Outcome};
 
 /// Drills share the servers: one at a time even under `cargo test`.
@@ -367,23 +367,6 @@ fn set_mode(path: &std::path::Path, mode: u32) {
 /// `ha-ct-<run>-<drill>-<service>`.
 fn ct_name(setup: &Setup, drill: &str, service: &str) -> String {
     format!("ha-ct-{}-{drill}-{service}", setup.run_label)
-}
-
-/// Polls `sample` until it shows work in flight; returns it.
-async fn when_in_flight(what: &str, sample: impl Fn() -> Option<f64>) -> u64 {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(n) = sample()
-            && n > 0.0
-        {
-            return n as u64;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what} never showed work in flight"
-        );
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
 }
 
 /// What every pipeline drill must show (as the fault drills'

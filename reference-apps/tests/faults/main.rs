@@ -23,7 +23,7 @@ use ha_analysis::{DetectorConfig, SeriesSet};
 use tokio::time::Instant;
 
 use pipeline::{Options, Pipeline, env};
-use procs::{PrepareSignal, Proc, http};
+use procs::{PrepareSignal, Proc, http, when_in_flight};
 use report::{Failover, Outcome, stall_ms};
 
 /// Drills share servers and kill them: one at a time even under `cargo test`.
@@ -40,24 +40,6 @@ async fn warm_up(load: &pipeline::Load) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tokio::time::sleep(WARM_UP).await;
-}
-
-/// Polls `sample` until it shows work in flight (> 0) and returns it: the
-/// fault is injected right after (within a few milliseconds).
-async fn when_in_flight(what: &str, sample: impl Fn() -> Option<f64>) -> u64 {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(n) = sample()
-            && n > 0.0
-        {
-            return n as u64;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what} never showed work in flight"
-        );
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
 }
 
 fn ingest_in_flight(p: &Proc) -> Option<f64> {

@@ -23,8 +23,9 @@ use reference_apps::generator::GeneratorReport;
 use tokio::time::Instant;
 
 use crate::pipeline::{Options, Pipeline, env};
+use crate::procs::when_in_flight;
 use crate::report::{Failover, Outcome};
-use crate::{SERIAL, ingest_in_flight, warm_up, when_in_flight};
+use crate::{SERIAL, ingest_in_flight, warm_up};
 
 /// The fleet's undisturbed window, then the noise's.
 const QUIET: Duration = Duration::from_secs(15);

@@ -355,3 +355,21 @@ backend ingest-mqtt
         }
     }
 }
+
+/// Polls `sample` until it shows work in flight (> 0) and returns it: the
+/// fault is injected right after (within a few milliseconds).
+pub async fn when_in_flight(what: &str, sample: impl Fn() -> Option<f64>) -> u64 {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(n) = sample()
+            && n > 0.0
+        {
+            return n as u64;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what} never showed work in flight"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
