@@ -12,6 +12,21 @@ import platform
 import subprocess
 import sys
 
+
+def at_load(title, victim):
+    """The entry of a drill's variant at load."""
+    return (
+        f"{title}, at load",
+        "The same drill with the fleet at load: 1,000 devices offering 60 % of "
+        "this run's knee (`knee_rate`; see *Drills at load* above) and reporting "
+        "in waves, every device at the same instants. `offered_rate`, "
+        "`acked_rate` and `load_pct` (acknowledged / knee) are measured over "
+        "three waves before the fault; the fault is fired into a wave, once 200 or more "
+        "of the fleet's sends are open (`fleet_open_sends`) and the victim holds "
+        f"work (`in flight at fault`: {victim}).",
+    )
+
+
 # What each drill does and what passing it proves, by scenario name.
 PROVES = {
     "ingest_kill9": (
@@ -49,6 +64,7 @@ PROVES = {
         "ever sent after the broker's confirm, so nothing acknowledged is "
         "lost and the store's `(device_id, seq)` key absorbs the resends.",
     ),
+    "ingest_kill9_at_load": at_load("1. Ingest replica crash (`kill -9`)", "requests awaiting the broker's confirm in the killed replica"),
     "ingest_sigstop": (
         "2. Hung ingest replica (`SIGSTOP`)",
         "A stopped process keeps its sockets open: nothing resets. haproxy's "
@@ -73,6 +89,7 @@ PROVES = {
         "ends with DISCONNECT 0x89 and the device resends), so the devices' "
         "readings stay in their buffers until a confirm covers them.",
     ),
+    "rabbitmq_leader_kill9_at_load": at_load("3. RabbitMQ node crash", "requests awaiting a confirm over both replicas"),
     "analyzer_kill9": (
         "4. Analyzer crash mid-batch (`kill -9`)",
         "One of two analyzers is killed while it holds unacknowledged "
@@ -89,6 +106,7 @@ PROVES = {
         "the same stored readings (`verdicts_equal`): windows are rebuilt "
         "from the store correctly on takeover.",
     ),
+    "analyzer_kill9_at_load": at_load("4. Analyzer crash mid-batch", "deliveries the killed analyzer had not acknowledged"),
     "postgres_restart": (
         "5. Database restart (fast shutdown)",
         "PostgreSQL is stopped (`pg_ctl stop -m fast`) for 3 s and started "
@@ -97,6 +115,7 @@ PROVES = {
         "built up in the queue (`backlog_peak` readings, `drain_ms` after "
         "the database is back).",
     ),
+    "postgres_restart_at_load": at_load("5. Database restart", "deliveries the analyzer had not acknowledged"),
     "faulty_update": (
         "6. Faulty update",
         "A third ingest replica that can never be ready (wrong broker URL) "
@@ -204,6 +223,19 @@ def machine():
     return model, cores, platform.release(), versions.replace("\n", ", ")
 
 
+def knee_steps(results):
+    """The knee steps `at_load.rs` logged beside the results file, as text."""
+    import os
+
+    path = os.path.join(os.path.dirname(results), "knee-steps.txt")
+    try:
+        with open(path, encoding="utf-8") as f:
+            steps = [line.strip() for line in f if line.strip()]
+    except OSError:
+        return ""
+    return "; ".join(steps)
+
+
 def main():
     results, out = sys.argv[1], sys.argv[2]
     order = list(PROVES)
@@ -214,6 +246,7 @@ def main():
     if not rows:
         sys.exit(f"{results}: no result lines")
     model, cores, kernel, versions = machine()
+    knee = knee_steps(results)
     known = {k for k, _ in COLUMNS} | {"scenario", "disturbed_devices"}
     lines = [
         "# Reliability: the failure drills, measured",
@@ -235,6 +268,16 @@ def main():
         "fleet's open requests, sampled a few ms before). Afterwards every "
         "device sends what it still holds and the store is counted per "
         "`(device_id, seq, metric)`.",
+        "",
+        "**Drills at load** (`*_at_load`): before the first of them, the run "
+        "measures the knee of this very topology (debug binaries, the fleet in "
+        "the same process, everything on the same cores): 1,000 devices, one "
+        "reading per request, offered rates stepped up 1.5× at a time for 6 s "
+        "each; the knee is the highest offered rate of which ≥ 95 % was "
+        "acknowledged with nothing given up. The drills at load then run "
+        "1,000 devices offering 60 % of it in waves (catch-up batches allowed, "
+        "as real devices do) and fire into a wave: 200 or more sends open."
+        + (f" This run's knee: {knee}." if knee else ""),
         "",
         "Reproduce: `scripts/faults --docs` (every drill, then this file). "
         "CI runs `scripts/faults` on every change.",

@@ -106,6 +106,10 @@ pub struct GeneratorConfig {
     /// Keep a [`SendRecord`] of every send in the device reports (the
     /// failure drills measure failover from them).
     pub record_sends: bool,
+    /// Every device ticks at the same instants (a fleet reporting on the
+    /// clock: waves of requests); by default they are staggered over one
+    /// interval.
+    pub synchronized: bool,
 }
 
 impl Default for GeneratorConfig {
@@ -130,6 +134,7 @@ impl Default for GeneratorConfig {
             batch: 100,
             connections: 0,
             record_sends: false,
+            synchronized: false,
         }
     }
 }
@@ -306,10 +311,14 @@ async fn device(
         signal: Signal::new(config.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ index as u64),
         seq: config.start_seq,
     };
-    // Stagger the fleet over one interval.
-    let offset = config
-        .interval
-        .mul_f64(index as f64 / config.devices as f64);
+    // Stagger the fleet over one interval, unless it reports in waves.
+    let offset = if config.synchronized {
+        Duration::ZERO
+    } else {
+        config
+            .interval
+            .mul_f64(index as f64 / config.devices as f64)
+    };
     let start = tokio::time::Instant::now() + offset;
     let mut tick = tokio::time::interval_at(start, config.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -10,6 +10,7 @@
 //!
 //! Run with `scripts/faults` (one drill at a time: they kill shared servers).
 
+mod at_load;
 mod noisy;
 mod ownership;
 mod pipeline;
@@ -22,7 +23,8 @@ use std::time::Duration;
 use ha_analysis::{DetectorConfig, SeriesSet};
 use tokio::time::Instant;
 
-use pipeline::{Options, Pipeline, env};
+use at_load::Knee;
+use pipeline::{Env, Options, Pipeline, env};
 use procs::{PrepareSignal, Proc, http, when_in_flight};
 use report::{Failover, Outcome, stall_ms};
 
@@ -82,50 +84,71 @@ async fn ingest_replica_crash() {
         "ingest_post_kill",
         "ingest_kill9_mqtt",
     ] {
-        let mqtt = scenario.ends_with("_mqtt");
-        // The second run turns haproxy's re-sending off: the devices whose
-        // request died see the error and recover with their own retry.
-        let options = Options {
-            resend: scenario != "ingest_kill9_device_retry",
-            mqtt,
-            ..Options::default()
-        };
-        let p = Pipeline::start(&env, scenario, options).await;
-        let load = p.start_load(if mqtt { p.mqtt_fleet() } else { p.fleet() });
-        warm_up(&load).await;
-        let victim = &p.ingest[0];
-        let kill = victim.prepare_signal("KILL");
-        let in_flight = when_in_flight("ingest-a", || ingest_in_flight(victim)).await;
-        let at = Instant::now();
-        if scenario != "ingest_post_kill" {
-            assert!(kill.fire(), "kill -9 ingest-a");
-        } else {
-            // The replica exits while answering: no response comes back.
-            let (status, _) = http(victim.addr, "POST", "/kill");
-            assert_eq!(status, 0, "POST /kill answered");
-        }
-        let removed_ms = until_down(&p, "ingest-a", at).await;
-        tokio::time::sleep(Duration::from_secs(6)).await;
-        let report = load.finish().await;
-        let audit = p.audit(&report).await;
-        let failover = Failover::measure(&report, at);
-        Outcome {
-            scenario: scenario.into(),
-            audit,
-            in_flight_at_fault: in_flight,
-            redeliveries: p.analyzers_metric("ha_analyzer_redeliveries_total") as u64,
-            failover,
-            extra: vec![
-                ("balancer_removed_ms", removed_ms.to_string()),
-                ("balancer_resends", lb_resends(&p)),
-            ],
-        }
-        .record_and_check(&env);
-        // The seed's drill saw ≤ 4 s; the target is 1.5 s (reported, and
-        // held to the seed's bound here).
-        assert!(failover.max_ms <= 4_000, "failover {failover:?}");
-        p.finish();
+        ingest_crash(&env, scenario, None).await;
     }
+}
+
+/// Scenario 1 at load: `kill -9` of an ingest replica with the fleet at
+/// [`at_load::SHARE`] of this run's knee.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_replica_crash_at_load() {
+    let Some(env) = env() else { return };
+    let _serial = SERIAL.lock().await;
+    let knee = at_load::knee(&env).await;
+    ingest_crash(&env, "ingest_kill9_at_load", Some(knee)).await;
+}
+
+async fn ingest_crash(env: &Env, scenario: &str, knee: Option<Knee>) {
+    let mqtt = scenario.ends_with("_mqtt");
+    // The device-retry run turns haproxy's re-sending off: the devices
+    // whose request died see the error and recover with their own retry.
+    let options = Options {
+        resend: scenario != "ingest_kill9_device_retry",
+        mqtt,
+        ..Options::default()
+    };
+    let p = Pipeline::start(env, scenario, options).await;
+    let load = p.start_load(if mqtt {
+        p.mqtt_fleet()
+    } else {
+        at_load::fleet(&p, knee)
+    });
+    warm_up(&load).await;
+    let mut extra = at_load::figures(&load, knee).await;
+    let victim = &p.ingest[0];
+    let kill = victim.prepare_signal("KILL");
+    at_load::wave(&load, knee, &mut extra).await;
+    let in_flight = when_in_flight("ingest-a", || ingest_in_flight(victim)).await;
+    let at = Instant::now();
+    if scenario != "ingest_post_kill" {
+        assert!(kill.fire(), "kill -9 ingest-a");
+    } else {
+        // The replica exits while answering: no response comes back.
+        let (status, _) = http(victim.addr, "POST", "/kill");
+        assert_eq!(status, 0, "POST /kill answered");
+    }
+    let removed_ms = until_down(&p, "ingest-a", at).await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let report = load.finish().await;
+    let audit = p.audit(&report).await;
+    let failover = Failover::measure(&report, at);
+    extra.extend([
+        ("balancer_removed_ms", removed_ms.to_string()),
+        ("balancer_resends", lb_resends(&p)),
+    ]);
+    Outcome {
+        scenario: scenario.into(),
+        audit,
+        in_flight_at_fault: in_flight,
+        redeliveries: p.analyzers_metric("ha_analyzer_redeliveries_total") as u64,
+        failover,
+        extra,
+    }
+    .record_and_check(env);
+    // The seed's drill saw ≤ 4 s; the target is 1.5 s (reported, and
+    // held to the seed's bound here).
+    assert!(failover.max_ms <= 4_000, "failover {failover:?}");
+    p.finish();
 }
 
 /// Scenario 2: an ingest replica hangs (`SIGSTOP`) under load, and later
@@ -214,65 +237,84 @@ async fn rabbitmq_leader_crash() {
         ("rabbitmq_leader_kill9", false),
         ("rabbitmq_leader_kill9_mqtt", true),
     ] {
-        let p = Pipeline::start(
-            &env,
-            scenario,
-            Options {
-                mqtt,
-                ..Options::default()
-            },
-        )
-        .await;
-        let load = p.start_load(if mqtt { p.mqtt_fleet() } else { p.fleet() });
-        warm_up(&load).await;
-        let ctl = |i: usize| env.rabbit_nodes[i].join("rabbitmqctl");
-        let leader =
-            queue_leader(&ctl(1), &format!("{}.0", p.prefix)).expect("leader of partition 0");
-        let index = ["ha-a@", "ha-b@", "ha-c@"]
-            .iter()
-            .position(|n| leader.starts_with(n))
-            .unwrap_or_else(|| panic!("unknown leader {leader}"));
-        let node = &env.rabbit_nodes[index];
-        let pid = std::fs::read_to_string(node.join("pid")).expect("leader's pid file");
-        let survivor = ctl((index + 1) % 3);
-        let kill = procs::Trigger::new("KILL", pid.trim().parse().expect("pid"));
-        let in_flight = when_in_flight("ingest publishes", || {
-            Some(p.ingest.iter().filter_map(ingest_in_flight).sum::<f64>())
-        })
-        .await;
-        let at = Instant::now();
-        assert!(kill.fire(), "kill -9 {leader}");
-        tokio::time::sleep(Duration::from_secs(8)).await;
-        // Back it comes, and rejoins the cluster.
-        let restarted = Instant::now();
-        let start = std::process::Command::new(node.join("start"))
-            .status()
-            .expect("restart the node");
-        assert!(start.success());
-        let deadline = Instant::now() + Duration::from_secs(90);
-        while !running_nodes(&survivor).contains(&leader) {
-            assert!(Instant::now() < deadline, "{leader} did not rejoin");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        let rejoin_ms = restarted.elapsed().as_millis() as u64;
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        let report = load.finish().await;
-        let audit = p.audit(&report).await;
-        Outcome {
-            scenario: scenario.into(),
-            audit,
-            in_flight_at_fault: in_flight,
-            redeliveries: p.analyzers_metric("ha_analyzer_redeliveries_total") as u64,
-            failover: Failover::measure(&report, at),
-            extra: vec![
-                ("killed", leader.clone()),
-                ("stall_ms", stall_ms(&report, at).to_string()),
-                ("rejoin_ms", rejoin_ms.to_string()),
-            ],
-        }
-        .record_and_check(&env);
-        p.finish();
+        leader_crash(&env, scenario, mqtt, None).await;
     }
+}
+
+/// Scenario 3 at load (HTTPS fleet at [`at_load::SHARE`] of the knee).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rabbitmq_leader_crash_at_load() {
+    let Some(env) = env() else { return };
+    let _serial = SERIAL.lock().await;
+    let knee = at_load::knee(&env).await;
+    leader_crash(&env, "rabbitmq_leader_kill9_at_load", false, Some(knee)).await;
+}
+
+async fn leader_crash(env: &Env, scenario: &str, mqtt: bool, knee: Option<Knee>) {
+    let p = Pipeline::start(
+        env,
+        scenario,
+        Options {
+            mqtt,
+            ..Options::default()
+        },
+    )
+    .await;
+    let load = p.start_load(if mqtt {
+        p.mqtt_fleet()
+    } else {
+        at_load::fleet(&p, knee)
+    });
+    warm_up(&load).await;
+    let mut extra = at_load::figures(&load, knee).await;
+    let ctl = |i: usize| env.rabbit_nodes[i].join("rabbitmqctl");
+    let leader = queue_leader(&ctl(1), &format!("{}.0", p.prefix)).expect("leader of partition 0");
+    let index = ["ha-a@", "ha-b@", "ha-c@"]
+        .iter()
+        .position(|n| leader.starts_with(n))
+        .unwrap_or_else(|| panic!("unknown leader {leader}"));
+    let node = &env.rabbit_nodes[index];
+    let pid = std::fs::read_to_string(node.join("pid")).expect("leader's pid file");
+    let survivor = ctl((index + 1) % 3);
+    let kill = procs::Trigger::new("KILL", pid.trim().parse().expect("pid"));
+    at_load::wave(&load, knee, &mut extra).await;
+    let in_flight = when_in_flight("ingest publishes", || {
+        Some(p.ingest.iter().filter_map(ingest_in_flight).sum::<f64>())
+    })
+    .await;
+    let at = Instant::now();
+    assert!(kill.fire(), "kill -9 {leader}");
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    // Back it comes, and rejoins the cluster.
+    let restarted = Instant::now();
+    let start = std::process::Command::new(node.join("start"))
+        .status()
+        .expect("restart the node");
+    assert!(start.success());
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !running_nodes(&survivor).contains(&leader) {
+        assert!(Instant::now() < deadline, "{leader} did not rejoin");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let rejoin_ms = restarted.elapsed().as_millis() as u64;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let report = load.finish().await;
+    let audit = p.audit(&report).await;
+    extra.extend([
+        ("killed", leader.clone()),
+        ("stall_ms", stall_ms(&report, at).to_string()),
+        ("rejoin_ms", rejoin_ms.to_string()),
+    ]);
+    Outcome {
+        scenario: scenario.into(),
+        audit,
+        in_flight_at_fault: in_flight,
+        redeliveries: p.analyzers_metric("ha_analyzer_redeliveries_total") as u64,
+        failover: Failover::measure(&report, at),
+        extra,
+    }
+    .record_and_check(env);
+    p.finish();
 }
 
 /// Replays the stored readings through an undisturbed detector (each
@@ -330,18 +372,33 @@ async fn verdicts(db: &str) -> (BTreeSet<(String, i64)>, BTreeSet<(String, i64)>
 async fn analyzer_crash_mid_batch() {
     let Some(env) = env() else { return };
     let _serial = SERIAL.lock().await;
+    analyzer_crash(&env, "analyzer_kill9", None).await;
+}
+
+/// Scenario 4 at load (the fleet at [`at_load::SHARE`] of the knee).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn analyzer_crash_mid_batch_at_load() {
+    let Some(env) = env() else { return };
+    let _serial = SERIAL.lock().await;
+    let knee = at_load::knee(&env).await;
+    analyzer_crash(&env, "analyzer_kill9_at_load", Some(knee)).await;
+}
+
+async fn analyzer_crash(env: &Env, scenario: &str, knee: Option<Knee>) {
     let mut p = Pipeline::start(
-        &env,
-        "analyzer_kill9",
+        env,
+        scenario,
         Options {
             analyzers: 2,
             ..Options::default()
         },
     )
     .await;
-    let load = p.start_load(p.fleet());
+    let load = p.start_load(at_load::fleet(&p, knee));
     warm_up(&load).await;
+    let mut extra = at_load::figures(&load, knee).await;
     let kill = p.analyzers[0].prepare_signal("KILL");
+    at_load::wave(&load, knee, &mut extra).await;
     let in_flight = when_in_flight("analyzer-a", || {
         p.analyzers[0].metric("ha_analyzer_unacked_deliveries")
     })
@@ -363,21 +420,22 @@ async fn analyzer_crash_mid_batch() {
     let epochs = ownership::epochs(&p.db).await;
     let takeover_ms = ownership::takeover_ms(&epochs, &victim.name, at_wall)
         .expect("every partition of the victim taken over");
+    extra.extend([
+        ("takeover_ms", takeover_ms.to_string()),
+        ("reassigned_ms", reassigned_ms.to_string()),
+        ("ownership_epochs", epochs.len().to_string()),
+        ("anomalies", stored.len().to_string()),
+        ("verdicts_equal", (expected == stored).to_string()),
+    ]);
     let outcome = Outcome {
-        scenario: "analyzer_kill9".into(),
+        scenario: scenario.into(),
         audit,
         in_flight_at_fault: in_flight,
         redeliveries,
         failover: Failover::measure(&report, at),
-        extra: vec![
-            ("takeover_ms", takeover_ms.to_string()),
-            ("reassigned_ms", reassigned_ms.to_string()),
-            ("ownership_epochs", epochs.len().to_string()),
-            ("anomalies", stored.len().to_string()),
-            ("verdicts_equal", (expected == stored).to_string()),
-        ],
+        extra,
     };
-    outcome.record_and_check(&env);
+    outcome.record_and_check(env);
     // Each partition: its first owner, at most one hand-over to its
     // assigned owner, the takeover. More means ownership flapped.
     assert!(
@@ -390,8 +448,11 @@ async fn analyzer_crash_mid_batch() {
         "no redelivery observed: {}",
         outcome.line()
     );
+    // At load each of the 1,000 devices sends too few readings during the
+    // drill to fill the detector's window: the seed drill is the one that
+    // proves windows rebuilt with anomalies in them.
     assert!(
-        !expected.is_empty(),
+        knee.is_some() || !expected.is_empty(),
         "the fleet's spikes produced no anomaly"
     );
     assert_eq!(
@@ -424,16 +485,31 @@ async fn pg_ctl(env: &pipeline::Env, args: &[&str]) -> std::process::Output {
 async fn database_restart() {
     let Some(env) = env() else { return };
     let _serial = SERIAL.lock().await;
-    let p = Pipeline::start(&env, "postgres_restart", Options::default()).await;
-    let load = p.start_load(p.fleet());
+    postgres_restart(&env, "postgres_restart", None).await;
+}
+
+/// Scenario 5 at load (the fleet at [`at_load::SHARE`] of the knee).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_restart_at_load() {
+    let Some(env) = env() else { return };
+    let _serial = SERIAL.lock().await;
+    let knee = at_load::knee(&env).await;
+    postgres_restart(&env, "postgres_restart_at_load", Some(knee)).await;
+}
+
+async fn postgres_restart(env: &Env, scenario: &str, knee: Option<Knee>) {
+    let p = Pipeline::start(env, scenario, Options::default()).await;
+    let load = p.start_load(at_load::fleet(&p, knee));
     warm_up(&load).await;
+    let mut extra = at_load::figures(&load, knee).await;
     let before = p.unstored().expect("pipeline metrics");
+    at_load::wave(&load, knee, &mut extra).await;
     let in_flight = when_in_flight("analyzer-a", || {
         p.analyzers[0].metric("ha_analyzer_unacked_deliveries")
     })
     .await;
     let at = Instant::now();
-    let stop = pg_ctl(&env, &["stop", "-m", "fast"]).await;
+    let stop = pg_ctl(env, &["stop", "-m", "fast"]).await;
     assert!(stop.status.success(), "{stop:?}");
     let mut peak = before;
     let down_until = at + Duration::from_secs(3);
@@ -441,7 +517,7 @@ async fn database_restart() {
         peak = peak.max(p.unstored().unwrap_or(0));
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let start = pg_ctl(&env, &["start"]).await;
+    let start = pg_ctl(env, &["start"]).await;
     assert!(start.status.success(), "{start:?}");
     let up = Instant::now();
     let down_ms = (up - at).as_millis() as u64;
@@ -463,19 +539,20 @@ async fn database_restart() {
     let report = load.finish().await;
     let audit = p.audit(&report).await;
     let failover = Failover::measure(&report, at);
+    extra.extend([
+        ("db_down_ms", down_ms.to_string()),
+        ("backlog_peak", peak.to_string()),
+        ("drain_ms", drain_ms.to_string()),
+    ]);
     let outcome = Outcome {
-        scenario: "postgres_restart".into(),
+        scenario: scenario.into(),
         audit,
         in_flight_at_fault: in_flight,
         redeliveries: p.analyzers_metric("ha_analyzer_redeliveries_total") as u64,
         failover,
-        extra: vec![
-            ("db_down_ms", down_ms.to_string()),
-            ("backlog_peak", peak.to_string()),
-            ("drain_ms", drain_ms.to_string()),
-        ],
+        extra,
     };
-    outcome.record_and_check(&env);
+    outcome.record_and_check(env);
     assert_eq!(
         failover.failed_sends,
         0,
