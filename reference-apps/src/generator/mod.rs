@@ -228,6 +228,9 @@ pub async fn run(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let config = Arc::new(config);
     let mut tasks = tokio::task::JoinSet::new();
+    // A fleet reporting in waves starts its first wave together, once every
+    // device has had a second to set its client up.
+    let first_wave = tokio::time::Instant::now() + Duration::from_secs(1);
     for i in 0..config.devices {
         tasks.spawn(device(
             config.clone(),
@@ -235,6 +238,7 @@ pub async fn run(
             stats.clone(),
             i,
             stop_rx.clone(),
+            first_wave,
         ));
     }
     let deadline = config.duration;
@@ -266,6 +270,7 @@ async fn device(
     stats: Arc<FleetStats>,
     index: usize,
     mut stop: tokio::sync::watch::Receiver<bool>,
+    first_wave: tokio::time::Instant,
 ) -> DeviceReport {
     let device_id = config.device_id(index);
     let mut report = DeviceReport::new(&device_id);
@@ -312,16 +317,22 @@ async fn device(
         seq: config.start_seq,
     };
     // Stagger the fleet over one interval, unless it reports in waves.
-    let offset = if config.synchronized {
-        Duration::ZERO
+    let start = if config.synchronized {
+        first_wave.max(tokio::time::Instant::now())
     } else {
-        config
-            .interval
-            .mul_f64(index as f64 / config.devices as f64)
+        tokio::time::Instant::now()
+            + config
+                .interval
+                .mul_f64(index as f64 / config.devices as f64)
     };
-    let start = tokio::time::Instant::now() + offset;
     let mut tick = tokio::time::interval_at(start, config.interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A fleet reporting in waves stays on the clock: a device that missed
+    // a tick waits for the next wave rather than drifting out of step.
+    tick.set_missed_tick_behavior(if config.synchronized {
+        tokio::time::MissedTickBehavior::Skip
+    } else {
+        tokio::time::MissedTickBehavior::Delay
+    });
     let done = |report: &DeviceReport| {
         config
             .readings_per_device

@@ -28,8 +28,8 @@ pub const DEVICES: usize = 1000;
 pub const SHARE: f64 = 0.6;
 
 /// Offered readings/s per step, each 1.5× the last.
-const RATES: [f64; 8] = [
-    500.0, 750.0, 1_125.0, 1_688.0, 2_531.0, 3_797.0, 5_695.0, 8_543.0,
+const RATES: [f64; 10] = [
+    250.0, 375.0, 500.0, 750.0, 1_125.0, 1_688.0, 2_531.0, 3_797.0, 5_695.0, 8_543.0,
 ];
 
 /// A step: time for the fleet to settle, then the measured window.
