@@ -183,6 +183,11 @@ pub struct RunResults {
     /// Our ingest alone (analyzer stopped), like the naive composition.
     #[serde(default)]
     pub ingest_only: Vec<StepRow>,
+    /// Our pipeline over MQTT (QoS 1, one reading per PUBLISH, one session
+    /// per driver connection), analyzer storing: the same driver and steps
+    /// as `ours`, right after it.
+    #[serde(default)]
+    pub mqtt: Vec<StepRow>,
     /// The naive composition, same driver, same steps.
     pub naive: Vec<StepRow>,
     /// Our pipeline, batched requests.
@@ -199,8 +204,11 @@ pub struct RunResults {
     pub acked_total: u64,
     /// Of them, found in the store at the end.
     pub stored_total: u64,
-    /// Connection memory.
+    /// Connection memory, HTTPS keep-alive connections.
     pub conns: Option<Connections>,
+    /// Connection memory, MQTT sessions over TLS.
+    #[serde(default)]
+    pub conns_mqtt: Option<Connections>,
     /// Window memory.
     pub windows: Option<Windows>,
     /// Load average (1, 5, 15 min) when the run started: other work on

@@ -77,6 +77,7 @@ pub fn markdown(r: &RunResults) -> String {
             b.verdict
         );
     }
+    super::mqtt::mqtt_bullet(&mut md, r);
     let _ = writeln!(
         md,
         "\n![throughput and p99 against offered load](performance.svg)\n"
@@ -142,6 +143,8 @@ pub fn markdown(r: &RunResults) -> String {
             "| ≤ 16 KiB per idle connection / ≤ 32 KiB per simulated device | not measured | — |"
         );
     }
+
+    super::mqtt::mqtt_target_rows(&mut md, r);
 
     closed_loop_table(&mut md, r);
     let _ = writeln!(md, "\n## Ratios against the same-run baselines\n");
@@ -315,6 +318,7 @@ pub fn markdown(r: &RunResults) -> String {
             let _ = writeln!(md, "Not measured in this run.\n");
         }
     }
+    super::mqtt::mqtt_section(&mut md, r);
     let _ = writeln!(md, "## Analyzer memory per (device, metric) window\n");
     match &r.windows {
         Some(w) => {
@@ -373,7 +377,7 @@ fn knee_cpu(r: &RunResults) -> Option<String> {
     ))
 }
 
-fn steps_table(md: &mut String, title: &str, steps: &[StepRow], stored: bool) {
+pub(super) fn steps_table(md: &mut String, title: &str, steps: &[StepRow], stored: bool) {
     let _ = writeln!(md, "### {title}\n");
     let _ = writeln!(
         md,

@@ -6,9 +6,11 @@
 //! | [`markdown`](fn@markdown) (`markdown.rs`) | the document's text and tables |
 //! | [`svg`](fn@svg) (`svg.rs`) | the plot |
 //! | `capacity.rs` | CPU-seconds per reading per component, scaled to a fleet |
+//! | `mqtt.rs` | MQTT beside HTTPS: rates and memory per idle session |
 
 mod capacity;
 mod markdown;
+mod mqtt;
 mod svg;
 #[cfg(test)]
 mod tests;

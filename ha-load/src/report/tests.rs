@@ -151,3 +151,47 @@ fn the_headline_quotes_the_smaller_of_the_two_drivers() {
     r.closed_naive = None;
     assert!(headline(&r).contains("7.99× (open-loop driver; closed loop not measured)"));
 }
+
+#[test]
+fn mqtt_sits_beside_https_in_the_targets_and_its_section() {
+    use crate::results::Connections;
+    let conns = |after: u64| Connections {
+        connections: 1000,
+        attempted: 1000,
+        generators: 1,
+        ingest_rss_before: 10 << 20,
+        ingest_rss_after: (10 << 20) + after,
+        small_devices: 100,
+        devices_per_generator: 1000,
+        ..Connections::default()
+    };
+    let mut r = results();
+    let without = markdown(&r);
+    assert!(!without.contains("MQTT"), "{without}");
+    r.mqtt = vec![
+        step(1000.0, 1000.0, 3.0, "sustained"),
+        step(8000.0, 3995.0, 8.0, "sustained"),
+        step(16000.0, 5000.0, 700.0, "p99"),
+    ];
+    // 12 KiB and 20 KiB per connection.
+    r.conns = Some(conns(12 * 1024 * 1000));
+    r.conns_mqtt = Some(conns(20 * 1024 * 1000));
+    let md = markdown(&r);
+    // 3,995 / 7,990 readings/s.
+    assert!(
+        md.contains("| 3,995 MQTT vs 7,990 HTTPS = 0.50× | — |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| ≤ 16 KiB RSS per idle MQTT session in ingest | 20.0 KiB (at 1,000 sessions; HTTPS: 12.0 KiB) | **missed** |"),
+        "{md}"
+    );
+    assert!(md.contains("## MQTT beside HTTPS"));
+    assert!(
+        md.contains("| 12.0 KiB (at 1,000) | 20.0 KiB (at 1,000) | 1.67× |"),
+        "{md}"
+    );
+    assert!(md.contains("- **Over MQTT**"));
+    assert!(md.contains("### Ours over MQTT"));
+    assert!(!md.contains("NaN") && !md.contains("inf"));
+}

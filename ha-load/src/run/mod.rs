@@ -24,7 +24,7 @@ use ha_core::wire::Timestamp;
 
 use crate::baseline;
 use crate::closed_loop::{self, WrkConfig};
-use crate::driver::{Driver, DriverConfig};
+use crate::driver::{Driver, DriverConfig, Transport};
 use crate::http1::Endpoint;
 use crate::plan::{KneeBound, StepPlan, ms};
 use crate::process::Spawned;
@@ -33,7 +33,7 @@ use crate::results::{Machine, RunResults, Windows};
 
 use baselines::baselines;
 use connections::connections;
-use pipeline::{components, run_prefix, start_pipeline};
+use pipeline::{Pipeline, components, run_prefix, start_pipeline};
 use probes::{Probes, StoreCounter};
 use steps::{Offer, measured_step, stepped};
 
@@ -164,6 +164,11 @@ pub async fn run(config: LoadConfig) -> Result<RunResults, String> {
         ));
     }
 
+    // 1b. The same driver and steps over MQTT, analyzer storing.
+    if !p.mqtt_url.is_empty() {
+        mqtt_steps(&config, &p, &probes, store.as_ref(), &mut results).await;
+    }
+
     // 2. Batched requests; the same devices' windows fill up.
     // 2. The closed-loop driver against the same ingest, analyzer storing.
     if let Some(s) = &store {
@@ -241,11 +246,17 @@ pub async fn run(config: LoadConfig) -> Result<RunResults, String> {
     // 3. Connections: a fresh ingest process, generators with one
     // connection per device.
     if config.generators > 0 && config.url.is_none() {
-        match connections(&config, &p).await {
+        match connections(&config, &p, Transport::Http).await {
             Ok(c) => results.conns = Some(c),
             Err(e) => results
                 .notes
-                .push(format!("Connection measurement failed: {e}")),
+                .push(format!("Connection measurement (HTTPS) failed: {e}")),
+        }
+        match connections(&config, &p, Transport::Mqtt).await {
+            Ok(c) => results.conns_mqtt = Some(c),
+            Err(e) => results
+                .notes
+                .push(format!("Connection measurement (MQTT) failed: {e}")),
         }
     }
 
@@ -330,6 +341,72 @@ pub async fn run(config: LoadConfig) -> Result<RunResults, String> {
     }
     results.load_average_end = load_average();
     Ok(results)
+}
+
+/// The stepped load over MQTT: one QoS 1 session per driver connection
+/// (each its own device), one reading per PUBLISH; its readings count in
+/// the run's acknowledged and stored totals.
+async fn mqtt_steps(
+    config: &LoadConfig,
+    p: &Pipeline,
+    probes: &Probes<'_>,
+    store: Option<&StoreCounter>,
+    results: &mut RunResults,
+) {
+    let endpoint = match Endpoint::parse(&p.mqtt_url, Some(&p.ca_pem)) {
+        Ok(e) => e,
+        Err(e) => {
+            results.notes.push(format!("MQTT steps not run: {e}"));
+            return;
+        }
+    };
+    let prefix = run_prefix("q");
+    let driver = Driver::connect(
+        endpoint,
+        DriverConfig {
+            connections: config.connections,
+            device_prefix: prefix.clone(),
+            keys: Some(p.keys.clone()),
+            transport: Transport::Mqtt,
+            ..DriverConfig::default()
+        },
+        1,
+    )
+    .await;
+    let mut driver = match driver {
+        Ok(d) => d,
+        Err(e) => {
+            results.notes.push(format!(
+                "MQTT steps not run: connecting to {}: {e}",
+                p.mqtt_url
+            ));
+            return;
+        }
+    };
+    log(format!(
+        "MQTT: {} sessions (one device each), QoS 1, one reading per PUBLISH.",
+        driver.devices()
+    ));
+    let warm = driver
+        .step(200.0, 1, Duration::from_secs(2), |_, _, _| {})
+        .await;
+    let (rows, acked) = stepped(
+        "mqtt",
+        &mut driver,
+        config,
+        probes,
+        &prefix,
+        warm.acked_readings,
+    )
+    .await;
+    results.mqtt = rows;
+    drop(driver);
+    if let Some(s) = store {
+        let stored = s.wait_for(&prefix, acked, Duration::from_secs(60)).await;
+        log(format!("MQTT: {acked} acknowledged, {stored} stored."));
+        results.acked_total += acked;
+        results.stored_total += stored;
+    }
 }
 
 /// The closed-loop driver's shape: twice a step long, the connections of
