@@ -101,6 +101,7 @@ pub fn markdown(r: &RunResults) -> String {
         lost,
         met(stored_max.map(|s| s >= TARGET_STORED && lost == 0))
     );
+    super::fsync::target_rows(&mut md, r, lost);
     let half = step_near(&r.ours, TARGET_STORED / 2.0);
     let _ = writeln!(
         md,
@@ -274,6 +275,7 @@ pub fn markdown(r: &RunResults) -> String {
     if let Some(text) = knee_cpu(r) {
         let _ = writeln!(md, "### Where the cores went at the knee\n\n{text}\n");
     }
+    super::fsync::section(&mut md, r);
     super::capacity::capacity_section(&mut md, r);
     let _ = writeln!(md, "## Connections (the C100K target)\n");
     match &r.conns {
@@ -441,7 +443,7 @@ fn closed_loop_table(md: &mut String, r: &RunResults) {
         "| target | 2xx req/s | non-2xx | socket errors | p50 ms | p99 ms |\n|---|---|---|---|---|---|"
     );
     for (name, c) in [
-        ("ours (ingest, analyzer storing)", ours),
+        ("ours (ingest alone, analyzer stopped)", ours),
         ("naive composition", naive),
     ] {
         let _ = writeln!(

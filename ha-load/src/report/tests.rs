@@ -195,3 +195,51 @@ fn mqtt_sits_beside_https_in_the_targets_and_its_section() {
     assert!(md.contains("### Ours over MQTT"));
     assert!(!md.contains("NaN") && !md.contains("inf"));
 }
+
+#[test]
+fn the_fsync_ceiling_judges_the_best_stored_step_by_its_own_commits() {
+    use crate::results::FsyncProbe;
+    let mut r = results();
+    let without = markdown(&r);
+    assert!(!without.contains("fsync ceiling"), "{without}");
+    r.fsync = Some(FsyncProbe {
+        data_directory: "/srv/pg/data".into(),
+        fs_type: "ext2/ext3".into(),
+        fdatasync_per_s: 1000.0,
+        tool: "pg_test_fsync -s 2".into(),
+    });
+    // 1,000/s for 10 s over 500 commits: 20 per commit; 7,990/s for 10 s
+    // over 5,000 commits: 15.98 per commit, ceiling 15,980.
+    r.ours[0].seconds = 10.0;
+    r.ours[0].commits = Some(500);
+    r.ours[1].seconds = 10.0;
+    r.ours[1].commits = Some(5000);
+    r.ours[1].wal_syncs = Some(4000);
+    r.batched = Some(StepRow {
+        offered_rps: 600.0,
+        batch: 50,
+        acked_rps: 30_000.0,
+        stored_rps: Some(12_000.0),
+        verdict: "sustained".into(),
+        ..StepRow::default()
+    });
+    let md = markdown(&r);
+    assert!(
+        md.contains("| 7,990 / 15,980 = **0.50** of the ceiling (1,000 fdatasync/s on ext2/ext3 × 16.0 readings per commit at 8,000 offered), 0 lost | met |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("batched requests of 50 readings | 12,000 readings/s stored"),
+        "{md}"
+    );
+    assert!(md.contains("## The fsync ceiling"));
+    assert!(
+        md.contains("| 8,000 | 1 | 7,990 | 500 | 16.0 | 400 | 15,980 | 0.50× | sustained |"),
+        "{md}"
+    );
+    // Without commit counts there is no ceiling to judge against.
+    r.ours[1].commits = None;
+    r.ours[0].commits = None;
+    assert!(markdown(&r).contains("readings per commit not measured | not measured |"));
+    assert!(!md.contains("NaN") && !md.contains("inf"));
+}

@@ -8,10 +8,12 @@
 //! | `probes.rs` | stored readings, queue depth: what a step measures besides the driver |
 //! | `steps.rs` | one measured step; the stepped load to the knee |
 //! | `baselines.rs` | the naive composition and the raw lapin/COPY baselines |
-//! | `connections.rs` | connection memory: generators with one connection per device |
+//! | `connections.rs` | connection memory: generators with one connection per device (HTTPS, MQTT) |
+//! | `fsync.rs` | fdatasync/s under PostgreSQL's data directory (`pg_test_fsync`) |
 
 mod baselines;
 mod connections;
+mod fsync;
 mod pipeline;
 mod probes;
 mod steps;
@@ -121,6 +123,14 @@ pub async fn run(config: LoadConfig) -> Result<RunResults, String> {
         components: components(&config, &p, None),
     };
 
+    if let Some(s) = &store {
+        results.postgres_durability = s.durability().await;
+        log(format!("PostgreSQL: {}.", results.postgres_durability));
+        if results.postgres_durability.contains("fsync=on") {
+            fsync_probe(s, &config, &mut results).await;
+        }
+    }
+
     // 1. Ours, one reading per request.
     let prefix = run_prefix("h");
     let first_seq = 1;
@@ -170,33 +180,6 @@ pub async fn run(config: LoadConfig) -> Result<RunResults, String> {
     }
 
     // 2. Batched requests; the same devices' windows fill up.
-    // 2. The closed-loop driver against the same ingest, analyzer storing.
-    if let Some(s) = &store {
-        results.postgres_durability = s.durability().await;
-        log(format!("PostgreSQL: {}.", results.postgres_durability));
-    }
-    log("Closed loop (wrk) against ingest…");
-    match closed_loop::run(
-        &p.url,
-        &p.keys,
-        &run_prefix("k"),
-        &wrk_config(&config),
-        &config.work_dir,
-    )
-    .await
-    {
-        Ok(c) => {
-            log(format!(
-                "Closed loop, ingest: {:.0} req/s ({} non-2xx), p99 {:.1} ms.",
-                c.requests_per_sec, c.non_2xx, c.p99_ms
-            ));
-            results.closed_ours = Some(c);
-        }
-        Err(e) => results
-            .notes
-            .push(format!("Closed loop against ingest failed: {e}")),
-    }
-
     let wprefix = run_prefix("w");
     let analyzer_pid = p.analyzer.as_ref().map(Spawned::pid);
     let rss_before = analyzer_pid.map(procfs::rss);
@@ -332,6 +315,10 @@ pub async fn run(config: LoadConfig) -> Result<RunResults, String> {
     if let Some(a) = p.analyzer.take() {
         a.stop(Duration::from_secs(20)).await;
     }
+
+    // 5. The closed-loop driver against ingest alone (analyzer stopped), as
+    // it runs against the naive composition, which has no consumer.
+    closed_loop_ours(&config, &p, &mut results).await;
     if let Some(i) = p.ingest.take() {
         i.stop(Duration::from_secs(10)).await;
     }
@@ -341,6 +328,28 @@ pub async fn run(config: LoadConfig) -> Result<RunResults, String> {
     }
     results.load_average_end = load_average();
     Ok(results)
+}
+
+/// The disk's fdatasync/s under the data directory, before any load.
+async fn fsync_probe(s: &StoreCounter, config: &LoadConfig, results: &mut RunResults) {
+    let Some(dir) = s.data_directory().await else {
+        results
+            .notes
+            .push("fsync ceiling not measured: PostgreSQL did not tell its data_directory.".into());
+        return;
+    };
+    match fsync::probe(std::path::Path::new(&dir), if config.quick { 1 } else { 2 }).await {
+        Ok(f) => {
+            log(format!(
+                "fsync ceiling: {:.0} fdatasync/s on {} ({}).",
+                f.fdatasync_per_s, f.data_directory, f.fs_type
+            ));
+            results.fsync = Some(f);
+        }
+        Err(e) => results
+            .notes
+            .push(format!("fsync ceiling not measured: {e}")),
+    }
 }
 
 /// The stepped load over MQTT: one QoS 1 session per driver connection
@@ -406,6 +415,63 @@ async fn mqtt_steps(
         log(format!("MQTT: {acked} acknowledged, {stored} stored."));
         results.acked_total += acked;
         results.stored_total += stored;
+    }
+}
+
+/// `wrk` against our ingest with nothing consuming; then its readings are
+/// purged from the partition queues (no figure counts them, and a queue
+/// holding them would burden the broker during the baselines).
+async fn closed_loop_ours(config: &LoadConfig, p: &Pipeline, results: &mut RunResults) {
+    log("Closed loop (wrk) against ingest alone (analyzer stopped)…");
+    match closed_loop::run(
+        &p.url,
+        &p.keys,
+        &run_prefix("k"),
+        &wrk_config(config),
+        &config.work_dir,
+    )
+    .await
+    {
+        Ok(c) => {
+            log(format!(
+                "Closed loop, ingest alone: {:.0} req/s ({} non-2xx), p99 {:.1} ms.",
+                c.requests_per_sec, c.non_2xx, c.p99_ms
+            ));
+            results.closed_ours = Some(c);
+        }
+        Err(e) => results
+            .notes
+            .push(format!("Closed loop against ingest failed: {e}")),
+    }
+    if config.url.is_some() {
+        return;
+    }
+    let names = AmqpConfig {
+        partitions: config.partitions,
+        ..AmqpConfig::default()
+    };
+    let purged = async {
+        let conn =
+            lapin::Connection::connect(&config.amqp_url, lapin::ConnectionProperties::default())
+                .await?;
+        let ch = conn.create_channel().await?;
+        let mut n = 0;
+        for part in 0..config.partitions {
+            n += ch
+                .queue_purge(names.queue_name(part).as_str().into(), Default::default())
+                .await?;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(2), conn.close(0, "done".into())).await;
+        Ok::<u32, lapin::Error>(n)
+    }
+    .await;
+    match purged {
+        Ok(n) => log(format!(
+            "Purged {n} closed-loop readings from the partition queues."
+        )),
+        Err(e) => results
+            .notes
+            .push(format!("Purging the closed-loop readings failed: {e}")),
     }
 }
 
