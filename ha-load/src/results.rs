@@ -110,6 +110,15 @@ impl StepRow {
         let commits = self.commits.filter(|c| *c > 0)?;
         Some(stored / commits as f64)
     }
+
+    /// Readings stored per WAL flush during the step: per commit that
+    /// waited for the disk (read-only transactions flush nothing; commits
+    /// arriving together share one flush).
+    pub fn readings_per_flush(&self) -> Option<f64> {
+        let stored = self.stored_rps? * self.seconds;
+        let flushes = self.wal_syncs.filter(|c| *c > 0)?;
+        Some(stored / flushes as f64)
+    }
 }
 
 /// What the disk under PostgreSQL takes: the fsync ceiling's first factor.

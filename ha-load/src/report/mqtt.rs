@@ -84,21 +84,28 @@ pub(super) fn mqtt_section(md: &mut String, r: &RunResults) {
         opt_rate(ms),
         ratio(ms, hs)
     );
-    let p99 = |steps: &[StepRow]| {
-        step_near(steps, TARGET_STORED / 2.0).map(|s| {
-            (
-                format!("{:.1} ms at {}", s.p99_ms, rate(s.offered_rps)),
-                s.p99_ms,
-            )
-        })
+    let (hp, mp) = (
+        step_near(&r.ours, TARGET_STORED / 2.0),
+        step_near(&r.mqtt, TARGET_STORED / 2.0),
+    );
+    let p99 = |s: Option<&StepRow>| {
+        s.map_or_else(
+            || "not measured".into(),
+            |s| format!("{:.1} ms at {}", s.p99_ms, rate(s.offered_rps)),
+        )
     };
-    let (hp, mp) = (p99(&r.ours), p99(&r.mqtt));
+    // Latencies compare only at the same offered rate.
+    let same = match (hp, mp) {
+        (Some(h), Some(m)) if h.offered_rps == m.offered_rps => {
+            ratio(Some(m.p99_ms), Some(h.p99_ms))
+        }
+        _ => "n/a (different steps)".into(),
+    };
     let _ = writeln!(
         md,
-        "| p99 ack latency near 7,500 offered | {} | {} | {} |",
-        hp.as_ref().map_or("not measured", |x| x.0.as_str()),
-        mp.as_ref().map_or("not measured", |x| x.0.as_str()),
-        ratio(mp.as_ref().map(|x| x.1), hp.as_ref().map(|x| x.1))
+        "| p99 ack latency near 7,500 offered | {} | {} | {same} |",
+        p99(hp),
+        p99(mp)
     );
     let per = |c: &Option<Connections>| c.as_ref().map(Connections::ingest_per_connection);
     let held = |c: &Option<Connections>| {

@@ -208,13 +208,13 @@ fn the_fsync_ceiling_judges_the_best_stored_step_by_its_own_commits() {
         fdatasync_per_s: 1000.0,
         tool: "pg_test_fsync -s 2".into(),
     });
-    // 1,000/s for 10 s over 500 commits: 20 per commit; 7,990/s for 10 s
-    // over 5,000 commits: 15.98 per commit, ceiling 15,980.
+    // 7,990/s for 10 s over 5,000 WAL flushes: 15.98 per flush, ceiling
+    // 15,980; per commit (8,000 of them, read-only ones included) 9.99.
     r.ours[0].seconds = 10.0;
     r.ours[0].commits = Some(500);
     r.ours[1].seconds = 10.0;
-    r.ours[1].commits = Some(5000);
-    r.ours[1].wal_syncs = Some(4000);
+    r.ours[1].commits = Some(8000);
+    r.ours[1].wal_syncs = Some(5000);
     r.batched = Some(StepRow {
         offered_rps: 600.0,
         batch: 50,
@@ -225,7 +225,7 @@ fn the_fsync_ceiling_judges_the_best_stored_step_by_its_own_commits() {
     });
     let md = markdown(&r);
     assert!(
-        md.contains("| 7,990 / 15,980 = **0.50** of the ceiling (1,000 fdatasync/s on ext2/ext3 × 16.0 readings per commit at 8,000 offered), 0 lost | met |"),
+        md.contains("| 7,990 / 15,980 = **0.50** of the ceiling (1,000 fdatasync/s on ext2/ext3 × 16.0 readings per WAL flush at 8,000 offered), 0 lost | met |"),
         "{md}"
     );
     assert!(
@@ -234,12 +234,14 @@ fn the_fsync_ceiling_judges_the_best_stored_step_by_its_own_commits() {
     );
     assert!(md.contains("## The fsync ceiling"));
     assert!(
-        md.contains("| 8,000 | 1 | 7,990 | 500 | 16.0 | 400 | 15,980 | 0.50× | sustained |"),
+        md.contains("| 8,000 | 1 | 7,990 | 800 | 10.0 | 500 | 16.0 | 15,980 | 0.50× | sustained |"),
         "{md}"
     );
-    // Without commit counts there is no ceiling to judge against.
-    r.ours[1].commits = None;
-    r.ours[0].commits = None;
-    assert!(markdown(&r).contains("readings per commit not measured | not measured |"));
+    // Without flush counts there is no ceiling to judge against.
+    r.ours[1].wal_syncs = None;
+    assert!(
+        markdown(&r)
+            .contains("no sustained end-to-end step with WAL flush counts | not measured |")
+    );
     assert!(!md.contains("NaN") && !md.contains("inf"));
 }

@@ -467,7 +467,7 @@ async fn closed_loop_ours(config: &LoadConfig, p: &Pipeline, results: &mut RunRe
     .await;
     match purged {
         Ok(n) => log(format!(
-            "Purged {n} closed-loop readings from the partition queues."
+            "Purged {n} closed-loop messages from the partition queues."
         )),
         Err(e) => results
             .notes
