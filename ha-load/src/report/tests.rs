@@ -191,9 +191,17 @@ fn mqtt_sits_beside_https_in_the_targets_and_its_section() {
         md.contains("| 12.0 KiB (at 1,000) | 20.0 KiB (at 1,000) | 1.67× |"),
         "{md}"
     );
+    // p99: both at 8,000 offered (6 ms HTTPS, 8 ms MQTT).
+    assert!(
+        md.contains("| 6.0 ms at 8,000 | 8.0 ms at 8,000 | 1.33× |"),
+        "{md}"
+    );
     assert!(md.contains("- **Over MQTT**"));
     assert!(md.contains("### Ours over MQTT"));
     assert!(!md.contains("NaN") && !md.contains("inf"));
+    // Without an MQTT step at HTTPS's rate, no latency ratio.
+    r.mqtt.remove(1);
+    assert!(markdown(&r).contains("| n/a (different steps) |"));
 }
 
 #[test]
