@@ -175,7 +175,11 @@ pub async fn run(config: LoadConfig) -> Result<RunResults, String> {
     }
 
     // 1b. The same driver and steps over MQTT, analyzer storing.
-    if !p.mqtt_url.is_empty() {
+    if p.mqtt_url.is_empty() {
+        results.notes.push(
+            "MQTT steps not run: the harness targeted a running pipeline (--url), whose MQTT listener it does not know.".into(),
+        );
+    } else {
         mqtt_steps(&config, &p, &probes, store.as_ref(), &mut results).await;
     }
 
