@@ -1,6 +1,8 @@
-//! One harness run: start (or target) the pipeline, the stepped load, the
-//! batched step, window and connection memory, the backlog drain, then the
-//! same-run baselines; returns everything measured.
+//! One harness run: start (or target) the pipeline, the fsync probe, the
+//! stepped load over HTTPS then MQTT, the batched step, window and
+//! connection memory (HTTPS, MQTT), ingest alone and the backlog drain, the
+//! closed loop with the analyzer stopped, then the same-run baselines;
+//! returns everything measured.
 //!
 //! | file | what |
 //! |---|---|
