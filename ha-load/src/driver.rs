@@ -39,6 +39,19 @@ pub struct DriverConfig {
     /// Requests waiting per connection before the driver counts a request
     /// as "could not be sent" (the server is far behind).
     pub queue_per_connection: usize,
+    /// HTTP/1.1 requests, or MQTT QoS 1 publishes (then each connection is
+    /// one device's session and `devices` is `connections`).
+    pub transport: Transport,
+}
+
+/// How the driver's readings travel.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Transport {
+    /// `POST /v1/readings`, one request at a time per connection.
+    #[default]
+    Http,
+    /// MQTT 3.1.1 sessions, one device each, QoS 1 (see [`crate::mqtt`]).
+    Mqtt,
 }
 
 impl Default for DriverConfig {
@@ -51,6 +64,7 @@ impl Default for DriverConfig {
             path: "/v1/readings".into(),
             request_timeout: Duration::from_secs(10),
             queue_per_connection: 64,
+            transport: Transport::Http,
         }
     }
 }
@@ -90,18 +104,19 @@ impl StepStats {
     }
 }
 
+/// What the workers of one step report into.
 #[derive(Default)]
-struct Collector {
-    latency: std::sync::Mutex<LatencyHistogram>,
-    acked_requests: AtomicU64,
-    acked_readings: AtomicU64,
-    errors: AtomicU64,
-    done: AtomicU64,
+pub(crate) struct Collector {
+    pub(crate) latency: std::sync::Mutex<LatencyHistogram>,
+    pub(crate) acked_requests: AtomicU64,
+    pub(crate) acked_readings: AtomicU64,
+    pub(crate) errors: AtomicU64,
+    pub(crate) done: AtomicU64,
     first_error: std::sync::Mutex<Option<String>>,
 }
 
 impl Collector {
-    fn error(&self, e: String) {
+    pub(crate) fn error(&self, e: String) {
         self.errors.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut f) = self.first_error.lock()
             && f.is_none()
@@ -111,12 +126,13 @@ impl Collector {
     }
 }
 
-struct Job {
+/// One request (HTTP) or PUBLISH (MQTT) to send.
+pub(crate) struct Job {
     device: usize,
     seq: u64,
-    batch: usize,
-    due: Instant,
-    collector: Arc<Collector>,
+    pub(crate) batch: usize,
+    pub(crate) due: Instant,
+    pub(crate) collector: Arc<Collector>,
 }
 
 struct Device {
@@ -141,6 +157,9 @@ impl Driver {
         config: DriverConfig,
         first_seq: u64,
     ) -> std::io::Result<Driver> {
+        if config.transport == Transport::Mqtt {
+            return Driver::connect_mqtt(endpoint, config, first_seq).await;
+        }
         let devices: Arc<Vec<Device>> = Arc::new(
             (0..config.devices.max(1))
                 .map(|i| {
@@ -178,6 +197,43 @@ impl Driver {
         Ok(Driver {
             workers,
             seqs: vec![first_seq; config.devices.max(1)],
+            next_device: 0,
+            next_worker: 0,
+            config,
+        })
+    }
+
+    /// One MQTT session per connection, each its own device's.
+    async fn connect_mqtt(
+        endpoint: Endpoint,
+        mut config: DriverConfig,
+        first_seq: u64,
+    ) -> std::io::Result<Driver> {
+        config.devices = config.connections.max(1);
+        let endpoint = Arc::new(endpoint);
+        let mut workers = Vec::with_capacity(config.devices);
+        for i in 0..config.devices {
+            let id = format!("{}{i:05}", config.device_prefix);
+            let token = config
+                .keys
+                .as_ref()
+                .map(|k| k.token(&id))
+                .unwrap_or_default();
+            let conn = crate::mqtt::connect(&endpoint, &id, &token).await?;
+            let (tx, rx) = mpsc::channel(config.queue_per_connection.max(1));
+            tokio::spawn(crate::mqtt::worker(
+                endpoint.clone(),
+                conn,
+                rx,
+                (id, token),
+                first_seq,
+                config.request_timeout,
+            ));
+            workers.push(tx);
+        }
+        Ok(Driver {
+            workers,
+            seqs: vec![first_seq; config.devices],
             next_device: 0,
             next_worker: 0,
             config,

@@ -23,13 +23,22 @@ pub struct Endpoint {
 impl Endpoint {
     /// Parses `https://host:port` or `http://host:port` (host an IP
     /// address: this driver talks to loopback); `ca_pem` is trusted for HTTPS.
+    /// `mqtts://` and `mqtt://` are the same with MQTT on top.
     pub fn parse(url: &str, ca_pem: Option<&[u8]>) -> Result<Endpoint, String> {
-        let (tls, rest) = if let Some(r) = url.strip_prefix("https://") {
+        let (tls, rest) = if let Some(r) = url
+            .strip_prefix("https://")
+            .or_else(|| url.strip_prefix("mqtts://"))
+        {
             (true, r)
-        } else if let Some(r) = url.strip_prefix("http://") {
+        } else if let Some(r) = url
+            .strip_prefix("http://")
+            .or_else(|| url.strip_prefix("mqtt://"))
+        {
             (false, r)
         } else {
-            return Err(format!("`{url}`: expected http:// or https://"));
+            return Err(format!(
+                "`{url}`: expected http://, https://, mqtt:// or mqtts://"
+            ));
         };
         let hostport = rest.split('/').next().unwrap_or(rest);
         let addr: SocketAddr = hostport
@@ -60,6 +69,18 @@ impl Endpoint {
 
     /// Opens a connection, from `local` when given.
     pub async fn connect(&self, local: Option<std::net::IpAddr>) -> std::io::Result<Connection> {
+        Ok(Connection {
+            io: self.connect_stream(local).await?,
+            buf: Vec::with_capacity(1024),
+        })
+    }
+
+    /// Opens a TCP (TLS when configured) stream, from `local` when given:
+    /// what any protocol on top (HTTP/1.1, MQTT) starts from.
+    pub async fn connect_stream(
+        &self,
+        local: Option<std::net::IpAddr>,
+    ) -> std::io::Result<Box<dyn Io>> {
         let tcp = match local {
             Some(ip) => {
                 let socket = if self.addr.is_ipv4() {
@@ -77,14 +98,12 @@ impl Endpoint {
             Some((connector, name)) => Box::new(connector.connect(name.clone(), tcp).await?),
             None => Box::new(tcp),
         };
-        Ok(Connection {
-            io,
-            buf: Vec::with_capacity(1024),
-        })
+        Ok(io)
     }
 }
 
-trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+/// A byte stream, TLS or plain.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 /// One keep-alive connection.

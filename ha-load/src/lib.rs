@@ -24,6 +24,7 @@
 //! | module | what |
 //! |---|---|
 //! | [`driver`] | open-loop HTTPS load driver (devices × rate, latency from due time) |
+//! | [`mqtt`] | the driver's MQTT transport: QoS 1 sessions, one device each |
 //! | [`closed_loop`] | the closed-loop driver: `wrk` with a thousand devices' tokens |
 //! | [`plan`] | the offered rates and the knee (pure) |
 //! | [`histogram`] | latency histogram |
@@ -38,6 +39,7 @@ pub mod closed_loop;
 pub mod driver;
 pub mod histogram;
 pub mod http1;
+pub mod mqtt;
 pub mod naive;
 pub mod plan;
 pub mod process;

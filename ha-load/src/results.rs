@@ -89,6 +89,13 @@ pub struct StepRow {
     pub first_error: Option<String>,
     /// Step length, seconds.
     pub seconds: f64,
+    /// Transactions committed in the database during the step, the
+    /// harness's own queries excluded (PostgreSQL's `pg_stat_database`).
+    #[serde(default)]
+    pub commits: Option<u64>,
+    /// WAL flushes to disk during the step (`pg_stat_wal.wal_sync`).
+    #[serde(default)]
+    pub wal_syncs: Option<u64>,
 }
 
 impl StepRow {
@@ -96,6 +103,35 @@ impl StepRow {
     pub fn sustained(&self) -> bool {
         self.verdict.starts_with("sustained")
     }
+
+    /// Readings stored per committed transaction during the step.
+    pub fn readings_per_commit(&self) -> Option<f64> {
+        let stored = self.stored_rps? * self.seconds;
+        let commits = self.commits.filter(|c| *c > 0)?;
+        Some(stored / commits as f64)
+    }
+
+    /// Readings stored per WAL flush during the step: per commit that
+    /// waited for the disk (read-only transactions flush nothing; commits
+    /// arriving together share one flush).
+    pub fn readings_per_flush(&self) -> Option<f64> {
+        let stored = self.stored_rps? * self.seconds;
+        let flushes = self.wal_syncs.filter(|c| *c > 0)?;
+        Some(stored / flushes as f64)
+    }
+}
+
+/// What the disk under PostgreSQL takes: the fsync ceiling's first factor.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct FsyncProbe {
+    /// PostgreSQL's `data_directory`.
+    pub data_directory: String,
+    /// Its file system (`stat -f -c %T`).
+    pub fs_type: String,
+    /// `pg_test_fsync`'s fdatasync figure, one 8 kB write per sync, ops/s.
+    pub fdatasync_per_s: f64,
+    /// The command run.
+    pub tool: String,
 }
 
 /// Memory per connection.
@@ -183,6 +219,11 @@ pub struct RunResults {
     /// Our ingest alone (analyzer stopped), like the naive composition.
     #[serde(default)]
     pub ingest_only: Vec<StepRow>,
+    /// Our pipeline over MQTT (QoS 1, one reading per PUBLISH, one session
+    /// per driver connection), analyzer storing: the same driver and steps
+    /// as `ours`, right after it.
+    #[serde(default)]
+    pub mqtt: Vec<StepRow>,
     /// The naive composition, same driver, same steps.
     pub naive: Vec<StepRow>,
     /// Our pipeline, batched requests.
@@ -199,8 +240,11 @@ pub struct RunResults {
     pub acked_total: u64,
     /// Of them, found in the store at the end.
     pub stored_total: u64,
-    /// Connection memory.
+    /// Connection memory, HTTPS keep-alive connections.
     pub conns: Option<Connections>,
+    /// Connection memory, MQTT sessions over TLS.
+    #[serde(default)]
+    pub conns_mqtt: Option<Connections>,
     /// Window memory.
     pub windows: Option<Windows>,
     /// Load average (1, 5, 15 min) when the run started: other work on
@@ -210,7 +254,8 @@ pub struct RunResults {
     /// And when it ended.
     #[serde(default)]
     pub load_average_end: String,
-    /// The closed-loop driver against our ingest (analyzer storing).
+    /// The closed-loop driver against our ingest alone (analyzer stopped,
+    /// like the naive composition, which has no consumer).
     #[serde(default)]
     pub closed_ours: Option<ClosedLoop>,
     /// The closed-loop driver against the naive composition.
@@ -220,6 +265,9 @@ pub struct RunResults {
     /// them (`fsync=on, synchronous_commit=on`).
     #[serde(default)]
     pub postgres_durability: String,
+    /// fdatasync/s on the data directory's file system (fsync=on runs).
+    #[serde(default)]
+    pub fsync: Option<FsyncProbe>,
     /// What could not be measured, and why.
     pub notes: Vec<String>,
 }

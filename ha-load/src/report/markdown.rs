@@ -77,6 +77,7 @@ pub fn markdown(r: &RunResults) -> String {
             b.verdict
         );
     }
+    super::mqtt::mqtt_bullet(&mut md, r);
     let _ = writeln!(
         md,
         "\n![throughput and p99 against offered load](performance.svg)\n"
@@ -100,6 +101,7 @@ pub fn markdown(r: &RunResults) -> String {
         lost,
         met(stored_max.map(|s| s >= TARGET_STORED && lost == 0))
     );
+    super::fsync::target_rows(&mut md, r, lost);
     let half = step_near(&r.ours, TARGET_STORED / 2.0);
     let _ = writeln!(
         md,
@@ -142,6 +144,8 @@ pub fn markdown(r: &RunResults) -> String {
             "| ≤ 16 KiB per idle connection / ≤ 32 KiB per simulated device | not measured | — |"
         );
     }
+
+    super::mqtt::mqtt_target_rows(&mut md, r);
 
     closed_loop_table(&mut md, r);
     let _ = writeln!(md, "\n## Ratios against the same-run baselines\n");
@@ -271,6 +275,7 @@ pub fn markdown(r: &RunResults) -> String {
     if let Some(text) = knee_cpu(r) {
         let _ = writeln!(md, "### Where the cores went at the knee\n\n{text}\n");
     }
+    super::fsync::section(&mut md, r);
     super::capacity::capacity_section(&mut md, r);
     let _ = writeln!(md, "## Connections (the C100K target)\n");
     match &r.conns {
@@ -315,6 +320,7 @@ pub fn markdown(r: &RunResults) -> String {
             let _ = writeln!(md, "Not measured in this run.\n");
         }
     }
+    super::mqtt::mqtt_section(&mut md, r);
     let _ = writeln!(md, "## Analyzer memory per (device, metric) window\n");
     match &r.windows {
         Some(w) => {
@@ -373,7 +379,7 @@ fn knee_cpu(r: &RunResults) -> Option<String> {
     ))
 }
 
-fn steps_table(md: &mut String, title: &str, steps: &[StepRow], stored: bool) {
+pub(super) fn steps_table(md: &mut String, title: &str, steps: &[StepRow], stored: bool) {
     let _ = writeln!(md, "### {title}\n");
     let _ = writeln!(
         md,
@@ -437,7 +443,7 @@ fn closed_loop_table(md: &mut String, r: &RunResults) {
         "| target | 2xx req/s | non-2xx | socket errors | p50 ms | p99 ms |\n|---|---|---|---|---|---|"
     );
     for (name, c) in [
-        ("ours (ingest, analyzer storing)", ours),
+        ("ours (ingest alone, analyzer stopped)", ours),
         ("naive composition", naive),
     ] {
         let _ = writeln!(

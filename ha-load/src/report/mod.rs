@@ -6,9 +6,13 @@
 //! | [`markdown`](fn@markdown) (`markdown.rs`) | the document's text and tables |
 //! | [`svg`](fn@svg) (`svg.rs`) | the plot |
 //! | `capacity.rs` | CPU-seconds per reading per component, scaled to a fleet |
+//! | `fsync.rs` | the fsync ceiling: fdatasync/s × readings per commit |
+//! | `mqtt.rs` | MQTT beside HTTPS: rates and memory per idle session |
 
 mod capacity;
+mod fsync;
 mod markdown;
+mod mqtt;
 mod svg;
 #[cfg(test)]
 mod tests;

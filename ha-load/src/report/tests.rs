@@ -151,3 +151,105 @@ fn the_headline_quotes_the_smaller_of_the_two_drivers() {
     r.closed_naive = None;
     assert!(headline(&r).contains("7.99× (open-loop driver; closed loop not measured)"));
 }
+
+#[test]
+fn mqtt_sits_beside_https_in_the_targets_and_its_section() {
+    use crate::results::Connections;
+    let conns = |after: u64| Connections {
+        connections: 1000,
+        attempted: 1000,
+        generators: 1,
+        ingest_rss_before: 10 << 20,
+        ingest_rss_after: (10 << 20) + after,
+        small_devices: 100,
+        devices_per_generator: 1000,
+        ..Connections::default()
+    };
+    let mut r = results();
+    let without = markdown(&r);
+    assert!(!without.contains("MQTT"), "{without}");
+    r.mqtt = vec![
+        step(1000.0, 1000.0, 3.0, "sustained"),
+        step(8000.0, 3995.0, 8.0, "sustained"),
+        step(16000.0, 5000.0, 700.0, "p99"),
+    ];
+    // 12 KiB and 20 KiB per connection.
+    r.conns = Some(conns(12 * 1024 * 1000));
+    r.conns_mqtt = Some(conns(20 * 1024 * 1000));
+    let md = markdown(&r);
+    // 3,995 / 7,990 readings/s.
+    assert!(
+        md.contains("| 3,995 MQTT vs 7,990 HTTPS = 0.50× | — |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| ≤ 16 KiB RSS per idle MQTT session in ingest | 20.0 KiB (at 1,000 sessions; HTTPS: 12.0 KiB) | **missed** |"),
+        "{md}"
+    );
+    assert!(md.contains("## MQTT beside HTTPS"));
+    assert!(
+        md.contains("| 12.0 KiB (at 1,000) | 20.0 KiB (at 1,000) | 1.67× |"),
+        "{md}"
+    );
+    // p99: both at 8,000 offered (6 ms HTTPS, 8 ms MQTT).
+    assert!(
+        md.contains("| 6.0 ms at 8,000 | 8.0 ms at 8,000 | 1.33× |"),
+        "{md}"
+    );
+    assert!(md.contains("- **Over MQTT**"));
+    assert!(md.contains("### Ours over MQTT"));
+    assert!(!md.contains("NaN") && !md.contains("inf"));
+    // Without an MQTT step at HTTPS's rate, no latency ratio.
+    r.mqtt.remove(1);
+    assert!(markdown(&r).contains("| n/a (different steps) |"));
+}
+
+#[test]
+fn the_fsync_ceiling_judges_the_best_stored_step_by_its_own_commits() {
+    use crate::results::FsyncProbe;
+    let mut r = results();
+    let without = markdown(&r);
+    assert!(!without.contains("fsync ceiling"), "{without}");
+    r.fsync = Some(FsyncProbe {
+        data_directory: "/srv/pg/data".into(),
+        fs_type: "ext2/ext3".into(),
+        fdatasync_per_s: 1000.0,
+        tool: "pg_test_fsync -s 2".into(),
+    });
+    // 7,990/s for 10 s over 5,000 WAL flushes: 15.98 per flush, ceiling
+    // 15,980; per commit (8,000 of them, read-only ones included) 9.99.
+    r.ours[0].seconds = 10.0;
+    r.ours[0].commits = Some(500);
+    r.ours[1].seconds = 10.0;
+    r.ours[1].commits = Some(8000);
+    r.ours[1].wal_syncs = Some(5000);
+    r.batched = Some(StepRow {
+        offered_rps: 600.0,
+        batch: 50,
+        acked_rps: 30_000.0,
+        stored_rps: Some(12_000.0),
+        verdict: "sustained".into(),
+        ..StepRow::default()
+    });
+    let md = markdown(&r);
+    assert!(
+        md.contains("| 7,990 / 15,980 = **0.50** of the ceiling (1,000 fdatasync/s on ext2/ext3 × 16.0 readings per WAL flush at 8,000 offered), 0 lost | met |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("batched requests of 50 readings | 12,000 readings/s stored"),
+        "{md}"
+    );
+    assert!(md.contains("## The fsync ceiling"));
+    assert!(
+        md.contains("| 8,000 | 1 | 7,990 | 800 | 10.0 | 500 | 16.0 | 15,980 | 0.50× | sustained |"),
+        "{md}"
+    );
+    // Without flush counts there is no ceiling to judge against.
+    r.ours[1].wal_syncs = None;
+    assert!(
+        markdown(&r)
+            .contains("no sustained end-to-end step with WAL flush counts | not measured |")
+    );
+    assert!(!md.contains("NaN") && !md.contains("inf"));
+}

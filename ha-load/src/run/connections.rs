@@ -1,16 +1,26 @@
 //! Connection memory: a fresh ingest process, generators holding one TLS
-//! connection per device; RSS and open descriptors before and after.
+//! connection per device (HTTPS keep-alive or an MQTT session); RSS and
+//! open descriptors before and after.
 
 use std::net::IpAddr;
 use std::time::Duration;
 
-use super::pipeline::{Pipeline, ingest_args, run_prefix};
+use super::pipeline::{Pipeline, free_port, ingest_args, run_prefix};
 use super::{LoadConfig, log};
+use crate::driver::Transport;
 use crate::process::Spawned;
 use crate::procfs;
 use crate::results::Connections;
 
-pub(super) async fn connections(config: &LoadConfig, p: &Pipeline) -> Result<Connections, String> {
+pub(super) async fn connections(
+    config: &LoadConfig,
+    p: &Pipeline,
+    transport: Transport,
+) -> Result<Connections, String> {
+    let (label, kind) = match transport {
+        Transport::Http => ("HTTPS", "c"),
+        Transport::Mqtt => ("MQTT", "q"),
+    };
     let hard = std::fs::read_to_string("/proc/self/limits")
         .ok()
         .and_then(|l| {
@@ -20,14 +30,19 @@ pub(super) async fn connections(config: &LoadConfig, p: &Pipeline) -> Result<Con
         })
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
+    let mqtt = free_port()?;
+    let name = format!("ingest-conns-{kind}");
     let mut ingest = Spawned::start(
-        "ingest-conns",
+        &name,
         &config.bin_dir.join("ingest-api"),
-        &ingest_args(config, p),
-        config.work_dir.join("ingest-conns.log"),
+        &ingest_args(config, p, mqtt),
+        config.work_dir.join(format!("{name}.log")),
     )?;
     let addr = ingest.listening(Duration::from_secs(30)).await?;
-    let url = format!("https://{addr}");
+    let url = match transport {
+        Transport::Http => format!("https://{addr}"),
+        Transport::Mqtt => format!("mqtts://{mqtt}"),
+    };
     tokio::time::sleep(Duration::from_secs(2)).await;
     let pid = ingest.pid();
     let ingest_rss_before = procfs::rss(pid);
@@ -36,6 +51,11 @@ pub(super) async fn connections(config: &LoadConfig, p: &Pipeline) -> Result<Con
         let mut args = vec![
             "--url".into(),
             url.clone(),
+            "--transport".into(),
+            match transport {
+                Transport::Http => "https".into(),
+                Transport::Mqtt => "mqtt".into(),
+            },
             "--ca-cert".into(),
             config.work_dir.join("ca.pem").display().to_string(),
             "--device-key-file".into(),
@@ -45,7 +65,7 @@ pub(super) async fn connections(config: &LoadConfig, p: &Pipeline) -> Result<Con
             "--interval".into(),
             "10s".into(),
             "--device-prefix".into(),
-            format!("{}{i}-", run_prefix("c")),
+            format!("{}{i}-", run_prefix(kind)),
             "--log".into(),
             "warn".into(),
         ];
@@ -59,8 +79,9 @@ pub(super) async fn connections(config: &LoadConfig, p: &Pipeline) -> Result<Con
                     .join(","),
             );
         }
+        let name = format!("{name}-{kind}");
         Spawned::start(
-            name,
+            &name,
             &config.bin_dir.join("data-generator"),
             &args,
             config.work_dir.join(format!("{name}.log")),
@@ -85,7 +106,7 @@ pub(super) async fn connections(config: &LoadConfig, p: &Pipeline) -> Result<Con
     }
     let attempted = n * config.generators;
     log(format!(
-        "Connections: {} generators × {n} devices connecting (one reading / 10 s each)…",
+        "Connections ({label}): {} generators × {n} devices connecting (one reading / 10 s each)…",
         config.generators
     ));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -93,7 +114,9 @@ pub(super) async fn connections(config: &LoadConfig, p: &Pipeline) -> Result<Con
     loop {
         tokio::time::sleep(Duration::from_secs(2)).await;
         held = procfs::open_fds(pid).saturating_sub(fds_before);
-        log(format!("Connections: ingest holds {held} of {attempted}."));
+        log(format!(
+            "Connections ({label}): ingest holds {held} of {attempted}."
+        ));
         if held >= attempted || tokio::time::Instant::now() > deadline {
             break;
         }

@@ -1,6 +1,8 @@
-//! One harness run: start (or target) the pipeline, the stepped load, the
-//! batched step, window and connection memory, the backlog drain, then the
-//! same-run baselines; returns everything measured.
+//! One harness run: start (or target) the pipeline, the fsync probe, the
+//! stepped load over HTTPS then MQTT, the batched step, window and
+//! connection memory (HTTPS, MQTT), ingest alone and the backlog drain, the
+//! closed loop with the analyzer stopped, then the same-run baselines;
+//! returns everything measured.
 //!
 //! | file | what |
 //! |---|---|
@@ -8,10 +10,12 @@
 //! | `probes.rs` | stored readings, queue depth: what a step measures besides the driver |
 //! | `steps.rs` | one measured step; the stepped load to the knee |
 //! | `baselines.rs` | the naive composition and the raw lapin/COPY baselines |
-//! | `connections.rs` | connection memory: generators with one connection per device |
+//! | `connections.rs` | connection memory: generators with one connection per device (HTTPS, MQTT) |
+//! | `fsync.rs` | fdatasync/s under PostgreSQL's data directory (`pg_test_fsync`) |
 
 mod baselines;
 mod connections;
+mod fsync;
 mod pipeline;
 mod probes;
 mod steps;
@@ -24,7 +28,7 @@ use ha_core::wire::Timestamp;
 
 use crate::baseline;
 use crate::closed_loop::{self, WrkConfig};
-use crate::driver::{Driver, DriverConfig};
+use crate::driver::{Driver, DriverConfig, Transport};
 use crate::http1::Endpoint;
 use crate::plan::{KneeBound, StepPlan, ms};
 use crate::process::Spawned;
@@ -33,7 +37,7 @@ use crate::results::{Machine, RunResults, Windows};
 
 use baselines::baselines;
 use connections::connections;
-use pipeline::{components, run_prefix, start_pipeline};
+use pipeline::{Pipeline, components, run_prefix, start_pipeline};
 use probes::{Probes, StoreCounter};
 use steps::{Offer, measured_step, stepped};
 
@@ -121,6 +125,14 @@ pub async fn run(config: LoadConfig) -> Result<RunResults, String> {
         components: components(&config, &p, None),
     };
 
+    if let Some(s) = &store {
+        results.postgres_durability = s.durability().await;
+        log(format!("PostgreSQL: {}.", results.postgres_durability));
+        if results.postgres_durability.contains("fsync=on") {
+            fsync_probe(s, &config, &mut results).await;
+        }
+    }
+
     // 1. Ours, one reading per request.
     let prefix = run_prefix("h");
     let first_seq = 1;
@@ -164,34 +176,16 @@ pub async fn run(config: LoadConfig) -> Result<RunResults, String> {
         ));
     }
 
-    // 2. Batched requests; the same devices' windows fill up.
-    // 2. The closed-loop driver against the same ingest, analyzer storing.
-    if let Some(s) = &store {
-        results.postgres_durability = s.durability().await;
-        log(format!("PostgreSQL: {}.", results.postgres_durability));
-    }
-    log("Closed loop (wrk) against ingest…");
-    match closed_loop::run(
-        &p.url,
-        &p.keys,
-        &run_prefix("k"),
-        &wrk_config(&config),
-        &config.work_dir,
-    )
-    .await
-    {
-        Ok(c) => {
-            log(format!(
-                "Closed loop, ingest: {:.0} req/s ({} non-2xx), p99 {:.1} ms.",
-                c.requests_per_sec, c.non_2xx, c.p99_ms
-            ));
-            results.closed_ours = Some(c);
-        }
-        Err(e) => results
-            .notes
-            .push(format!("Closed loop against ingest failed: {e}")),
+    // 1b. The same driver and steps over MQTT, analyzer storing.
+    if p.mqtt_url.is_empty() {
+        results.notes.push(
+            "MQTT steps not run: the harness targeted a running pipeline (--url), whose MQTT listener it does not know.".into(),
+        );
+    } else {
+        mqtt_steps(&config, &p, &probes, store.as_ref(), &mut results).await;
     }
 
+    // 2. Batched requests; the same devices' windows fill up.
     let wprefix = run_prefix("w");
     let analyzer_pid = p.analyzer.as_ref().map(Spawned::pid);
     let rss_before = analyzer_pid.map(procfs::rss);
@@ -241,11 +235,17 @@ pub async fn run(config: LoadConfig) -> Result<RunResults, String> {
     // 3. Connections: a fresh ingest process, generators with one
     // connection per device.
     if config.generators > 0 && config.url.is_none() {
-        match connections(&config, &p).await {
+        match connections(&config, &p, Transport::Http).await {
             Ok(c) => results.conns = Some(c),
             Err(e) => results
                 .notes
-                .push(format!("Connection measurement failed: {e}")),
+                .push(format!("Connection measurement (HTTPS) failed: {e}")),
+        }
+        match connections(&config, &p, Transport::Mqtt).await {
+            Ok(c) => results.conns_mqtt = Some(c),
+            Err(e) => results
+                .notes
+                .push(format!("Connection measurement (MQTT) failed: {e}")),
         }
     }
 
@@ -321,6 +321,10 @@ pub async fn run(config: LoadConfig) -> Result<RunResults, String> {
     if let Some(a) = p.analyzer.take() {
         a.stop(Duration::from_secs(20)).await;
     }
+
+    // 5. The closed-loop driver against ingest alone (analyzer stopped), as
+    // it runs against the naive composition, which has no consumer.
+    closed_loop_ours(&config, &p, &mut results).await;
     if let Some(i) = p.ingest.take() {
         i.stop(Duration::from_secs(10)).await;
     }
@@ -330,6 +334,151 @@ pub async fn run(config: LoadConfig) -> Result<RunResults, String> {
     }
     results.load_average_end = load_average();
     Ok(results)
+}
+
+/// The disk's fdatasync/s under the data directory, before any load.
+async fn fsync_probe(s: &StoreCounter, config: &LoadConfig, results: &mut RunResults) {
+    let Some(dir) = s.data_directory().await else {
+        results
+            .notes
+            .push("fsync ceiling not measured: PostgreSQL did not tell its data_directory.".into());
+        return;
+    };
+    match fsync::probe(std::path::Path::new(&dir), if config.quick { 1 } else { 2 }).await {
+        Ok(f) => {
+            log(format!(
+                "fsync ceiling: {:.0} fdatasync/s on {} ({}).",
+                f.fdatasync_per_s, f.data_directory, f.fs_type
+            ));
+            results.fsync = Some(f);
+        }
+        Err(e) => results
+            .notes
+            .push(format!("fsync ceiling not measured: {e}")),
+    }
+}
+
+/// The stepped load over MQTT: one QoS 1 session per driver connection
+/// (each its own device), one reading per PUBLISH; its readings count in
+/// the run's acknowledged and stored totals.
+async fn mqtt_steps(
+    config: &LoadConfig,
+    p: &Pipeline,
+    probes: &Probes<'_>,
+    store: Option<&StoreCounter>,
+    results: &mut RunResults,
+) {
+    let endpoint = match Endpoint::parse(&p.mqtt_url, Some(&p.ca_pem)) {
+        Ok(e) => e,
+        Err(e) => {
+            results.notes.push(format!("MQTT steps not run: {e}"));
+            return;
+        }
+    };
+    let prefix = run_prefix("q");
+    let driver = Driver::connect(
+        endpoint,
+        DriverConfig {
+            connections: config.connections,
+            device_prefix: prefix.clone(),
+            keys: Some(p.keys.clone()),
+            transport: Transport::Mqtt,
+            ..DriverConfig::default()
+        },
+        1,
+    )
+    .await;
+    let mut driver = match driver {
+        Ok(d) => d,
+        Err(e) => {
+            results.notes.push(format!(
+                "MQTT steps not run: connecting to {}: {e}",
+                p.mqtt_url
+            ));
+            return;
+        }
+    };
+    log(format!(
+        "MQTT: {} sessions (one device each), QoS 1, one reading per PUBLISH.",
+        driver.devices()
+    ));
+    let warm = driver
+        .step(200.0, 1, Duration::from_secs(2), |_, _, _| {})
+        .await;
+    let (rows, acked) = stepped(
+        "mqtt",
+        &mut driver,
+        config,
+        probes,
+        &prefix,
+        warm.acked_readings,
+    )
+    .await;
+    results.mqtt = rows;
+    drop(driver);
+    if let Some(s) = store {
+        let stored = s.wait_for(&prefix, acked, Duration::from_secs(60)).await;
+        log(format!("MQTT: {acked} acknowledged, {stored} stored."));
+        results.acked_total += acked;
+        results.stored_total += stored;
+    }
+}
+
+/// `wrk` against our ingest with nothing consuming; then its readings are
+/// purged from the partition queues (no figure counts them, and a queue
+/// holding them would burden the broker during the baselines).
+async fn closed_loop_ours(config: &LoadConfig, p: &Pipeline, results: &mut RunResults) {
+    log("Closed loop (wrk) against ingest alone (analyzer stopped)…");
+    match closed_loop::run(
+        &p.url,
+        &p.keys,
+        &run_prefix("k"),
+        &wrk_config(config),
+        &config.work_dir,
+    )
+    .await
+    {
+        Ok(c) => {
+            log(format!(
+                "Closed loop, ingest alone: {:.0} req/s ({} non-2xx), p99 {:.1} ms.",
+                c.requests_per_sec, c.non_2xx, c.p99_ms
+            ));
+            results.closed_ours = Some(c);
+        }
+        Err(e) => results
+            .notes
+            .push(format!("Closed loop against ingest failed: {e}")),
+    }
+    if config.url.is_some() {
+        return;
+    }
+    let names = AmqpConfig {
+        partitions: config.partitions,
+        ..AmqpConfig::default()
+    };
+    let purged = async {
+        let conn =
+            lapin::Connection::connect(&config.amqp_url, lapin::ConnectionProperties::default())
+                .await?;
+        let ch = conn.create_channel().await?;
+        let mut n = 0;
+        for part in 0..config.partitions {
+            n += ch
+                .queue_purge(names.queue_name(part).as_str().into(), Default::default())
+                .await?;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(2), conn.close(0, "done".into())).await;
+        Ok::<u32, lapin::Error>(n)
+    }
+    .await;
+    match purged {
+        Ok(n) => log(format!(
+            "Purged {n} closed-loop messages from the partition queues."
+        )),
+        Err(e) => results
+            .notes
+            .push(format!("Purging the closed-loop readings failed: {e}")),
+    }
 }
 
 /// The closed-loop driver's shape: twice a step long, the connections of

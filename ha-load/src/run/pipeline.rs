@@ -27,8 +27,18 @@ pub(super) fn run_prefix(kind: &str) -> String {
     format!("{kind}{t}-")
 }
 
+/// A loopback port free right now, for a listener whose address the
+/// service does not print at `--log warn` (ingest's MQTT listener).
+pub(super) fn free_port() -> Result<std::net::SocketAddr, String> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| format!("finding a free port: {e}"))
+}
+
 pub(super) struct Pipeline {
     pub(super) url: String,
+    /// Ingest's MQTT listener, `mqtts://127.0.0.1:PORT`.
+    pub(super) mqtt_url: String,
     pub(super) ca_pem: Vec<u8>,
     pub(super) keys: DeviceKeys,
     pub(super) key_file: PathBuf,
@@ -67,8 +77,15 @@ impl Pipeline {
     }
 }
 
-pub(super) fn ingest_args(config: &LoadConfig, p: &Pipeline) -> Vec<String> {
+/// ingest-api's flags: HTTPS on a free port, MQTT over TLS on `mqtt`.
+pub(super) fn ingest_args(
+    config: &LoadConfig,
+    p: &Pipeline,
+    mqtt: std::net::SocketAddr,
+) -> Vec<String> {
     vec![
+        "--mqtt-listen".into(),
+        mqtt.to_string(),
         "--listen".into(),
         "127.0.0.1:0".into(),
         "--amqp-url".into(),
@@ -99,6 +116,7 @@ pub(super) async fn start_pipeline(config: &LoadConfig) -> Result<Pipeline, Stri
         let keys = DeviceKeys::from_files(&[&key_file]).map_err(|e| e.to_string())?;
         return Ok(Pipeline {
             url: url.clone(),
+            mqtt_url: String::new(),
             ca_pem,
             keys,
             key_file,
@@ -132,6 +150,7 @@ pub(super) async fn start_pipeline(config: &LoadConfig) -> Result<Pipeline, Stri
     )?;
     let mut p = Pipeline {
         url: String::new(),
+        mqtt_url: String::new(),
         ca_pem: tls.ca_pem.into_bytes(),
         keys,
         key_file,
@@ -141,14 +160,16 @@ pub(super) async fn start_pipeline(config: &LoadConfig) -> Result<Pipeline, Stri
         analyzer: None,
         analyzer_runs: 0,
     };
+    let mqtt = free_port()?;
     let mut ingest = Spawned::start(
         "ingest-api",
         &config.bin_dir.join("ingest-api"),
-        &ingest_args(config, &p),
+        &ingest_args(config, &p, mqtt),
         w.join("ingest-api.log"),
     )?;
     let addr = ingest.listening(Duration::from_secs(30)).await?;
     p.url = format!("https://{addr}");
+    p.mqtt_url = format!("mqtts://{mqtt}");
     p.ingest = Some(ingest);
     p.start_analyzer(config).await?;
     log(format!("Pipeline up: ingest-api at {}.", p.url));

@@ -11,6 +11,9 @@ use crate::procfs::Component;
 /// Stored readings of devices whose id starts with `prefix`.
 pub(super) struct StoreCounter {
     client: tokio_postgres::Client,
+    /// Transactions this counter ran (each query is one): subtracted from
+    /// the database's commit count.
+    own: std::sync::atomic::AtomicU64,
 }
 
 impl StoreCounter {
@@ -19,7 +22,47 @@ impl StoreCounter {
             .await
             .map_err(|e| format!("PostgreSQL: {e}"))?;
         tokio::spawn(conn);
-        Ok(StoreCounter { client })
+        Ok(StoreCounter {
+            client,
+            own: Default::default(),
+        })
+    }
+
+    async fn one_i64(&self, sql: &str) -> Option<i64> {
+        self.own.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.client
+            .query_one(sql, &[])
+            .await
+            .ok()
+            .and_then(|row| row.try_get::<_, i64>(0).ok())
+    }
+
+    /// (transactions committed in this database, not counting this
+    /// counter's own; WAL syncs) so far. PostgreSQL flushes these
+    /// statistics about once a second, so short windows are approximate.
+    pub(super) async fn commit_counters(&self) -> (Option<u64>, Option<u64>) {
+        let commits = self
+            .one_i64("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")
+            .await
+            .map(|c| {
+                (c.max(0) as u64)
+                    .saturating_sub(self.own.load(std::sync::atomic::Ordering::Relaxed))
+            });
+        let syncs = self
+            .one_i64("SELECT wal_sync FROM pg_stat_wal")
+            .await
+            .map(|c| c.max(0) as u64);
+        (commits, syncs)
+    }
+
+    /// `SHOW data_directory` (needs a superuser or pg_read_all_settings).
+    pub(super) async fn data_directory(&self) -> Option<String> {
+        self.own.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.client
+            .query_one("SHOW data_directory", &[])
+            .await
+            .ok()
+            .map(|row| row.get::<_, String>(0))
     }
 
     /// The server's durability settings, e.g. `fsync=on,
@@ -27,6 +70,7 @@ impl StoreCounter {
     pub(super) async fn durability(&self) -> String {
         let mut settings = Vec::new();
         for name in ["fsync", "synchronous_commit"] {
+            self.own.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let value = self
                 .client
                 .query_one(&format!("SHOW {name}"), &[])
@@ -41,6 +85,7 @@ impl StoreCounter {
     pub(super) async fn count(&self, prefix: &str) -> u64 {
         // Device ids are `<prefix><digits>`: a range on the key, not LIKE.
         let upper = format!("{prefix}\u{7f}");
+        self.own.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.client
             .query_one(
                 "SELECT count(*) FROM readings WHERE device_id >= $1 AND device_id < $2",

@@ -60,6 +60,10 @@ pub(super) async fn measured_step(
         Some(s) => Some(s.count(prefix).await),
         None => None,
     };
+    let commits_before = match probes.store {
+        Some(s) => s.commit_counters().await,
+        None => (None, None),
+    };
     let t0 = tokio::time::Instant::now();
     log(format!(
         "{label}: offering {rate:.0} req/s × {batch} reading(s) over {} devices for {:.0} s…",
@@ -93,6 +97,10 @@ pub(super) async fn measured_step(
         let now = s.count(prefix).await;
         r.stored_rps = Some(now.saturating_sub(before) as f64 / elapsed.max(1e-9));
         r.backlog = Some(acked_after as i64 - now as i64);
+        let (commits, syncs) = s.commit_counters().await;
+        let delta = |a: Option<u64>, b: Option<u64>| Some(a?.saturating_sub(b?));
+        r.commits = delta(commits, commits_before.0);
+        r.wal_syncs = delta(syncs, commits_before.1);
     }
     if let Some(q) = probes.queue {
         r.queue_depth = queue_depth(q, probes.partitions).await;
