@@ -89,6 +89,14 @@ fn all_processes() -> HashMap<u32, (u32, u64)> {
     out
 }
 
+/// Every process's parent: pid → ppid.
+pub fn parents() -> HashMap<u32, u32> {
+    all_processes()
+        .into_iter()
+        .map(|(pid, (ppid, _))| (pid, ppid))
+        .collect()
+}
+
 /// CPU ticks of `root` and all its descendants in `procs`.
 pub fn tree_ticks(procs: &HashMap<u32, (u32, u64)>, root: u32) -> u64 {
     let mut total = 0;

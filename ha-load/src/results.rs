@@ -197,6 +197,52 @@ impl Windows {
     }
 }
 
+/// The latency target in one placement of the processes on the cores:
+/// every repeat's step and the medians over them.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct LatencyPlacement {
+    /// `everything sharing 2 cores`, `driver on core 0, …`.
+    pub name: String,
+    /// One step per repeat.
+    pub runs: Vec<StepRow>,
+    /// Median of the repeats' p99, milliseconds.
+    pub median_p99_ms: f64,
+    /// Median of the repeats' acknowledged readings/s.
+    pub median_acked_rps: f64,
+    /// Why the processes could not all be pinned, when they could not.
+    pub pin_error: Option<String>,
+}
+
+impl LatencyPlacement {
+    /// The placement's medians from its repeats.
+    pub fn from_runs(name: String, runs: Vec<StepRow>, pin_error: Option<String>) -> Self {
+        let median = |f: fn(&StepRow) -> f64| {
+            let mut v: Vec<f64> = runs.iter().map(f).collect();
+            v.sort_by(f64::total_cmp);
+            v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+        };
+        LatencyPlacement {
+            median_p99_ms: median(|r| r.p99_ms),
+            median_acked_rps: median(|r| r.acked_rps),
+            name,
+            runs,
+            pin_error,
+        }
+    }
+}
+
+/// The latency target (p99 at a fixed offered rate, analyzer storing),
+/// in each placement.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct LatencyTarget {
+    /// Offered readings/s, one per request.
+    pub rate: f64,
+    /// The bound on the median p99, milliseconds.
+    pub bound_ms: f64,
+    /// Everything sharing the cores; the driver pinned apart.
+    pub placements: Vec<LatencyPlacement>,
+}
+
 /// Everything one run measured.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct RunResults {
@@ -270,6 +316,9 @@ pub struct RunResults {
     pub fsync: Option<FsyncProbe>,
     /// What could not be measured, and why.
     pub notes: Vec<String>,
+    /// The latency target's repeats in each placement.
+    #[serde(default)]
+    pub latency_target: Option<LatencyTarget>,
 }
 
 impl RunResults {

@@ -102,17 +102,7 @@ pub fn markdown(r: &RunResults) -> String {
         met(stored_max.map(|s| s >= TARGET_STORED && lost == 0))
     );
     super::fsync::target_rows(&mut md, r, lost);
-    let half = step_near(&r.ours, TARGET_STORED / 2.0);
-    let _ = writeln!(
-        md,
-        "| p99 ack latency ≤ 10 ms at 7,500 readings/s | {} | {} |",
-        half.map_or("not measured".into(), |s| format!(
-            "{:.1} ms at {} offered",
-            s.p99_ms,
-            rate(s.offered_rps)
-        )),
-        met(half.map(|s| s.p99_ms <= TARGET_P99_MS))
-    );
+    super::latency::target_row(&mut md, r);
     let drain = r.drain.map(|d| d.per_second());
     let _ = writeln!(
         md,
@@ -275,6 +265,7 @@ pub fn markdown(r: &RunResults) -> String {
     if let Some(text) = knee_cpu(r) {
         let _ = writeln!(md, "### Where the cores went at the knee\n\n{text}\n");
     }
+    super::latency::section(&mut md, r);
     super::fsync::section(&mut md, r);
     super::capacity::capacity_section(&mut md, r);
     let _ = writeln!(md, "## Connections (the C100K target)\n");

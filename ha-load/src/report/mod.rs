@@ -7,10 +7,12 @@
 //! | [`svg`](fn@svg) (`svg.rs`) | the plot |
 //! | `capacity.rs` | CPU-seconds per reading per component, scaled to a fleet |
 //! | `fsync.rs` | the fsync ceiling: fdatasync/s × readings per commit |
+//! | `latency.rs` | the latency target: p99 at 7,500 offered, repeated, two placements |
 //! | `mqtt.rs` | MQTT beside HTTPS: rates and memory per idle session |
 
 mod capacity;
 mod fsync;
+mod latency;
 mod markdown;
 mod mqtt;
 mod svg;

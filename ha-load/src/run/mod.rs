@@ -16,6 +16,7 @@
 mod baselines;
 mod connections;
 mod fsync;
+mod latency;
 mod pipeline;
 mod probes;
 mod steps;
@@ -163,6 +164,13 @@ pub async fn run(config: LoadConfig) -> Result<RunResults, String> {
     let (rows, acked) = stepped("ours", &mut driver, &config, &probes, &prefix, acked_total).await;
     acked_total = acked;
     results.ours = rows;
+    // 1a. The latency target, analyzer storing: repeats in each placement
+    // of the processes on the cores.
+    let repeats = if config.quick { 1 } else { 3 };
+    let (target, acked) =
+        latency::latency_target(&config, &mut driver, &probes, &prefix, repeats, acked_total).await;
+    acked_total = acked;
+    results.latency_target = Some(target);
     drop(driver);
     if let Some(s) = &store {
         log("Waiting for the analyzer to store every acknowledged reading…");
