@@ -1,0 +1,62 @@
+//! One conformance suite for both device transports: every scenario runs
+//! once over HTTPS (`POST /v1/readings`) and once over MQTT 5 (QoS 1 to
+//! `readings/{device}`), with the real device client (`ha-device-client`)
+//! against the real `ingest-api` (TLS on both listeners) on real RabbitMQ,
+//! the `analyzer` storing into real PostgreSQL. Assertions are on the
+//! store's rows.
+//!
+//! | scenario | proves, on either transport |
+//! |---|---|
+//! | `readings_from_several_devices_are_stored_once` | N readings from several devices, concurrently: each stored once, none resent |
+//! | `resends_of_the_same_seq_are_stored_once` | a batch whose ack was lost is resent by the client, and a fresh client resends stored readings: ingest acknowledges every resend, the store keeps one row each |
+//! | `a_connection_cut_mid_stream_loses_nothing_and_doubles_nothing` | every connection cut repeatedly while devices stream: all acknowledged, in `seq` order, stored once |
+//! | `permanent_refusals_are_reported_alike_and_store_nothing` | a wrong token is `Error::Unauthorized` (401) without retry, readings kept; too-old readings are `Event::Held` (`ts_too_old`); nothing stored |
+//!
+//! Test names: `https::<scenario>` and `mqtt::<scenario>`. Run with
+//! `scripts/test -p reference-apps --all-features --test transport_conformance`.
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a failed unwrap is a failed test"
+)]
+
+mod pipeline;
+mod proxy;
+mod scenarios;
+
+/// How the device client reaches ingest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// `https://`: `POST /v1/readings`, acknowledged by a 202.
+    Https,
+    /// `mqtts://`: a QoS 1 PUBLISH, acknowledged by a PUBACK.
+    Mqtt,
+}
+
+/// One test per scenario and transport: `https::name`, `mqtt::name`.
+macro_rules! for_both_transports {
+    ($($scenario:ident),* $(,)?) => {
+        mod https {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    crate::scenarios::$scenario(crate::Transport::Https).await;
+                }
+            )*
+        }
+        mod mqtt {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    crate::scenarios::$scenario(crate::Transport::Mqtt).await;
+                }
+            )*
+        }
+    };
+}
+
+for_both_transports!(
+    readings_from_several_devices_are_stored_once,
+    resends_of_the_same_seq_are_stored_once,
+    a_connection_cut_mid_stream_loses_nothing_and_doubles_nothing,
+    permanent_refusals_are_reported_alike_and_store_nothing,
+);
