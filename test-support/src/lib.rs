@@ -3,7 +3,7 @@
 //! What the binary crates' tests share: start a binary and wait until it
 //! says where it listens, probe it over plain HTTP, wait on a condition
 //! (never a bare sleep), a fresh database, the dead-letter topology of the
-//! broker policy.
+//! broker policy, Eclipse Mosquitto (broker and `mosquitto_pub`).
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -22,6 +22,7 @@
 //! | module | what |
 //! |---|---|
 //! | [`process`] | [`Proc`]: a child process, its address, its log; signals; [`run_to_end`] |
+//! | [`mosquitto`] | [`mosquitto::Broker`] (TLS, optional passwords), `mosquitto_pub` runs, [`mosquitto::installed`] |
 //! | [`http`] | one HTTP/1.1 request per connection; Prometheus samples |
 //! | [`wait`] | [`wait_until`] and [`wait_until_async`]: poll a condition with a deadline |
 //! | [`postgres`] | [`create_database`]: a fresh database per test |
@@ -35,6 +36,7 @@
 )]
 
 pub mod http;
+pub mod mosquitto;
 pub mod postgres;
 pub mod process;
 pub mod rabbitmq;
