@@ -109,7 +109,7 @@ impl Pipeline {
         );
         let upstream = match transport {
             Transport::Https => ingest.addr,
-            Transport::Mqtt => mqtt,
+            Transport::Mqtt | Transport::MqttWindow => mqtt,
         };
         let pipeline = Pipeline {
             transport,
@@ -131,9 +131,10 @@ impl Pipeline {
     /// relay; `token` defaults to the device's own.
     pub fn client(&self, device: &str, token: Option<&str>) -> (Client<MemoryBuffer>, Events) {
         let token = token.map_or_else(|| token_for(KEY.as_bytes(), device), str::to_owned);
-        let scheme = match self.transport {
-            Transport::Https => "https",
-            Transport::Mqtt => "mqtts",
+        let (scheme, in_flight) = match self.transport {
+            Transport::Https => ("https", 1),
+            Transport::Mqtt => ("mqtts", 1),
+            Transport::MqttWindow => ("mqtts", 4),
         };
         let events: Events = Arc::default();
         let sink = events.clone();
@@ -153,6 +154,7 @@ impl Pipeline {
         )
         .with_batch(5, 1 << 20)
         .with_pacing(Duration::from_millis(5))
+        .with_mqtt_max_in_flight(in_flight)
         .with_event_callback(move |e| sink.lock().unwrap().push(e.clone()));
         let buffer = MemoryBuffer::new(BufferLimits::default());
         (Client::new(config, buffer).unwrap(), events)
