@@ -157,29 +157,90 @@ impl<B: Buffer> Client<B> {
         self.delivery.begin_flush();
         let mut pause = false;
         loop {
-            let budget = self.max_batch_bytes - BODY_OPEN.len() - BODY_CLOSE.len();
-            let batch = self.buffer.peek(self.delivery.batch_limit(), budget)?;
-            if batch.is_empty() {
+            let batches = self.next_batches()?;
+            if batches.is_empty() {
                 return Ok(report);
             }
             if pause && !self.pacing.is_zero() {
                 tokio::time::sleep(self.pacing).await;
             }
             pause = false;
-            let body = encode_body(&batch);
-            report.requests += 1;
-            self.counters.sent += batch.len() as u64;
-            let (result, events) = {
+            let bodies: Vec<Vec<u8>> = batches.iter().map(|b| encode_body(b)).collect();
+            let (window, events) = {
                 let mut events = Vec::new();
-                let result = self
+                let window = self
                     .transport
-                    .post(&body, &mut |e: Event| events.push(e))
+                    .post_window(&bodies, &mut |e: Event| events.push(e))
                     .await;
-                (result, events)
+                (window, events)
             };
             for e in events {
                 self.emit(e);
             }
+            let attempted = window.written.max(window.answers.len()).max(1);
+            report.requests += attempted;
+            self.counters.sent += batches[..attempted.min(batches.len())]
+                .iter()
+                .map(|b| b.len() as u64)
+                .sum::<u64>();
+            // In order; the first answer that is not a success ends the
+            // window (the batches after it stay buffered).
+            for (batch, result) in batches.iter().zip(window.answers) {
+                if !self.on_answer(batch, result, &mut report).await? {
+                    break;
+                }
+                pause = true;
+            }
+        }
+    }
+
+    /// The next batches to send: one, or over MQTT with several publishes
+    /// in flight up to the transport's window, consecutive in `seq` order.
+    fn next_batches(&self) -> Result<Vec<Vec<EncodedReading>>, Error> {
+        let budget = self.max_batch_bytes - BODY_OPEN.len() - BODY_CLOSE.len();
+        let limit = self.delivery.batch_limit();
+        let window = self.transport.window();
+        if window <= 1 {
+            let batch = self.buffer.peek(limit, budget)?;
+            return Ok(if batch.is_empty() {
+                vec![]
+            } else {
+                vec![batch]
+            });
+        }
+        let readings = self
+            .buffer
+            .peek(limit.saturating_mul(window), budget.saturating_mul(window))?;
+        let mut batches: Vec<Vec<EncodedReading>> = Vec::new();
+        let mut bytes = 0;
+        for r in readings {
+            let size = r.len() + 1;
+            let fits = batches
+                .last()
+                .is_some_and(|b| b.len() < limit && bytes + size <= budget);
+            if let (true, Some(b)) = (fits, batches.last_mut()) {
+                bytes += size;
+                b.push(r);
+            } else if batches.len() == window {
+                break;
+            } else {
+                bytes = size;
+                batches.push(vec![r]);
+            }
+        }
+        Ok(batches)
+    }
+
+    /// Acts on the answer to one batch. `Ok(true)`: acknowledged, go on
+    /// with the next; `Ok(false)`: handled (retry waited, split, rejected,
+    /// held), peek again.
+    async fn on_answer(
+        &mut self,
+        batch: &[EncodedReading],
+        result: Result<Response, Error>,
+        report: &mut FlushReport,
+    ) -> Result<bool, Error> {
+        {
             let (outcome, error) = classify(result);
             match self.delivery.on_outcome(batch.len(), outcome) {
                 Action::Acknowledge => {
@@ -193,7 +254,7 @@ impl<B: Buffer> Client<B> {
                         first_seq: seqs[0],
                         last_seq: seqs[seqs.len() - 1],
                     });
-                    pause = true;
+                    Ok(true)
                 }
                 Action::Retry {
                     attempt,
@@ -207,18 +268,20 @@ impl<B: Buffer> Client<B> {
                         cause,
                     });
                     tokio::time::sleep(delay).await;
+                    Ok(false)
                 }
                 Action::GiveUp { retries, cause } => {
                     self.counters.gave_up += 1;
                     self.emit(Event::GaveUp { retries, cause });
-                    return Err(Error::GaveUp {
+                    Err(Error::GaveUp {
                         retries,
                         cause,
                         last: Box::new(error.unwrap_or(Error::Protocol("no error".into()))),
-                    });
+                    })
                 }
                 Action::Split { batch_limit } => {
                     self.emit(Event::Split { batch_limit });
+                    Ok(false)
                 }
                 Action::Reject { positions } => {
                     let reason = match error {
@@ -231,7 +294,7 @@ impl<B: Buffer> Client<B> {
                     {
                         self.on_held(rejected, refusal, reason, pushed.dropped);
                         report.held += rejected.len();
-                        continue;
+                        return Ok(false);
                     }
                     self.buffer.reject(rejected, &reason)?;
                     self.counters.rejected += rejected.len() as u64;
@@ -239,21 +302,18 @@ impl<B: Buffer> Client<B> {
                     report.rejected += rejected.len();
                     let readings = rejected.iter().filter_map(|r| r.decode().ok()).collect();
                     self.emit(Event::Rejected { readings, reason });
+                    Ok(false)
                 }
-                Action::Hold => {
-                    return Err(match error {
-                        Some(Error::Status(reason))
-                            if reason.status == 401 || reason.status == 403 =>
-                        {
-                            self.emit(Event::Unauthorized {
-                                reason: reason.clone(),
-                            });
-                            Error::Unauthorized(reason)
-                        }
-                        Some(e) => e,
-                        None => Error::Protocol("no error".into()),
-                    });
-                }
+                Action::Hold => Err(match error {
+                    Some(Error::Status(reason)) if reason.status == 401 || reason.status == 403 => {
+                        self.emit(Event::Unauthorized {
+                            reason: reason.clone(),
+                        });
+                        Error::Unauthorized(reason)
+                    }
+                    Some(e) => e,
+                    None => Error::Protocol("no error".into()),
+                }),
             }
         }
     }

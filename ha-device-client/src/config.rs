@@ -77,6 +77,7 @@ pub struct ClientConfig {
     pub(crate) on_event: Option<EventCallback>,
     pub(crate) pool: Option<ConnectionPool>,
     pub(crate) mqtt_keep_alive: Duration,
+    pub(crate) mqtt_max_in_flight: u16,
 }
 
 impl fmt::Debug for ClientConfig {
@@ -94,6 +95,7 @@ impl fmt::Debug for ClientConfig {
             .field("clock_retry", &self.clock_retry)
             .field("pool", &self.pool)
             .field("mqtt_keep_alive", &self.mqtt_keep_alive)
+            .field("mqtt_max_in_flight", &self.mqtt_max_in_flight)
             .finish_non_exhaustive()
     }
 }
@@ -124,6 +126,7 @@ impl ClientConfig {
             on_event: None,
             pool: None,
             mqtt_keep_alive: Duration::from_secs(60),
+            mqtt_max_in_flight: 1,
         }
     }
 
@@ -258,6 +261,18 @@ impl ClientConfig {
         self
     }
 
+    /// MQTT only: how many batches may be published before the first is
+    /// acknowledged (default 1). More keeps a high-latency link busy; the
+    /// server's Receive Maximum (from its CONNACK) bounds it further. The
+    /// batches are published in `seq` order, leave the buffer only on their
+    /// own success PUBACK, and are acknowledged in order: after the first
+    /// one that is not, the later ones stay buffered and are sent again, in
+    /// order (the store de-duplicates any that had arrived).
+    pub fn with_mqtt_max_in_flight(mut self, publishes: u16) -> Self {
+        self.mqtt_max_in_flight = publishes;
+        self
+    }
+
     /// Checks the values that need no I/O. [`Client::new`](crate::Client::new)
     /// calls it.
     pub fn validate(&self) -> Result<(), Error> {
@@ -300,6 +315,11 @@ impl ClientConfig {
                 "MQTT keep-alive {:?} is over 65,535 s",
                 self.mqtt_keep_alive
             )));
+        }
+        if self.mqtt_max_in_flight == 0 {
+            return Err(Error::Config(
+                "MQTT max in flight must be at least 1".into(),
+            ));
         }
         if !(1..=MAX_READINGS).contains(&self.max_batch) {
             return Err(Error::Config(format!(

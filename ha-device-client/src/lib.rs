@@ -89,10 +89,15 @@
 //!   it sends PINGREQ and waits for PINGRESP, and it replaces a session
 //!   idle for longer.
 //! - **Publishing**: one batch = one QoS 1 PUBLISH to `readings/<device id>`
-//!   whose payload is the body `POST /v1/readings` would carry. One PUBLISH
-//!   is in flight at a time (so any server receive maximum is respected),
-//!   with the same pacing between publishes as between requests. Readings
-//!   leave the buffer only on a success PUBACK (reason code below 0x80).
+//!   whose payload is the body `POST /v1/readings` would carry. By default
+//!   one PUBLISH is in flight at a time, with the same pacing between
+//!   publishes as between requests; [`ClientConfig::with_mqtt_max_in_flight`]
+//!   lets several consecutive batches go out before the first PUBACK
+//!   (bounded by the server's Receive Maximum; pacing between windows).
+//!   Readings leave the buffer only on their own success PUBACK (reason
+//!   code below 0x80), batch by batch in `seq` order: past the first batch
+//!   not acknowledged, the later ones stay buffered and are published
+//!   again after it, in order.
 //! - **Reconnect**: a lost session (connection broken, no PUBACK within the
 //!   request timeout, or a server DISCONNECT such as 0x88 server unavailable
 //!   or 0x89 server busy) is retried on the policy's schedule; the batch is
@@ -185,7 +190,7 @@
 //! | [`buffer`] | the [`Buffer`] trait, [`MemoryBuffer`], [`FileBuffer`] (`buffer/file/format.rs`: the record format and replay), `buffer::conformance` | `error` |
 //! | `event` | [`Event`], [`Counters`] | `buffer`, `error`, `retry` |
 //! | [`state`] | the pure send/retry/give-up state machine | `retry` |
-//! | `transport` | [`ConnectOptions`] (`options.rs`), the endpoint, opening connections (`connector.rs`, `tls.rs`), one exchange (`conn.rs`, `response.rs`), [`ConnectionPool`] (`pool.rs`), the MQTT session (`mqtt/`: `frame.rs` reads packets, `codes.rs` maps reason codes), a client's `Transport` | `config`, `error`, `event` |
+//! | `transport` | [`ConnectOptions`] (`options.rs`), the endpoint, opening connections (`connector.rs`, `tls.rs`), one exchange (`conn.rs`, `response.rs`), [`ConnectionPool`] (`pool.rs`), the MQTT session (`mqtt/`: `frame.rs` reads packets, `codes.rs` maps reason codes, `window.rs` several publishes in flight), a client's `Transport` | `config`, `error`, `event` |
 //! | `config` | [`ClientConfig`] | `transport` (options, pool), `retry`, `event` |
 //! | `client` | [`Client`] | all of the above |
 

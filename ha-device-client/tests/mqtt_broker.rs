@@ -1,7 +1,7 @@
 //! The MQTT transport against a real broker: Debian's `mosquitto`, run as
-//! a child process on a free 127.0.0.1 port with a TLS listener (a test CA
-//! made with rcgen), and `mosquitto_sub` (an MQTT client not written here)
-//! as the observer of what was published.
+//! a child process on a free 127.0.0.1 port with a TLS listener and a test
+//! CA (`ha_test_support::mosquitto::Broker`), and `mosquitto_sub` (an MQTT
+//! client not written here) as the observer of what was published.
 //!
 //! Needs `mosquitto` and `mosquitto-clients` (`scripts/test` installs
 //! them). Without them the tests fail when `CI` is set and are skipped,
@@ -12,9 +12,7 @@
 )]
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,173 +20,23 @@ use ha_core::wire::{IngestBody, Metric, Reading, Timestamp};
 use ha_device_client::{
     Buffer, BufferLimits, Client, ClientConfig, Event, MemoryBuffer, RetryPolicy,
 };
+use ha_test_support::mosquitto::{self, Broker};
 
-/// Whether the broker and its clients are installed; panics in CI if not.
-fn have_mosquitto() -> bool {
-    let found = [
-        "mosquitto",
-        "mosquitto_sub",
-        "mosquitto_pub",
-        "mosquitto_passwd",
-    ]
-    .iter()
-    .all(|b| {
-        Command::new("sh")
-            .args(["-c", &format!("command -v {b} || test -x /usr/sbin/{b}")])
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    });
-    if !found {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "mosquitto / mosquitto-clients are not installed but CI is set: run the tests through scripts/test"
-        );
-        eprintln!(
-            "SKIPPED: mosquitto is not installed (apt-get install mosquitto mosquitto-clients)"
-        );
-    }
-    found
-}
+const TOOLS: [&str; 4] = [
+    "mosquitto",
+    "mosquitto_sub",
+    "mosquitto_pub",
+    "mosquitto_passwd",
+];
 
-fn mosquitto_bin() -> &'static str {
-    if std::path::Path::new("/usr/sbin/mosquitto").exists() {
-        "/usr/sbin/mosquitto"
-    } else {
-        "mosquitto"
-    }
-}
+/// Only `dev-1` (`c0ffee`) and the observer may connect.
+const USERS: [(&str, &str); 2] = [("dev-1", "c0ffee"), ("observer", "watch")];
 
-static NEXT: AtomicUsize = AtomicUsize::new(0);
-
-struct Broker {
-    dir: PathBuf,
-    port: u16,
-    child: Option<Child>,
-    passwords: bool,
-}
-
-impl Broker {
-    /// A broker with a TLS listener; with `passwords`, only `dev-1`
-    /// (`c0ffee`) and the observer (`watch`) may connect.
-    fn start(passwords: bool) -> Broker {
-        let dir = std::env::temp_dir().join(format!(
-            "ha-mqtt-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let (ca, cert, key) = certificates();
-        std::fs::write(dir.join("ca.pem"), ca).unwrap();
-        std::fs::write(dir.join("server.pem"), cert).unwrap();
-        std::fs::write(dir.join("server.key"), key).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let d = dir.display();
-        let mut conf = format!(
-            "user root\nper_listener_settings false\npersistence false\nlistener {port} 127.0.0.1\n\
-             cafile {d}/ca.pem\ncertfile {d}/server.pem\nkeyfile {d}/server.key\n"
-        );
-        if passwords {
-            let file = dir.join("passwords");
-            for (i, (user, pass)) in [("dev-1", "c0ffee"), ("observer", "watch")]
-                .iter()
-                .enumerate()
-            {
-                let mut cmd = Command::new("mosquitto_passwd");
-                if i == 0 {
-                    cmd.arg("-c");
-                }
-                let ok = cmd
-                    .arg("-b")
-                    .arg(&file)
-                    .args([user, pass])
-                    .status()
-                    .unwrap();
-                assert!(ok.success());
-            }
-            conf.push_str(&format!(
-                "allow_anonymous false\npassword_file {d}/passwords\n"
-            ));
-        } else {
-            conf.push_str("allow_anonymous true\n");
-        }
-        std::fs::write(dir.join("mosquitto.conf"), conf).unwrap();
-        let mut broker = Broker {
-            dir,
-            port,
-            child: None,
-            passwords,
-        };
-        broker.run();
-        broker
-    }
-
-    fn run(&mut self) {
-        let log = std::fs::File::create(self.dir.join("mosquitto.log")).unwrap();
-        let child = Command::new(mosquitto_bin())
-            .arg("-c")
-            .arg(self.dir.join("mosquitto.conf"))
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        let start = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "mosquitto did not listen: {}",
-                std::fs::read_to_string(self.dir.join("mosquitto.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// SIGKILL: no goodbye to anyone.
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            c.kill().unwrap();
-            c.wait().unwrap();
-        }
-    }
-
-    fn ca(&self) -> PathBuf {
-        self.dir.join("ca.pem")
-    }
-
-    fn url(&self) -> String {
-        format!("mqtts://localhost:{}", self.port)
-    }
-
-    fn client_args(&self) -> Vec<String> {
-        let mut a = vec![
-            "-h".into(),
-            "localhost".into(),
-            "-p".into(),
-            self.port.to_string(),
-            "--cafile".into(),
-            self.ca().display().to_string(),
-            "-V".into(),
-            "mqttv5".into(),
-            "-q".into(),
-            "1".into(),
-        ];
-        if self.passwords {
-            a.extend(["-u", "observer", "-P", "watch"].map(String::from));
-        }
-        a
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        self.kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+/// The observer's `mosquitto_sub`/`mosquitto_pub` arguments: it logs in
+/// when the broker has a password file.
+fn observer_args(broker: &Broker) -> Vec<String> {
+    let login = broker.dir.join("passwords").exists().then_some(USERS[1]);
+    broker.client_args(login)
 }
 
 /// `mosquitto_sub` on `readings/#`, collecting `(topic, payload)` lines.
@@ -202,7 +50,7 @@ impl Observer {
     /// comes back, so nothing published afterwards can be missed.
     fn start(broker: &Broker) -> Observer {
         let mut child = Command::new("mosquitto_sub")
-            .args(broker.client_args())
+            .args(observer_args(broker))
             .args(["-t", "readings/#", "-F", "%t %p"])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -223,7 +71,7 @@ impl Observer {
         let start = Instant::now();
         loop {
             let ok = Command::new("mosquitto_pub")
-                .args(broker.client_args())
+                .args(observer_args(broker))
                 .args(["-t", "readings/probe", "-m", "probe"])
                 .status()
                 .unwrap();
@@ -282,26 +130,6 @@ impl Drop for Observer {
     }
 }
 
-/// A CA, and a certificate for `localhost` signed by it (PEM: CA, cert, key).
-fn certificates() -> (String, String, String) {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    // Distinct names: OpenSSL (mosquitto's clients) takes a leaf named like
-    // its issuer for self-signed.
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "ha-pipeline test CA");
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "localhost");
-    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
-    (ca.pem(), cert.pem(), key.serialize_pem())
-}
-
 fn reading(seq: u64) -> Reading {
     Reading {
         device_id: "dev-1".into(),
@@ -353,10 +181,10 @@ fn acknowledged(events: &Mutex<Vec<Event>>) -> Vec<(u64, u64)> {
 
 #[tokio::test(flavor = "current_thread")]
 async fn publishes_arrive_in_order_over_tls_and_leave_the_buffer_on_puback() {
-    if !have_mosquitto() {
+    if !mosquitto::installed(&TOOLS) {
         return;
     }
-    let broker = Broker::start(true);
+    let broker = Broker::start(&USERS);
     let observer = Observer::start(&broker);
     let (mut client, events) = client(&broker, "c0ffee", 20);
     for s in (0..250).rev() {
@@ -383,10 +211,10 @@ async fn publishes_arrive_in_order_over_tls_and_leave_the_buffer_on_puback() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_wrong_password_is_unauthorized_and_nothing_leaves_the_buffer() {
-    if !have_mosquitto() {
+    if !mosquitto::installed(&TOOLS) {
         return;
     }
-    let broker = Broker::start(true);
+    let broker = Broker::start(&USERS);
     let (mut client, events) = client(&broker, "not-the-token", 20);
     for s in 0..5 {
         client.push(reading(s)).unwrap();
@@ -399,10 +227,10 @@ async fn a_wrong_password_is_unauthorized_and_nothing_leaves_the_buffer() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_broker_killed_mid_stream_loses_nothing_and_the_rest_is_resent_in_order() {
-    if !have_mosquitto() {
+    if !mosquitto::installed(&TOOLS) {
         return;
     }
-    let mut broker = Broker::start(false);
+    let mut broker = Broker::start(&[]);
     let before = Observer::start(&broker);
     let (mut client, events) = client(&broker, "c0ffee", 5);
     let n = 200u64;
@@ -456,10 +284,10 @@ async fn a_broker_killed_mid_stream_loses_nothing_and_the_rest_is_resent_in_orde
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_broker_restarted_within_the_retry_budget_gets_the_rest_in_the_same_flush() {
-    if !have_mosquitto() {
+    if !mosquitto::installed(&TOOLS) {
         return;
     }
-    let mut broker = Broker::start(false);
+    let mut broker = Broker::start(&[]);
     let (client, events) = client(&broker, "c0ffee", 5);
     let policy =
         RetryPolicy::linear(Duration::from_millis(100), Duration::from_millis(300), 30).unwrap();

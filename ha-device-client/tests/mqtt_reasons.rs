@@ -33,6 +33,9 @@ enum Reply {
     /// Acknowledge, then close the connection (as a server does with an
     /// idle one).
     AckThenClose,
+    /// Acknowledge later: once this many PUBACKs wait on the connection,
+    /// all of them, in order (several must be in flight to get any).
+    AckWhen(usize),
 }
 
 #[derive(Default)]
@@ -59,6 +62,16 @@ impl Fake {
         server_keep_alive: Option<u16>,
         script: impl FnMut(usize, &[u64]) -> Reply + Send + 'static,
     ) -> Fake {
+        Self::start_with(connack, server_keep_alive, None, script).await
+    }
+
+    /// [`Fake::start`] announcing `receive_max` in its CONNACK.
+    async fn start_with(
+        connack: u8,
+        server_keep_alive: Option<u16>,
+        receive_max: Option<u16>,
+        script: impl FnMut(usize, &[u64]) -> Reply + Send + 'static,
+    ) -> Fake {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let seen = Arc::new(Mutex::new(Seen::default()));
@@ -67,7 +80,8 @@ impl Fake {
         tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
                 let (seen, script) = (s.clone(), script.clone());
-                tokio::spawn(serve(tcp, connack, server_keep_alive, seen, script));
+                let announce = (connack, server_keep_alive, receive_max);
+                tokio::spawn(serve(tcp, announce, seen, script));
             }
         });
         Fake { port, seen }
@@ -122,15 +136,18 @@ async fn send(tcp: &mut TcpStream, packet: Packet) {
     let _ = tcp.write_all(packet.encode().unwrap().as_ref()).await;
 }
 
+/// What the CONNACK says: reason code, Server Keep Alive, Receive Maximum.
+type Announce = (u8, Option<u16>, Option<u16>);
+
 async fn serve(
     mut tcp: TcpStream,
-    connack: u8,
-    server_keep_alive: Option<u16>,
+    (connack, server_keep_alive, receive_max): Announce,
     seen: Arc<Mutex<Seen>>,
     script: Arc<Mutex<Script>>,
 ) {
     let mut buf = Vec::new();
     let mut in_flight = 0;
+    let mut deferred = Vec::new();
     while let Some(packet) = read_packet(&mut tcp, &mut buf).await {
         match packet {
             Packet::Connect(c) => {
@@ -143,6 +160,7 @@ async fn serve(
                 let code = ConnectReasonCode::from_u8(connack).unwrap();
                 let mut ack = Connack::new(false, code);
                 ack.properties.server_keep_alive = server_keep_alive;
+                ack.properties.receive_max = receive_max;
                 send(&mut tcp, Packet::Connack(ack)).await;
                 if connack != 0 {
                     return;
@@ -184,6 +202,15 @@ async fn serve(
                         return;
                     }
                     Reply::Silent => {}
+                    Reply::AckWhen(count) => {
+                        deferred.push(pid);
+                        if deferred.len() >= count {
+                            for pid in deferred.drain(..) {
+                                send(&mut tcp, Packet::Puback(Puback::new_success(pid))).await;
+                                in_flight -= 1;
+                            }
+                        }
+                    }
                     Reply::AckThenClose => {
                         send(&mut tcp, Packet::Puback(Puback::new_success(pid))).await;
                         return;
@@ -420,4 +447,82 @@ async fn a_session_the_server_closed_while_idle_is_replaced_without_a_retry() {
         assert_eq!(seqs, [vec![1], vec![2]]);
         assert_eq!(s.connects.len(), 2);
     });
+}
+
+#[tokio::test]
+async fn several_publishes_in_flight_stay_within_the_servers_receive_maximum() {
+    // The server answers only once 3 PUBLISHes wait: one at a time, the
+    // client would get no PUBACK at all.
+    let fake = Fake::start_with(0, None, Some(3), |_, _| Reply::AckWhen(3)).await;
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let config = fake
+        .config(&events)
+        .with_batch(5, 1 << 20)
+        .with_mqtt_max_in_flight(8);
+    let mut client = Client::new(config, MemoryBuffer::new(BufferLimits::default())).unwrap();
+    for s in 0..45 {
+        client.push(reading(s)).unwrap();
+    }
+    let report = client.flush().await.unwrap();
+    assert_eq!((report.acknowledged, report.requests), (45, 9));
+    assert!(client.buffer().is_empty());
+    assert_eq!(retry_causes(&events), []);
+    fake.seen(|s| {
+        assert_eq!(s.connects.len(), 1);
+        assert_eq!(s.max_in_flight, 3, "8 allowed, the server's 3 kept");
+        let seqs: Vec<u64> = s.publishes.iter().flat_map(|p| p.1.clone()).collect();
+        assert_eq!(seqs, (0..45).collect::<Vec<_>>());
+    });
+    let acked: Vec<(u64, u64)> = events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|e| match e {
+            Event::Acknowledged {
+                first_seq,
+                last_seq,
+                ..
+            } => Some((*first_seq, *last_seq)),
+            _ => None,
+        })
+        .collect();
+    let want: Vec<(u64, u64)> = (0..9).map(|b| (b * 5, b * 5 + 4)).collect();
+    assert_eq!(acked, want, "acknowledged batch by batch, in order");
+}
+
+#[tokio::test]
+async fn an_unanswered_publish_in_a_window_is_resent_with_the_ones_after_it_in_order() {
+    // The second PUBLISH never gets its PUBACK; the two after it do.
+    let fake = Fake::start(0, None, |n, _| if n == 1 { Reply::Silent } else { OK }).await;
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let config = fake
+        .config(&events)
+        .with_batch(5, 1 << 20)
+        .with_mqtt_max_in_flight(4);
+    let mut client = Client::new(config, MemoryBuffer::new(BufferLimits::default())).unwrap();
+    for s in 0..20 {
+        client.push(reading(s)).unwrap();
+    }
+    let report = client.flush().await.unwrap();
+    assert_eq!(report.acknowledged, 20);
+    assert!(client.buffer().is_empty());
+    assert_eq!(retry_causes(&events).len(), 1, "one timeout, one retry");
+    fake.seen(|s| {
+        assert_eq!(s.connects.len(), 2);
+        let batches: Vec<u64> = s.publishes.iter().map(|p| p.1[0]).collect();
+        // The first window, then on a new session the unanswered batch
+        // and the ones after it (their PUBACKs came but out of order:
+        // nothing leaves the buffer past a missing one), in order.
+        assert_eq!(batches, [0, 5, 10, 15, 5, 10, 15]);
+    });
+    let acked: Vec<u64> = events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|e| match e {
+            Event::Acknowledged { first_seq, .. } => Some(*first_seq),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(acked, [0, 5, 10, 15]);
 }

@@ -17,35 +17,18 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
 use ha_core::conformance::{server_url, unique_name};
 use ha_core::ingest::token_for;
 use ha_core::wire::Timestamp;
+use ha_test_support::mosquitto;
 use ha_test_support::{Proc, create_database, wait_until, wait_until_async};
 use reference_apps::demo_tls::DemoTls;
 
 const KEY: &str = "mqtt-system-key-0123456789abcdef0123456789";
-
-/// Whether `mosquitto_pub` is there; under CI its absence fails the test.
-fn have_mosquitto() -> bool {
-    let found = Command::new("mosquitto_pub")
-        .arg("--help")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    if !found {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "mosquitto_pub is missing but CI is set: scripts/test installs mosquitto-clients"
-        );
-        eprintln!("SKIPPED: mosquitto_pub not installed (apt-get install mosquitto-clients)");
-    }
-    found
-}
 
 struct Setup {
     dir: PathBuf,
@@ -207,35 +190,9 @@ fn mosquitto_pub(
     if !extra.contains(&"-m") && !extra.contains(&"-f") {
         args.push("-l".into());
     }
-    let mut child = Command::new("mosquitto_pub")
-        .args(&args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    for line in lines {
-        writeln!(stdin, "{line}").unwrap();
-    }
-    drop(stdin);
     // mosquitto_pub reconnects and resends after the server closed the
     // connection (a 3.1.1 refusal), for ever: it is stopped after 5 s.
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        if rx.recv_timeout(Duration::from_secs(5)).is_err() {
-            let _ = Command::new("kill").arg(pid.to_string()).status();
-        }
-    });
-    let out = child.wait_with_output().unwrap();
-    let _ = tx.send(());
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    mosquitto::run_pub(&args, lines, Duration::from_secs(5))
 }
 
 async fn stored(url: &str, device: &str) -> (i64, i64) {
@@ -261,7 +218,7 @@ async fn mosquitto_readings_are_acknowledged_and_stored_once_across_replicas() {
     ) else {
         return;
     };
-    if !have_mosquitto() {
+    if !mosquitto::installed(&["mosquitto_pub"]) {
         return;
     }
     let s = setup(amqp, "ha-mqtt-sys-");
@@ -330,7 +287,7 @@ async fn mosquitto_bad_input_table_is_refused_counted_and_ingest_stays_ready() {
     let Some(amqp) = server_url("HA_TEST_AMQP_URL") else {
         return;
     };
-    if !have_mosquitto() {
+    if !mosquitto::installed(&["mosquitto_pub"]) {
         return;
     }
     let s = setup(amqp, "ha-mqtt-bad-");

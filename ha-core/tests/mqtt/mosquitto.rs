@@ -4,98 +4,44 @@
 //! after the disconnect is acknowledged once the broker is back, and the
 //! reading is queued once.
 
-use std::io::{Read, Write};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
 use ha_core::ingest::{IngestConfig, MqttConfig};
 use ha_core::queue::MemoryQueue;
+use ha_test_support::mosquitto::{self, LIMIT, finish, output};
 
 use super::{body, metric, queued, start, token};
 
-/// Whether `mosquitto_pub` is there; under CI its absence fails the test.
-fn have_mosquitto() -> bool {
-    let found = Command::new("mosquitto_pub")
-        .arg("--help")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    if !found {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "mosquitto_pub is missing but CI is set: scripts/test installs mosquitto-clients"
-        );
-        eprintln!("SKIPPED: mosquitto_pub not installed (apt-get install mosquitto-clients)");
-    }
-    found
-}
-
-fn output(child: &mut Child) -> String {
-    let mut text = String::new();
-    if let Some(out) = child.stdout.as_mut() {
-        let _ = out.read_to_string(&mut text);
-    }
-    if let Some(err) = child.stderr.as_mut() {
-        let _ = err.read_to_string(&mut text);
-    }
-    text
-}
-
 /// Starts `mosquitto_pub` publishing `line` with QoS 1 as dev-1.
-fn mosquitto_pub(port: u16, version: &str, line: &str) -> Child {
-    let mut child = Command::new("mosquitto_pub")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-V",
-            version,
-            "-q",
-            "1",
-            "-d",
-        ])
-        .args([
-            "-u",
-            "dev-1",
-            "-P",
-            &token("dev-1"),
-            "-t",
-            "readings/dev-1",
-            "-i",
-            "fw-1",
-            "-l",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    writeln!(stdin, "{line}").unwrap();
-    child
-}
-
-/// Waits (bounded) for the child to exit; its status and output.
-async fn finish(mut child: Child) -> (bool, String) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return (status.success(), output(&mut child));
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("mosquitto_pub did not finish: {}", output(&mut child));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+fn mosquitto_pub(port: u16, version: &str, line: &str) -> std::process::Child {
+    let args = [
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+        "-V",
+        version,
+        "-q",
+        "1",
+        "-d",
+        "-u",
+        "dev-1",
+        "-P",
+        &token("dev-1"),
+        "-t",
+        "readings/dev-1",
+        "-i",
+        "fw-1",
+        "-l",
+    ]
+    .map(String::from);
+    mosquitto::spawn_pub(&args, &[line.to_owned()])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mosquitto_gets_no_puback_while_the_broker_is_down_and_its_resend_is_stored_once() {
-    if !have_mosquitto() {
+    if !mosquitto::installed(&["mosquitto_pub"]) {
         return;
     }
     let queue = Arc::new(MemoryQueue::with_partitions(4));
@@ -111,7 +57,7 @@ async fn mosquitto_gets_no_puback_while_the_broker_is_down_and_its_resend_is_sto
 
     // 5.0: DISCONNECT 0x89 (137) instead of a PUBACK; mosquitto_pub, a
     // command-line tool, then gives up (a device would resend).
-    let (_, text) = finish(mosquitto_pub(port, "mqttv5", &reading)).await;
+    let (_, text) = finish(mosquitto_pub(port, "mqttv5", &reading), LIMIT).await;
     assert!(text.contains("Received DISCONNECT (137)"), "{text}");
     assert!(!text.contains("received PUBACK"), "{text}");
 
@@ -119,7 +65,6 @@ async fn mosquitto_gets_no_puback_while_the_broker_is_down_and_its_resend_is_sto
     // reconnects and resends by itself, refused again while the broker is
     // down, acknowledged once it is back.
     let mut child = mosquitto_pub(port, "mqttv311", &reading);
-    drop(child.stdin.take());
     let unacked = r#"ha_ingest_mqtt_publishes_total{qos="1",outcome="unacknowledged"}"#;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while metric(svc.http, unacked).await < 3.0 {
@@ -133,7 +78,7 @@ async fn mosquitto_gets_no_puback_while_the_broker_is_down_and_its_resend_is_sto
         );
     }
     queue.set_available(true);
-    let (ok, text) = finish(child).await;
+    let (ok, text) = finish(child, LIMIT).await;
     assert!(ok, "{text}");
     assert_eq!(text.matches("received PUBACK").count(), 1, "{text}");
     assert!(

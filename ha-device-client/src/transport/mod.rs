@@ -41,6 +41,14 @@ use crate::event::Event;
 
 /// One client's way to the ingest API: its credentials, and either its
 /// own kept-alive connection or a pool to borrow one from.
+/// What a window of bodies came to: an answer for each of the first
+/// `answers.len()` bodies, in order; `written` of them went on the wire.
+#[derive(Debug, Default)]
+pub(crate) struct Window {
+    pub(crate) written: usize,
+    pub(crate) answers: Vec<Result<Response, Error>>,
+}
+
 pub(crate) struct Transport {
     connector: Arc<Connector>,
     source: Source,
@@ -141,6 +149,39 @@ impl Transport {
         }
     }
 
+    /// How many batches [`post_window`](Self::post_window) may take: more
+    /// than 1 only over MQTT with `with_mqtt_max_in_flight`.
+    pub(crate) fn window(&self) -> usize {
+        match &self.source {
+            #[cfg(feature = "mqtt")]
+            Source::Mqtt(link) => link.window(),
+            _ => 1,
+        }
+    }
+
+    /// Sends `bodies` (at most [`window`](Self::window) of them) without
+    /// waiting for one answer before sending the next; the answers, in
+    /// order, up to the first that is not a success or did not come.
+    pub(crate) async fn post_window(
+        &mut self,
+        bodies: &[Vec<u8>],
+        events: &mut (dyn FnMut(Event) + Send),
+    ) -> Window {
+        #[cfg(feature = "mqtt")]
+        if let Source::Mqtt(link) = &mut self.source
+            && bodies.len() > 1
+        {
+            return link.publish_window(bodies, events).await;
+        }
+        let Some(body) = bodies.first() else {
+            return Window::default();
+        };
+        Window {
+            written: 1,
+            answers: vec![self.post(body, events).await],
+        }
+    }
+
     fn request(&self, body: &[u8]) -> Vec<u8> {
         let endpoint = &self.connector.endpoint;
         let mut request = Vec::with_capacity(256 + body.len());
@@ -168,6 +209,7 @@ fn mqtt_source(config: &ClientConfig, connector: &Arc<Connector>) -> Result<Sour
         &config.token,
         config.mqtt_keep_alive,
         config.request_timeout,
+        config.mqtt_max_in_flight,
     )?;
     Ok(Source::Mqtt(Box::new(link)))
 }

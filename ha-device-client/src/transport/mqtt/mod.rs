@@ -4,9 +4,10 @@
 //! TCP + TLS (the same [`Connector`], ALPN `mqtt`), then CONNECT with a
 //! clean start, user name = device id, password = token. A batch is one
 //! QoS 1 PUBLISH to `readings/<device id>` whose payload is the very body
-//! `POST /v1/readings` would carry; the client waits for its PUBACK before
-//! sending the next (one PUBLISH in flight, within any receive maximum),
-//! and the readings leave the buffer only on a success PUBACK. A broken
+//! `POST /v1/readings` would carry; by default the client waits for its
+//! PUBACK before sending the next (one PUBLISH in flight), or it writes a
+//! window of several (`window.rs`, within the server's Receive Maximum);
+//! the readings leave the buffer only on a success PUBACK. A broken
 //! session loses nothing: the batch is still buffered and is published
 //! again, oldest first, on the next connection (the store de-duplicates by
 //! `(device_id, seq)`). Reason codes map to the HTTPS path's outcomes in
@@ -21,6 +22,7 @@
 
 mod codes;
 mod frame;
+mod window;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,6 +53,8 @@ pub(crate) struct MqttLink {
     topic: TopicName,
     keep_alive: Duration,
     request_timeout: Duration,
+    /// Publishes allowed unacknowledged at once (`with_mqtt_max_in_flight`).
+    max_in_flight: u16,
     session: Option<Session>,
 }
 
@@ -63,6 +67,8 @@ struct Session {
     keep_alive: Duration,
     /// The server's Maximum Packet Size, if it announced one.
     max_packet: Option<u32>,
+    /// The server's Receive Maximum (65,535 when it announced none).
+    receive_max: u16,
     /// Set while a PUBLISH waits for its PUBACK: if the caller drops the
     /// future, the session's state is unknown and it must not be reused.
     busy: bool,
@@ -91,6 +97,7 @@ impl MqttLink {
         token: &str,
         keep_alive: Duration,
         request_timeout: Duration,
+        max_in_flight: u16,
     ) -> Result<Self, Error> {
         let topic = TopicName::try_from(readings_topic(device_id).as_str())
             .map_err(|e| Error::Config(format!("MQTT topic for `{device_id}`: {e}")))?;
@@ -101,6 +108,7 @@ impl MqttLink {
             topic,
             keep_alive,
             request_timeout,
+            max_in_flight,
             session: None,
         })
     }
@@ -242,6 +250,7 @@ impl MqttLink {
             last_sent: Instant::now(),
             keep_alive,
             max_packet: connack.properties.max_packet_size,
+            receive_max: connack.properties.receive_max.unwrap_or(u16::MAX).max(1),
             busy: false,
         })))
     }
