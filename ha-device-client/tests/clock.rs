@@ -77,7 +77,10 @@ async fn clock_refusals_are_held_retried_and_kept_across_a_restart() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("buf");
-    let retry = Duration::from_millis(200);
+    // Long enough that the flushes "before the interval" below come before
+    // it even on a busy machine (a 200 ms interval once passed between
+    // them).
+    let retry = Duration::from_secs(3);
 
     let events = Events::default();
     let buffer = FileBuffer::open(&path, BufferLimits::default()).unwrap();
