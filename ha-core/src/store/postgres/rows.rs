@@ -73,6 +73,7 @@ impl WriteColumns {
     pub(super) fn build(readings: &[Reading], anomalies: &[Anomaly]) -> Result<Self, StoreError> {
         let mut c = WriteColumns::default();
         let mut seen: HashMap<(&str, u64, &str), (Timestamp, f64)> = HashMap::new();
+        let mut rows: Vec<(&str, i64, &str, Timestamp, f64)> = Vec::new();
         for r in readings {
             let seq = seq_param(r.seq)?;
             for m in &r.metrics {
@@ -87,14 +88,20 @@ impl WriteColumns {
                     Some(_) => c.in_batch_conflicts += 1,
                     None => {
                         seen.insert((&r.device_id, r.seq, &m.name), (r.ts, m.value));
-                        c.r_device.push(r.device_id.clone());
-                        c.r_seq.push(seq);
-                        c.r_metric.push(m.name.clone());
-                        c.r_ts.push(r.ts.into());
-                        c.r_value.push(m.value);
+                        rows.push((&r.device_id, seq, &m.name, r.ts, m.value));
                     }
                 }
             }
+        }
+        // In key order, each index insert lands next to the previous one
+        // (hot pages), and concurrent writers take row locks in one order.
+        rows.sort_unstable_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
+        for (device, seq, metric, ts, value) in rows {
+            c.r_device.push(device.to_owned());
+            c.r_seq.push(seq);
+            c.r_metric.push(metric.to_owned());
+            c.r_ts.push(ts.into());
+            c.r_value.push(value);
         }
         let mut seen_anomalies = HashSet::new();
         for a in anomalies {
@@ -130,5 +137,48 @@ impl WriteColumns {
             &self.a_anomaly_score,
             &self.a_detector,
         ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::Metric;
+
+    fn reading(device: &str, seq: u64, metrics: &[(&str, f64)]) -> Reading {
+        Reading {
+            device_id: device.into(),
+            seq,
+            ts: Timestamp::from_unix_micros(1_795_694_400_000_000 + seq as i64),
+            metrics: metrics.iter().map(|(n, v)| Metric::new(*n, *v)).collect(),
+        }
+    }
+
+    #[test]
+    fn rows_go_in_key_order_and_the_first_copy_wins() {
+        let batch = [
+            reading("b", 2, &[("x", 1.0)]),
+            reading("a", 10, &[("y", 2.0), ("x", 3.0)]),
+            reading("b", 1, &[("x", 4.0)]),
+            reading("a", 9, &[("x", 5.0)]),
+            reading("b", 2, &[("x", 6.0)]),
+            reading("b", 1, &[("x", 4.0)]),
+        ];
+        let c = WriteColumns::build(&batch, &[]).expect("valid batch");
+        let keys: Vec<(&str, i64, &str)> = (0..c.r_device.len())
+            .map(|i| (c.r_device[i].as_str(), c.r_seq[i], c.r_metric[i].as_str()))
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                ("a", 9, "x"),
+                ("a", 10, "x"),
+                ("a", 10, "y"),
+                ("b", 1, "x"),
+                ("b", 2, "x")
+            ]
+        );
+        assert_eq!(c.r_value, [5.0, 3.0, 2.0, 4.0, 1.0]);
+        assert_eq!((c.in_batch_duplicates, c.in_batch_conflicts), (1, 1));
     }
 }
