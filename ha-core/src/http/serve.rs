@@ -344,9 +344,8 @@ pub async fn serve_handing_over(
 /// Unlike the plain path, nothing is sniffed: hyper-util's version sniffing
 /// hands HTTP/1.1 its first bytes separately, which doubles the connection's
 /// read buffer to 16 KiB for its whole life, and its connection type is
-/// sized for HTTP/2 even when it serves HTTP/1.1 (docs/scale.md, "Memory per
-/// idle connection"). HTTP/1.1 upgrades are not offered over TLS: nothing
-/// served here uses them.
+/// sized for HTTP/2 even when it serves HTTP/1.1 (docs/connection-memory.md).
+/// HTTP/1.1 upgrades are not offered over TLS: nothing served here uses them.
 fn serve_tls(
     tls: TlsStream<Tracked<TcpStream>>,
     service: TrackedService,
