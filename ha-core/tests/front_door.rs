@@ -1,7 +1,8 @@
 //! The HTTP server against hostile and buggy peers, over real sockets:
 //! slow headers are closed, idle keep-alive connections are kept, the
 //! connection cap answers 503, an early 413 reaches a client that sends
-//! its whole body first, a trickled body gets 408.
+//! its whole body first, a trickled body gets 408; over TLS the protocol
+//! is the one ALPN chose.
 //!
 //! Timeouts here are short so the tests are quick, but every wait is for a
 //! condition (a closed socket, an answer) with a generous bound, never a
@@ -29,6 +30,15 @@ use tokio::sync::oneshot;
 
 /// Serves `app` on a free port; the server stops when the sender drops.
 async fn start(app: Router, config: ServeConfig) -> (SocketAddr, Registry, oneshot::Sender<()>) {
+    start_with(app, config, None).await
+}
+
+/// [`start`], over TLS when `tls` is given.
+async fn start_with(
+    app: Router,
+    config: ServeConfig,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> (SocketAddr, Registry, oneshot::Sender<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let mut registry = Registry::default();
@@ -38,7 +48,7 @@ async fn start(app: Router, config: ServeConfig) -> (SocketAddr, Registry, onesh
         let shutdown = async {
             let _ = stopped.await;
         };
-        serve_with(listener, app, None, shutdown, &config, metrics)
+        serve_with(listener, app, tls, shutdown, &config, metrics)
             .await
             .unwrap();
     });
@@ -266,4 +276,92 @@ async fn a_trickled_body_gets_408() {
     let text = String::from_utf8_lossy(&answer);
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
     assert!(text.contains("body_timeout"), "{text}");
+}
+
+/// A server configuration for `localhost` from a fresh CA, and the CA (PEM).
+fn test_tls() -> (Arc<rustls::ServerConfig>, String) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .signed_by(&key, &ca, &ca_key)
+        .unwrap();
+    let config =
+        ha_core::http::load_tls(cert.pem().as_bytes(), key.serialize_pem().as_bytes()).unwrap();
+    (config, ca.pem())
+}
+
+async fn connect_tls(
+    addr: SocketAddr,
+    ca_pem: &str,
+    alpn: Option<&[u8]>,
+) -> tokio_rustls::client::TlsStream<TcpStream> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap())
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.map(|p| vec![p.to_vec()]).unwrap_or_default();
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .unwrap()
+}
+
+/// Over TLS nothing is sniffed: `h2` by ALPN is served as HTTP/2,
+/// `http/1.1` and no ALPN at all as HTTP/1.1.
+#[tokio::test]
+async fn over_tls_the_protocol_is_the_one_alpn_chose() {
+    let (tls, ca_pem) = test_tls();
+    let (addr, _registry, _stop) = start_with(probes(), ServeConfig::default(), Some(tls)).await;
+    let bound = Duration::from_secs(10);
+    for alpn in [Some(&b"http/1.1"[..]), None] {
+        let mut stream = connect_tls(addr, &ca_pem, alpn).await;
+        assert_eq!(stream.get_ref().1.alpn_protocol(), alpn);
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        let read = async {
+            let mut buf = [0u8; 4096];
+            loop {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => out.extend_from_slice(&buf[..n]),
+                }
+            }
+        };
+        tokio::time::timeout(bound, read).await.unwrap();
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.starts_with("HTTP/1.1 200"), "{alpn:?}: {text}");
+        assert!(text.ends_with("ok\n"), "{alpn:?}: {text}");
+    }
+
+    let mut stream = connect_tls(addr, &ca_pem, Some(b"h2")).await;
+    assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    // The client preface and an empty SETTINGS frame; an HTTP/2 server
+    // answers with its own SETTINGS frame (type 4), an HTTP/1.1 one with
+    // "HTTP/1.1 400".
+    stream
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .unwrap();
+    let mut head = [0u8; 9];
+    tokio::time::timeout(bound, stream.read_exact(&mut head))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(head[3], 4, "the first frame is SETTINGS: {head:?}");
 }

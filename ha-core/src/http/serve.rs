@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use axum::Router;
 use futures_util::FutureExt;
+use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -23,6 +24,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
 
 use super::conn::{Activity, Expiry, Tracked, TrackedService};
 
@@ -255,10 +257,13 @@ pub async fn serve_with(
             let _slot = slot;
             let activity = Activity::new();
             let service = TrackedService::new(app, activity.clone(), peer);
-            let builder = Builder::new(TokioExecutor::new());
             let conn = match acceptor {
                 Some(acceptor) => {
-                    let handshake = acceptor.accept(Tracked::new(stream, activity.clone()));
+                    // Boxed: the handshake's state (a whole rustls
+                    // connection) would otherwise size this task for as
+                    // long as the connection lives.
+                    let handshake =
+                        Box::pin(acceptor.accept(Tracked::new(stream, activity.clone())));
                     let tls = match tokio::time::timeout(config.handshake_timeout, handshake).await
                     {
                         Ok(Ok(s)) => s,
@@ -271,11 +276,11 @@ pub async fn serve_with(
                             return;
                         }
                     };
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
-                    watcher.watch(conn.into_owned()).boxed()
+                    serve_tls(tls, service, watcher)
                 }
                 None => {
                     let io = TokioIo::new(Tracked::new(stream, activity.clone()));
+                    let builder = Builder::new(TokioExecutor::new());
                     let conn = builder.serve_connection_with_upgrades(io, service);
                     watcher.watch(conn.into_owned()).boxed()
                 }
@@ -331,6 +336,36 @@ pub async fn serve_handing_over(
         tokio::time::sleep(config.deregister_delay).await;
     };
     serve_with(listener, app, tls, handover, config, metrics).await
+}
+
+/// Serves a TLS connection with the protocol its handshake chose by ALPN
+/// (HTTP/1.1 when the client offered none; HTTP/2 requires ALPN over TLS).
+///
+/// Unlike the plain path, nothing is sniffed: hyper-util's version sniffing
+/// hands HTTP/1.1 its first bytes separately, which doubles the connection's
+/// read buffer to 16 KiB for its whole life, and its connection type is
+/// sized for HTTP/2 even when it serves HTTP/1.1 (docs/connection-memory.md).
+/// HTTP/1.1 upgrades are not offered over TLS: nothing served here uses them.
+fn serve_tls(
+    tls: TlsStream<Tracked<TcpStream>>,
+    service: TrackedService,
+    watcher: Watcher,
+) -> ConnFuture {
+    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    let io = TokioIo::new(tls);
+    if h2 {
+        let conn = http2::Builder::new(TokioExecutor::new()).serve_connection(io, service);
+        watcher
+            .watch(conn)
+            .map(|r| r.map_err(BoxError::from))
+            .boxed()
+    } else {
+        let conn = http1::Builder::new().serve_connection(io, service);
+        watcher
+            .watch(conn)
+            .map(|r| r.map_err(BoxError::from))
+            .boxed()
+    }
 }
 
 type ConnFuture = futures_util::future::BoxFuture<'static, Result<(), BoxError>>;
