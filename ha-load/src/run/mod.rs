@@ -150,16 +150,28 @@ pub async fn run(config: LoadConfig) -> Result<RunResults, String> {
     )
     .await
     .map_err(|e| format!("connecting the driver to {}: {e}", p.url))?;
-    // Warm-up (TLS sessions, queue declarations, analyzer start): not reported.
-    let warm = driver
-        .step(200.0, 1, Duration::from_secs(2), |_, _, _| {})
-        .await;
+    // Warm-up, not reported: TLS sessions, queue declarations, the
+    // analyzer's start, and one reading from every device, so the steps
+    // measure the steady state and not the analyzer warm-starting the
+    // windows of devices it meets for the first time (one store query per
+    // new series; a first run had its first steps stall on it).
+    const WARM_RATE: f64 = 1_000.0;
+    let warm_for = Duration::from_secs_f64((config.devices as f64 / WARM_RATE).max(2.0));
+    log(format!(
+        "Warm-up: {WARM_RATE:.0} req/s for {:.0} s (every device once), not reported…",
+        warm_for.as_secs_f64()
+    ));
+    let warm = driver.step(WARM_RATE, 1, warm_for, |_, _, _| {}).await;
     let mut acked_total = warm.acked_readings;
     if warm.errors > 0 {
         log(format!(
             "Warm-up had {} errors (first: {:?}).",
             warm.errors, warm.first_error
         ));
+    }
+    if let Some(s) = &store {
+        s.wait_for(&prefix, acked_total, Duration::from_secs(30))
+            .await;
     }
     let (rows, acked) = stepped("ours", &mut driver, &config, &probes, &prefix, acked_total).await;
     acked_total = acked;
