@@ -39,7 +39,7 @@ pub fn markdown(r: &RunResults) -> String {
     if !r.load_average_start.is_empty() {
         let _ = writeln!(
             md,
-            "Load average (1/5/15 min) at the start: {}; at the end: {}. Other work on the machine (builds) competes for the same cores, which shows as latency spikes; a step over the bound is repeated once before it counts as the knee.\n",
+            "Load average (1/5/15 min) at the start: {}; at the end: {}. Other work on the machine (builds) competes for the same cores, which shows as latency spikes; a step over the bound is tried up to three times before it counts as the knee (the rows say when a later try passed).\n",
             r.load_average_start, r.load_average_end
         );
     }
