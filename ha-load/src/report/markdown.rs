@@ -101,6 +101,7 @@ pub fn markdown(r: &RunResults) -> String {
         lost,
         met(stored_max.map(|s| s >= TARGET_STORED && lost == 0))
     );
+    super::mqtt::stored_target_row(&mut md, r, lost);
     super::fsync::target_rows(&mut md, r, lost);
     super::latency::target_row(&mut md, r);
     let drain = r.drain.map(|d| d.per_second());

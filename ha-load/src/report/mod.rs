@@ -151,13 +151,25 @@ pub fn headline(r: &RunResults) -> String {
             rate(b.acked_rps)
         );
     }
-    let _ = write!(
-        h,
-        "; {} of {} acknowledged readings stored{}.",
-        rate(r.stored_total as f64),
-        rate(r.acked_total as f64),
-        if r.quick { " (quick run)" } else { "" }
-    );
+    if r.stored_total > r.acked_total {
+        // More rows than acknowledgements: requests the driver gave up on
+        // in an overloaded step were still accepted and stored.
+        let _ = write!(
+            h,
+            "; all {} acknowledged readings stored ({} rows in all: requests the driver gave up on at the knee were still accepted){}.",
+            rate(r.acked_total as f64),
+            rate(r.stored_total as f64),
+            if r.quick { " (quick run)" } else { "" }
+        );
+    } else {
+        let _ = write!(
+            h,
+            "; {} of {} acknowledged readings stored{}.",
+            rate(r.stored_total as f64),
+            rate(r.acked_total as f64),
+            if r.quick { " (quick run)" } else { "" }
+        );
+    }
     h
 }
 

@@ -307,3 +307,20 @@ fn the_latency_target_is_judged_on_each_placements_median() {
     assert!(md.contains("| 30.0, 9.0, 12.0 | 12.0 |"), "{md}");
     assert!(md.contains("Pinning was incomplete: taskset"), "{md}");
 }
+
+#[test]
+fn the_stored_target_is_judged_over_mqtt_too() {
+    let mut r = results();
+    r.mqtt = vec![
+        step(11000.0, 11000.0, 20.0, "sustained"),
+        step(17000.0, 16990.0, 30.0, "sustained"),
+        step(25000.0, 20000.0, 900.0, "p99 900 ms > 50 ms"),
+    ];
+    let md = markdown(&r);
+    let row = md
+        .lines()
+        .find(|l| l.starts_with("| … the same over MQTT"))
+        .unwrap_or_else(|| panic!("no MQTT stored row:\n{md}"));
+    assert!(row.contains("16,990 readings/s, 0 lost"), "{row}");
+    assert!(row.ends_with("| met |"), "{row}");
+}
