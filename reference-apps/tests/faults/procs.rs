@@ -125,9 +125,46 @@ impl ApiClients {
 
 /// A free port on 127.0.0.1 (bound, read, released).
 pub fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    // Below the kernel's ephemeral range: a port from `bind(:0)` is one the
+    // kernel may give the next outgoing connection (the fleet opens
+    // hundreds) before the service binds it, which failed a drill with
+    // "Address already in use". Ports below the range are never taken by
+    // connects; the ones handed out here are remembered so two services of
+    // one drill never get the same.
+    static HANDED_OUT: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    let from = low.saturating_sub(12_000).max(1_024);
+    let span = low.saturating_sub(from).max(1);
+    let mut handed = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    for _ in 0..1_000 {
+        // A cheap spread over the span (pid, time and a counter mixed).
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos() as u64);
+        let mix =
+            (u64::from(std::process::id()) << 32 ^ nanos ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+                .wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        let port = from + (mix >> 33) as u16 % span;
+        if handed.contains(&port) {
+            continue;
+        }
+        if let Ok(l) = TcpListener::bind(("127.0.0.1", port)) {
+            let addr = l.local_addr().expect("bound address");
+            handed.push(port);
+            return addr;
+        }
+    }
+    panic!(
+        "no free port below the ephemeral range ({from}..{})",
+        from + span
+    );
 }
 
 /// A plain HTTP/1.1 request; returns status and body (status 0: no answer).
