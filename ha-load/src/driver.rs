@@ -150,8 +150,8 @@ pub struct Driver {
 }
 
 impl Driver {
-    /// Opens `connections` connections to `endpoint` (spread over
-    /// `local_addrs` when given) and starts one worker per connection.
+    /// Opens `connections` connections to `endpoint` and starts one worker
+    /// per connection.
     pub async fn connect(
         endpoint: Endpoint,
         config: DriverConfig,
@@ -159,6 +159,23 @@ impl Driver {
     ) -> std::io::Result<Driver> {
         if config.transport == Transport::Mqtt {
             return Driver::connect_mqtt(endpoint, config, first_seq).await;
+        }
+        Driver::connect_spread(vec![endpoint], config, first_seq).await
+    }
+
+    /// Like [`connect`](Self::connect) over HTTP, the connections spread
+    /// round-robin over `endpoints` (replicas of one service); requests go
+    /// to the connections in turn, so each replica gets its share.
+    pub async fn connect_spread(
+        endpoints: Vec<Endpoint>,
+        config: DriverConfig,
+        first_seq: u64,
+    ) -> std::io::Result<Driver> {
+        if endpoints.is_empty() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "no endpoint to connect to",
+            ));
         }
         let devices: Arc<Vec<Device>> = Arc::new(
             (0..config.devices.max(1))
@@ -178,9 +195,10 @@ impl Driver {
                 })
                 .collect(),
         );
-        let endpoint = Arc::new(endpoint);
+        let endpoints: Vec<Arc<Endpoint>> = endpoints.into_iter().map(Arc::new).collect();
         let mut workers = Vec::with_capacity(config.connections);
-        for _ in 0..config.connections.max(1) {
+        for i in 0..config.connections.max(1) {
+            let endpoint = &endpoints[i % endpoints.len()];
             let conn = endpoint.connect(None).await?;
             let (tx, rx) = mpsc::channel(config.queue_per_connection.max(1));
             tokio::spawn(worker(

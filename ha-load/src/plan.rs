@@ -32,6 +32,34 @@ impl StepPlan {
     }
 }
 
+/// Narrowing a knee down: between the last sustained rate and the first
+/// that was not, each step halves the gap.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Bisection {
+    /// Highest rate sustained so far.
+    pub sustained: f64,
+    /// Lowest rate not sustained so far.
+    pub knee: f64,
+}
+
+impl Bisection {
+    /// The next rate to try (whole requests per second), or `None` when the
+    /// gap is closed.
+    pub fn next(&self) -> Option<f64> {
+        let mid = ((self.sustained + self.knee) / 2.0).round();
+        (mid > self.sustained && mid < self.knee).then_some(mid)
+    }
+
+    /// Records the verdict of a step at `rate`.
+    pub fn record(&mut self, rate: f64, sustained: bool) {
+        if sustained {
+            self.sustained = self.sustained.max(rate);
+        } else {
+            self.knee = self.knee.min(rate);
+        }
+    }
+}
+
 /// What a step must show to count as sustained.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct KneeBound {
@@ -143,6 +171,25 @@ mod tests {
             max: 4000.0,
         };
         assert!(bad.rates().is_empty());
+    }
+
+    #[test]
+    fn bisection_halves_the_gap_towards_the_verdicts() {
+        let mut b = Bisection {
+            sustained: 11_391.0,
+            knee: 17_086.0,
+        };
+        assert_eq!(b.next(), Some(14_239.0));
+        b.record(14_239.0, true);
+        assert_eq!(b.next(), Some(15_663.0));
+        b.record(15_663.0, false);
+        assert_eq!(b.knee, 15_663.0);
+        assert_eq!(b.next(), Some(14_951.0));
+        let closed = Bisection {
+            sustained: 100.0,
+            knee: 101.0,
+        };
+        assert_eq!(closed.next(), None);
     }
 
     #[test]

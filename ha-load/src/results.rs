@@ -243,6 +243,22 @@ pub struct LatencyTarget {
     pub placements: Vec<LatencyPlacement>,
 }
 
+/// Two replicas where the rest of the run has one: the capacity model's
+/// scaling figures, measured beside the one-replica ones of the same run.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Replicas {
+    /// Ingest alone (analyzer stopped) with two `ingest-api` processes,
+    /// the driver's connections split between them: the same steps as
+    /// [`RunResults::ingest_only`].
+    pub ingest_two: Vec<StepRow>,
+    /// Two analyzers draining the backlog those steps built, as
+    /// [`RunResults::drain`] has one drain its backlog.
+    pub drain_two: Option<Rate>,
+    /// CPU seconds each of the two analyzers used during that drain (both
+    /// took part, or the figure is one analyzer's).
+    pub drain_two_cpu: Vec<f64>,
+}
+
 /// Everything one run measured.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct RunResults {
@@ -282,6 +298,9 @@ pub struct RunResults {
     pub raw_copy: Option<Rate>,
     /// The analyzer draining a backlog (readings).
     pub drain: Option<Rate>,
+    /// 1 → 2 replicas of ingest and of the analyzer.
+    #[serde(default)]
+    pub replicas: Option<Replicas>,
     /// Readings acknowledged over the whole run (one-reading steps).
     pub acked_total: u64,
     /// Of them, found in the store at the end.

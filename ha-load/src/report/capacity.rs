@@ -133,10 +133,7 @@ pub fn capacity_section(md: &mut String, r: &RunResults) {
             }
         );
     }
-    let _ = writeln!(
-        md,
-        "\nNot measured yet: 1 → 2 replicas of ingest and of the analyzer on this machine (the model assumes cost per reading stays flat as replicas are added).\n"
-    );
+    super::scaling::scaling_section(md, r);
 }
 
 #[cfg(test)]

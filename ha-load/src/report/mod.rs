@@ -9,12 +9,14 @@
 //! | `fsync.rs` | the fsync ceiling: fdatasync/s × readings per commit |
 //! | `latency.rs` | the latency target: p99 at 7,500 offered, repeated, two placements |
 //! | `mqtt.rs` | MQTT beside HTTPS: rates and memory per idle session |
+//! | `scaling.rs` | 1 → 2 replicas of ingest and of the analyzer |
 
 mod capacity;
 mod fsync;
 mod latency;
 mod markdown;
 mod mqtt;
+mod scaling;
 mod svg;
 #[cfg(test)]
 mod tests;

@@ -12,6 +12,7 @@
 //! | `baselines.rs` | the naive composition and the raw lapin/COPY baselines |
 //! | `connections.rs` | connection memory: generators with one connection per device (HTTPS, MQTT) |
 //! | `fsync.rs` | fdatasync/s under PostgreSQL's data directory (`pg_test_fsync`) |
+//! | `scaling.rs` | the backlog drain; 1 → 2 replicas of ingest and of the analyzer |
 
 mod baselines;
 mod connections;
@@ -19,6 +20,7 @@ mod fsync;
 mod latency;
 mod pipeline;
 mod probes;
+mod scaling;
 mod steps;
 
 use std::path::PathBuf;
@@ -27,7 +29,6 @@ use std::time::Duration;
 use ha_core::queue::amqp::{AmqpConfig, AmqpQueue};
 use ha_core::wire::Timestamp;
 
-use crate::baseline;
 use crate::closed_loop::{self, WrkConfig};
 use crate::driver::{Driver, DriverConfig, Transport};
 use crate::http1::Endpoint;
@@ -305,37 +306,13 @@ pub async fn run(config: LoadConfig) -> Result<RunResults, String> {
             "Drain: {backlog} readings queued; restarting the analyzer."
         ));
         p.start_analyzer(&config).await?;
-        // The rate from the first stored reading to the last: the
-        // analyzer's start-up is not drain throughput.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-        let mut first: Option<(tokio::time::Instant, u64)> = None;
-        let mut stored = 0;
-        while tokio::time::Instant::now() < deadline {
-            stored = s.count(&dprefix).await;
-            if first.is_none() && stored > 0 {
-                first = Some((tokio::time::Instant::now(), stored));
-            }
-            if stored >= backlog {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        results.drain = Some(scaling::drain(s, &dprefix, backlog, &mut results.notes).await);
+        // 4a. The same with two replicas of ingest, then of the analyzer.
+        if let Err(e) = scaling::two_replicas(&config, &mut p, s, &mut results).await {
+            results
+                .notes
+                .push(format!("1 → 2 replicas not measured: {e}"));
         }
-        let (t_first, n_first) = first.unwrap_or((tokio::time::Instant::now(), 0));
-        let secs = t_first.elapsed().as_secs_f64();
-        let drained = stored.saturating_sub(n_first);
-        log(format!(
-            "Drain: {stored} of {backlog} stored; {drained} in {secs:.2} s after the first = {:.0} readings/s.",
-            drained as f64 / secs.max(1e-9)
-        ));
-        if stored < backlog {
-            results.notes.push(format!(
-                "Drain: only {stored} of {backlog} readings stored within 120 s."
-            ));
-        }
-        results.drain = Some(baseline::Rate {
-            items: drained,
-            seconds: secs,
-        });
     }
     drop(bdriver);
     if let Some(a) = p.analyzer.take() {

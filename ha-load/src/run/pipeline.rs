@@ -51,8 +51,16 @@ pub(super) struct Pipeline {
 
 impl Pipeline {
     pub(super) async fn start_analyzer(&mut self, config: &LoadConfig) -> Result<(), String> {
+        let mut a = self.spawn_analyzer(config)?;
+        a.listening(Duration::from_secs(30)).await?;
+        self.analyzer = Some(a);
+        Ok(())
+    }
+
+    /// A new analyzer process, not yet waited for.
+    pub(super) fn spawn_analyzer(&mut self, config: &LoadConfig) -> Result<Spawned, String> {
         self.analyzer_runs += 1;
-        let mut a = Spawned::start(
+        Spawned::start(
             "analyzer",
             &config.bin_dir.join("analyzer"),
             &[
@@ -70,10 +78,7 @@ impl Pipeline {
             config
                 .work_dir
                 .join(format!("analyzer-{}.log", self.analyzer_runs)),
-        )?;
-        a.listening(Duration::from_secs(30)).await?;
-        self.analyzer = Some(a);
-        Ok(())
+        )
     }
 }
 

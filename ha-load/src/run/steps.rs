@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::probes::{Probes, queue_depth};
 use super::{LoadConfig, log};
 use crate::driver::{Driver, StepStats};
-use crate::plan::{KneeBound, StepOutcome, Verdict, ms};
+use crate::plan::{Bisection, KneeBound, StepOutcome, Verdict, ms};
 use crate::procfs;
 use crate::results::StepRow;
 
@@ -137,8 +137,13 @@ pub(super) async fn measured_step(
 /// Tries of one rate before it counts as the knee.
 const TRIES: usize = 3;
 
-/// Runs the stepped load until the knee; returns the rows and the
-/// readings acknowledged.
+/// Steps between the last sustained rate and the knee, each halving the
+/// gap: the plan's factor (×1.5) alone would leave the knee a third wide.
+const REFINE: usize = 2;
+
+/// Runs the stepped load until the knee, then narrows the knee down by
+/// bisection; returns the rows (by offered rate, so every sustained row
+/// comes before the first knee) and the readings acknowledged.
 pub(super) async fn stepped(
     label: &str,
     driver: &mut Driver,
@@ -147,73 +152,93 @@ pub(super) async fn stepped(
     prefix: &str,
     acked_before: u64,
 ) -> (Vec<StepRow>, u64) {
-    let mut rows = Vec::new();
+    let mut rows: Vec<StepRow> = Vec::new();
     let mut acked = acked_before;
+    let mut knee = None;
     for rate in config.plan.rates() {
-        let (r, a) = measured_step(
-            label,
-            driver,
-            Offer {
-                rate,
-                batch: 1,
-                duration: config.step,
-            },
-            &config.bound,
-            probes,
-            prefix,
-            acked,
-        )
-        .await;
+        let (r, a) = judged_step(label, driver, config, probes, prefix, rate, acked).await;
         acked = a;
-        let mut r = r;
-        // A stall of the shared machine (its disk's write-back stalls every
-        // fsync, the broker's included, for a few hundred ms now and then)
-        // can fail a step; a knee is TRIES failures in a row at one rate.
-        let mut failed = Vec::new();
-        while !r.sustained() && failed.len() + 1 < TRIES {
-            failed.push(r.verdict.clone());
-            log(format!(
-                "{label}: repeating the step to rule out a transient stall ({} of {} tries failed).",
-                failed.len(),
-                TRIES
-            ));
-            if let Some(s) = probes.store {
-                s.wait_for(prefix, acked, config.step).await;
-            }
-            let (again, a) = measured_step(
-                label,
-                driver,
-                Offer {
-                    rate,
-                    batch: 1,
-                    duration: config.step,
-                },
-                &config.bound,
-                probes,
-                prefix,
-                acked,
-            )
-            .await;
-            acked = a;
-            r = again;
-        }
-        if r.sustained() && !failed.is_empty() {
-            r.verdict = format!(
-                "sustained on try {} (before: {})",
-                failed.len() + 1,
-                failed.join("; ")
-            );
-        }
-        let knee = !r.sustained();
+        let sustained = r.sustained();
         rows.push(r);
-        if knee {
+        if !sustained {
             log(format!("{label}: knee reached at {rate:.0} req/s."));
+            knee = Some(rate);
             break;
         }
-        // Let the analyzer catch up so each step starts from an empty queue.
+    }
+    let last_sustained = rows.iter().rfind(|r| r.sustained()).map(|r| r.offered_rps);
+    if let (Some(sustained), Some(knee)) = (last_sustained, knee) {
+        let mut search = Bisection { sustained, knee };
+        for _ in 0..REFINE {
+            let Some(rate) = search.next() else { break };
+            log(format!(
+                "{label}: narrowing the knee between {:.0} and {:.0} req/s.",
+                search.sustained, search.knee
+            ));
+            let (r, a) = judged_step(label, driver, config, probes, prefix, rate, acked).await;
+            acked = a;
+            search.record(rate, r.sustained());
+            rows.push(r);
+        }
+    }
+    rows.sort_by(|a, b| a.offered_rps.total_cmp(&b.offered_rps));
+    (rows, acked)
+}
+
+/// One rate, tried up to [`TRIES`] times: a stall of the shared machine
+/// (its disk's write-back stalls every fsync, the broker's included, for a
+/// few hundred ms now and then) can fail a step; a knee is TRIES failures
+/// in a row. Afterwards the analyzer gets a step's time to catch up, so the
+/// next step starts from an empty queue.
+async fn judged_step(
+    label: &str,
+    driver: &mut Driver,
+    config: &LoadConfig,
+    probes: &Probes<'_>,
+    prefix: &str,
+    rate: f64,
+    acked_before: u64,
+) -> (StepRow, u64) {
+    let offer = Offer {
+        rate,
+        batch: 1,
+        duration: config.step,
+    };
+    let (mut r, mut acked) = measured_step(
+        label,
+        driver,
+        offer,
+        &config.bound,
+        probes,
+        prefix,
+        acked_before,
+    )
+    .await;
+    let mut failed = Vec::new();
+    while !r.sustained() && failed.len() + 1 < TRIES {
+        failed.push(r.verdict.clone());
+        log(format!(
+            "{label}: repeating the step to rule out a transient stall ({} of {} tries failed).",
+            failed.len(),
+            TRIES
+        ));
         if let Some(s) = probes.store {
             s.wait_for(prefix, acked, config.step).await;
         }
+        let (again, a) =
+            measured_step(label, driver, offer, &config.bound, probes, prefix, acked).await;
+        acked = a;
+        r = again;
     }
-    (rows, acked)
+    if r.sustained() && !failed.is_empty() {
+        r.verdict = format!(
+            "sustained on try {} (before: {})",
+            failed.len() + 1,
+            failed.join("; ")
+        );
+    }
+    if let Some(s) = probes.store {
+        s.wait_for(prefix, acked, config.step).await;
+    }
+    (r, acked)
 }
