@@ -211,6 +211,10 @@ pub struct LatencyPlacement {
     pub median_acked_rps: f64,
     /// Why the processes could not all be pinned, when they could not.
     pub pin_error: Option<String>,
+    /// A placement beyond the two (sharing, driver pinned apart):
+    /// shown, but not what the target is judged on.
+    #[serde(default)]
+    pub extra: bool,
 }
 
 impl LatencyPlacement {
@@ -227,6 +231,7 @@ impl LatencyPlacement {
             name,
             runs,
             pin_error,
+            extra: false,
         }
     }
 }
