@@ -96,6 +96,25 @@ pub struct StepRow {
     /// WAL flushes to disk during the step (`pg_stat_wal.wal_sync`).
     #[serde(default)]
     pub wal_syncs: Option<u64>,
+    /// Ingest's own account of the step (its `/metrics`), when it could be
+    /// read: where a request's time went besides the network and the CPU
+    /// queue.
+    #[serde(default)]
+    pub ingest: Option<IngestAccount>,
+}
+
+/// What ingest's `/metrics` counted during one step.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct IngestAccount {
+    /// Queue messages published (group commit packs concurrent requests).
+    pub messages: u64,
+    /// Readings in them.
+    pub readings: u64,
+    /// Mean publish-to-confirm latency of a message, milliseconds.
+    pub confirm_ms: f64,
+    /// Mean time a request waited for the confirm of its readings (its
+    /// message's confirm plus any wait for a publish slot), milliseconds.
+    pub ack_wait_ms: f64,
 }
 
 impl StepRow {

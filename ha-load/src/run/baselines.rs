@@ -125,6 +125,7 @@ pub(super) async fn naive(
         queue: None,
         partitions: 0,
         components: comps,
+        ingest: None,
     };
     let (rows, _) = stepped(
         "naive",

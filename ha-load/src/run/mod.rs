@@ -7,6 +7,7 @@
 //! | file | what |
 //! |---|---|
 //! | `pipeline.rs` | start (or target) ingest-api and the analyzer |
+//! | `account.rs` | ingest's own account of a step (its `/metrics`): messages, confirm latency |
 //! | `probes.rs` | stored readings, queue depth: what a step measures besides the driver |
 //! | `steps.rs` | one measured step; the stepped load to the knee |
 //! | `baselines.rs` | the naive composition and the raw lapin/COPY baselines |
@@ -14,6 +15,7 @@
 //! | `fsync.rs` | fdatasync/s under PostgreSQL's data directory (`pg_test_fsync`) |
 //! | `scaling.rs` | the backlog drain; 1 → 2 replicas of ingest and of the analyzer |
 
+mod account;
 mod baselines;
 mod connections;
 mod fsync;
@@ -125,6 +127,7 @@ pub async fn run(config: LoadConfig) -> Result<RunResults, String> {
         queue: queue.as_ref(),
         partitions: config.partitions,
         components: components(&config, &p, None),
+        ingest: Some(&endpoint),
     };
 
     if let Some(s) = &store {
@@ -297,6 +300,7 @@ pub async fn run(config: LoadConfig) -> Result<RunResults, String> {
             queue: None,
             partitions: config.partitions,
             components: components(&config, &p, None),
+            ingest: Some(&endpoint),
         };
         let (rows, backlog) =
             stepped("ingest-only", &mut ddriver, &config, &iprobes, &dprefix, 0).await;

@@ -6,6 +6,7 @@ use std::time::Duration;
 use ha_core::queue::Queue;
 use ha_core::queue::amqp::AmqpQueue;
 
+use crate::http1::Endpoint;
 use crate::procfs::Component;
 
 /// Stored readings of devices whose id starts with `prefix`.
@@ -123,4 +124,6 @@ pub(super) struct Probes<'a> {
     pub(super) queue: Option<&'a AmqpQueue>,
     pub(super) partitions: u32,
     pub(super) components: Vec<Component>,
+    /// Ingest's address, for its own account of each step (`/metrics`).
+    pub(super) ingest: Option<&'a Endpoint>,
 }

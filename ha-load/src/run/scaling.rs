@@ -107,6 +107,7 @@ pub(super) async fn two_replicas(
         queue: None,
         partitions: config.partitions,
         components: measured,
+        ingest: None,
     };
     log("Two ingest replicas (analyzer stopped): the ingest-only steps again…");
     let (ingest_two, backlog) =

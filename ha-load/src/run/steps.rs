@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use super::account;
 use super::probes::{Probes, queue_depth};
 use super::{LoadConfig, log};
 use crate::driver::{Driver, StepStats};
@@ -64,6 +65,10 @@ pub(super) async fn measured_step(
         Some(s) => s.commit_counters().await,
         None => (None, None),
     };
+    let ingest_before = match probes.ingest {
+        Some(e) => account::read(e).await,
+        None => None,
+    };
     let t0 = tokio::time::Instant::now();
     log(format!(
         "{label}: offering {rate:.0} req/s × {batch} reading(s) over {} devices for {:.0} s…",
@@ -104,6 +109,9 @@ pub(super) async fn measured_step(
     }
     if let Some(q) = probes.queue {
         r.queue_depth = queue_depth(q, probes.partitions).await;
+    }
+    if let (Some(e), Some(before)) = (probes.ingest, ingest_before) {
+        r.ingest = account::read(e).await.map(|after| after.since(&before));
     }
     r.cpu = probes
         .components

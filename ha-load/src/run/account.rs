@@ -1,0 +1,116 @@
+//! Ingest's own account of a step, from its `/metrics` before and after:
+//! messages published, readings in them, mean confirm latency and mean
+//! wait for a confirm — the part of a request's latency the broker and
+//! group commit explain.
+
+use crate::http1::Endpoint;
+use crate::results::IngestAccount;
+
+/// The cumulative counters the account is the difference of.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub(super) struct Counters {
+    messages: f64,
+    readings: f64,
+    confirm_sum: f64,
+    confirm_count: f64,
+    wait_sum: f64,
+    wait_count: f64,
+}
+
+impl Counters {
+    /// Reads them from Prometheus text; `None` when a series is missing.
+    pub(super) fn parse(text: &str) -> Option<Counters> {
+        let value = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+        };
+        Some(Counters {
+            messages: value("ha_ingest_readings_per_message_count")?,
+            readings: value("ha_ingest_readings_per_message_sum")?,
+            confirm_sum: value("ha_ingest_confirm_latency_seconds_sum")?,
+            confirm_count: value("ha_ingest_confirm_latency_seconds_count")?,
+            wait_sum: value("ha_ingest_ack_wait_seconds_sum")?,
+            wait_count: value("ha_ingest_ack_wait_seconds_count")?,
+        })
+    }
+
+    /// What happened between `before` and `self`.
+    pub(super) fn since(&self, before: &Counters) -> IngestAccount {
+        let mean_ms = |sum: f64, count: f64| {
+            if count > 0.0 {
+                sum / count * 1000.0
+            } else {
+                0.0
+            }
+        };
+        IngestAccount {
+            messages: (self.messages - before.messages).max(0.0) as u64,
+            readings: (self.readings - before.readings).max(0.0) as u64,
+            confirm_ms: mean_ms(
+                self.confirm_sum - before.confirm_sum,
+                self.confirm_count - before.confirm_count,
+            ),
+            ack_wait_ms: mean_ms(
+                self.wait_sum - before.wait_sum,
+                self.wait_count - before.wait_count,
+            ),
+        }
+    }
+}
+
+/// `GET /metrics` from ingest over a connection of its own.
+pub(super) async fn read(ingest: &Endpoint) -> Option<Counters> {
+    let mut conn = ingest.connect(None).await.ok()?;
+    let head = format!(
+        "GET /metrics HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        ingest.addr
+    );
+    let (status, body) = conn.exchange(head.as_bytes(), b"").await.ok()?;
+    if status != 200 {
+        return None;
+    }
+    Counters::parse(&String::from_utf8_lossy(&body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BEFORE: &str = "# HELP ha_ingest_readings_per_message Readings per queue message\n\
+        ha_ingest_readings_per_message_sum 100.0\n\
+        ha_ingest_readings_per_message_count 40\n\
+        ha_ingest_readings_per_message_bucket{le=\"1.0\"} 10\n\
+        ha_ingest_confirm_latency_seconds_sum 0.080\n\
+        ha_ingest_confirm_latency_seconds_count 40\n\
+        ha_ingest_ack_wait_seconds_sum 0.5\n\
+        ha_ingest_ack_wait_seconds_count 100\n";
+
+    #[test]
+    fn the_account_is_the_difference_of_two_scrapes() {
+        let before = Counters::parse(BEFORE).unwrap();
+        let after = Counters::parse(
+            "ha_ingest_readings_per_message_sum 1100.0\n\
+             ha_ingest_readings_per_message_count 140\n\
+             ha_ingest_confirm_latency_seconds_sum 0.380\n\
+             ha_ingest_confirm_latency_seconds_count 140\n\
+             ha_ingest_ack_wait_seconds_sum 4.5\n\
+             ha_ingest_ack_wait_seconds_count 1100\n",
+        )
+        .unwrap();
+        let a = after.since(&before);
+        assert_eq!(a.messages, 100);
+        assert_eq!(a.readings, 1000);
+        assert!((a.confirm_ms - 3.0).abs() < 1e-9, "{a:?}");
+        assert!((a.ack_wait_ms - 4.0).abs() < 1e-9, "{a:?}");
+    }
+
+    #[test]
+    fn a_missing_series_gives_no_account() {
+        assert_eq!(
+            Counters::parse("ha_ingest_readings_per_message_sum 1\n"),
+            None
+        );
+        assert_eq!(Counters::parse(""), None);
+    }
+}
