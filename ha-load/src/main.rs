@@ -140,6 +140,13 @@ struct RunArgs {
     /// Skip the naive composition and the raw baselines.
     #[arg(long)]
     skip_baselines: bool,
+    /// Only the latency target (after the warm-up): its three placements,
+    /// `--repeats` steps each, nothing else — for comparing settings.
+    #[arg(long)]
+    latency_only: bool,
+    /// Steps per placement of the latency target (default 3; 1 with --quick).
+    #[arg(long)]
+    repeats: Option<usize>,
 }
 
 #[tokio::main]
@@ -255,6 +262,8 @@ async fn run(a: RunArgs) -> ExitCode {
             .devices_per_generator
             .unwrap_or(if a.quick { 1000 } else { 8000 }),
         skip_baselines: a.skip_baselines,
+        latency_only: a.latency_only,
+        repeats: a.repeats.unwrap_or(if a.quick { 1 } else { 3 }).max(1),
         quick: a.quick,
         command: command.into(),
     };

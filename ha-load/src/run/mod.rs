@@ -89,6 +89,10 @@ pub struct LoadConfig {
     pub devices_per_generator: usize,
     /// Skip the naive composition and the raw baselines.
     pub skip_baselines: bool,
+    /// Only the warm-up and the latency target.
+    pub latency_only: bool,
+    /// Steps per placement of the latency target.
+    pub repeats: usize,
     /// Quick mode (recorded in the results).
     pub quick: bool,
     /// The command line to print in the doc.
@@ -177,14 +181,23 @@ pub async fn run(config: LoadConfig) -> Result<RunResults, String> {
         s.wait_for(&prefix, acked_total, Duration::from_secs(30))
             .await;
     }
-    let (rows, acked) = stepped("ours", &mut driver, &config, &probes, &prefix, acked_total).await;
-    acked_total = acked;
-    results.ours = rows;
+    if !config.latency_only {
+        let (rows, acked) =
+            stepped("ours", &mut driver, &config, &probes, &prefix, acked_total).await;
+        acked_total = acked;
+        results.ours = rows;
+    }
     // 1a. The latency target, analyzer storing: repeats in each placement
     // of the processes on the cores.
-    let repeats = if config.quick { 1 } else { 3 };
-    let (target, acked) =
-        latency::latency_target(&config, &mut driver, &probes, &prefix, repeats, acked_total).await;
+    let (target, acked) = latency::latency_target(
+        &config,
+        &mut driver,
+        &probes,
+        &prefix,
+        config.repeats,
+        acked_total,
+    )
+    .await;
     acked_total = acked;
     results.latency_target = Some(target);
     drop(driver);
@@ -198,6 +211,14 @@ pub async fn run(config: LoadConfig) -> Result<RunResults, String> {
             "{} acknowledged, {} stored.",
             results.acked_total, results.stored_total
         ));
+    }
+
+    if config.latency_only {
+        results.notes.push(
+            "Only the latency target was run (--latency-only): no steps, baselines or memory figures.".into(),
+        );
+        results.load_average_end = load_average();
+        return Ok(results);
     }
 
     // 1b. The same driver and steps over MQTT, analyzer storing.
