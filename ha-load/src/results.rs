@@ -228,7 +228,7 @@ pub struct LatencyPlacement {
     pub median_p99_ms: f64,
     /// Median of the repeats' acknowledged readings/s.
     pub median_acked_rps: f64,
-    /// Why the processes could not all be pinned, when they could not.
+    /// Why the placement could not be fully applied (pinning, renicing).
     pub pin_error: Option<String>,
     /// A placement beyond the two (sharing, driver pinned apart):
     /// shown, but not what the target is judged on.

@@ -93,9 +93,10 @@ pub(super) fn section(md: &mut String, r: &RunResults) {
             met(Some(p.median_p99_ms <= t.bound_ms))
         );
         if let Some(e) = &p.pin_error {
-            let _ = writeln!(md, "\nPinning was incomplete: {e}.");
+            let _ = writeln!(md, "\nPlacement incomplete: {e}.");
         }
     }
+    let _ = writeln!(md);
 }
 
 /// The median of `values` (NaN when there are none).

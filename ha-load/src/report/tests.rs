@@ -305,7 +305,7 @@ fn the_latency_target_is_judged_on_each_placements_median() {
         "{md}"
     );
     assert!(md.contains("| 30.0, 9.0, 12.0 | 12.0 |"), "{md}");
-    assert!(md.contains("Pinning was incomplete: taskset"), "{md}");
+    assert!(md.contains("Placement incomplete: taskset"), "{md}");
 }
 
 #[test]
