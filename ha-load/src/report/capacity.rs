@@ -114,6 +114,23 @@ pub fn capacity_section(md: &mut String, r: &RunResults) {
             (fleet_rate / publish).ceil()
         );
     }
+    if let Some(a) = step.ingest.filter(|a| a.messages > 0 && step.seconds > 0.0) {
+        let rabbit = step
+            .cpu
+            .iter()
+            .find(|(name, _)| name == "rabbitmq")
+            .map(|(_, cpu)| *cpu);
+        let _ = writeln!(
+            md,
+            "At that step ingest published {} queue messages/s, {:.1} readings each (group commit){}: RabbitMQ's work grows with messages, not readings, so its cores above are an upper estimate wherever load packs messages fuller.",
+            rate(a.messages as f64 / step.seconds),
+            a.readings as f64 / a.messages as f64,
+            rabbit.map_or(String::new(), |cpu| format!(
+                "; RabbitMQ used {:.0} CPU-µs per message",
+                cpu / a.messages as f64 * 1e6
+            ))
+        );
+    }
     if let Some(copy) = r.raw_copy.map(|c| c.per_second()).filter(|c| *c > 0.0) {
         let _ = writeln!(
             md,
@@ -191,5 +208,28 @@ mod tests {
         assert!(md.contains("| analyzer | 150.0 | 21.4 |"), "{md}");
         assert!(md.contains("at least **5 partitions**"), "{md}");
         assert!(md.contains("2.5× one node's ceiling"), "{md}");
+    }
+
+    #[test]
+    fn rabbitmqs_cost_is_also_given_per_message() {
+        let mut model = step(2_000.0, 2_000.0, "sustained", &[("rabbitmq", 2.0)]);
+        model.ingest = Some(crate::results::IngestAccount {
+            messages: 4_000,
+            readings: 20_000,
+            confirm_ms: 2.0,
+            ack_wait_ms: 3.0,
+        });
+        let r = RunResults {
+            ours: vec![model],
+            ..RunResults::default()
+        };
+        let mut md = String::new();
+        capacity_section(&mut md, &r);
+        // 4,000 messages over 10 s; 2 CPU-s / 4,000 messages = 500 µs.
+        assert!(
+            md.contains("published 400 queue messages/s, 5.0 readings each"),
+            "{md}"
+        );
+        assert!(md.contains("500 CPU-µs per message"), "{md}");
     }
 }
