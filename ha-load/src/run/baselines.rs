@@ -7,10 +7,10 @@ use std::time::Duration;
 use super::pipeline::{Pipeline, run_prefix};
 use super::probes::Probes;
 use super::steps::stepped;
-use super::{LoadConfig, log};
+use super::{LoadConfig, fleet, log};
 use crate::baseline;
 use crate::closed_loop::{self, ClosedLoop};
-use crate::driver::{Driver, DriverConfig};
+use crate::driver::Driver;
 use crate::http1::Endpoint;
 use crate::process::Spawned;
 use crate::procfs::Component;
@@ -92,19 +92,9 @@ pub(super) async fn naive(
     let addr = server.listening(Duration::from_secs(30)).await?;
     let endpoint = Endpoint::parse(&format!("https://{addr}"), Some(&p.ca_pem))?;
     let prefix = run_prefix("n");
-    let mut driver = Driver::connect(
-        endpoint,
-        DriverConfig {
-            connections: config.connections,
-            devices: config.devices,
-            device_prefix: prefix.clone(),
-            keys: Some(p.keys.clone()),
-            ..DriverConfig::default()
-        },
-        1,
-    )
-    .await
-    .map_err(|e| format!("connecting to the naive server: {e}"))?;
+    let mut driver = Driver::connect(endpoint, fleet(config, &p.keys, &prefix), 1)
+        .await
+        .map_err(|e| format!("connecting to the naive server: {e}"))?;
     let warm = driver
         .step(200.0, 1, Duration::from_secs(2), |_, _, _| {})
         .await;

@@ -147,13 +147,7 @@ pub async fn run(config: LoadConfig) -> Result<RunResults, String> {
     let first_seq = 1;
     let mut driver = Driver::connect(
         endpoint.clone(),
-        DriverConfig {
-            connections: config.connections,
-            devices: config.devices,
-            device_prefix: prefix.clone(),
-            keys: Some(p.keys.clone()),
-            ..DriverConfig::default()
-        },
+        fleet(&config, &p.keys, &prefix),
         first_seq,
     )
     .await
@@ -301,13 +295,7 @@ pub async fn run(config: LoadConfig) -> Result<RunResults, String> {
         let dprefix = run_prefix("d");
         let mut ddriver = Driver::connect(
             endpoint.clone(),
-            DriverConfig {
-                connections: config.connections,
-                devices: config.devices,
-                device_prefix: dprefix.clone(),
-                keys: Some(p.keys.clone()),
-                ..DriverConfig::default()
-            },
+            fleet(&config, &p.keys, &dprefix),
             first_seq,
         )
         .await
@@ -509,6 +497,22 @@ fn wrk_config(config: &LoadConfig) -> WrkConfig {
     WrkConfig {
         duration: config.step * 2,
         ..WrkConfig::default()
+    }
+}
+
+/// The one-reading fleet: the driver's connections, `config.devices`
+/// devices named `<prefix><index>` with their tokens.
+pub(super) fn fleet(
+    config: &LoadConfig,
+    keys: &ha_core::ingest::DeviceKeys,
+    prefix: &str,
+) -> DriverConfig {
+    DriverConfig {
+        connections: config.connections,
+        devices: config.devices,
+        device_prefix: prefix.to_owned(),
+        keys: Some(keys.clone()),
+        ..DriverConfig::default()
     }
 }
 

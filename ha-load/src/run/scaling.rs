@@ -8,9 +8,9 @@ use std::time::Duration;
 use super::pipeline::{Pipeline, components, free_port, ingest_args, run_prefix};
 use super::probes::{Probes, StoreCounter};
 use super::steps::stepped;
-use super::{LoadConfig, log};
+use super::{LoadConfig, fleet, log};
 use crate::baseline::Rate;
-use crate::driver::{Driver, DriverConfig};
+use crate::driver::Driver;
 use crate::http1::Endpoint;
 use crate::process::Spawned;
 use crate::procfs::{self, Component};
@@ -80,19 +80,9 @@ pub(super) async fn two_replicas(
         Endpoint::parse(&format!("https://{addr}"), Some(&p.ca_pem))?,
     ];
     let prefix = run_prefix("r");
-    let mut driver = Driver::connect_spread(
-        endpoints,
-        DriverConfig {
-            connections: config.connections,
-            devices: config.devices,
-            device_prefix: prefix.clone(),
-            keys: Some(p.keys.clone()),
-            ..DriverConfig::default()
-        },
-        1,
-    )
-    .await
-    .map_err(|e| format!("connecting the driver to two ingest replicas: {e}"))?;
+    let mut driver = Driver::connect_spread(endpoints, fleet(config, &p.keys, &prefix), 1)
+        .await
+        .map_err(|e| format!("connecting the driver to two ingest replicas: {e}"))?;
     let mut measured = components(config, p, None);
     measured.insert(
         1,
