@@ -310,7 +310,10 @@ impl IngestService {
         if self.state.config.kill.is_some() {
             r = r.route("/kill", post(handler::kill));
         }
-        crate::http::request_id::apply(Linger::default().apply(r.with_state(self.state.clone())))
+        crate::http::request_id::apply_with_linger(
+            r.with_state(self.state.clone()),
+            Linger::default(),
+        )
     }
 
     /// The connection metrics to pass to [`crate::http::serve_with`], so
