@@ -15,12 +15,10 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes, HttpBody};
-use axum::extract::{Request, State};
-use axum::http::{StatusCode, Version};
-use axum::middleware::Next;
-use axum::response::Response;
 use hyper::body::{Frame, SizeHint};
 use tokio::sync::{Semaphore, oneshot};
+
+use super::per_request::PerRequestLayer;
 
 /// How much a server reads to let an early error reach the client.
 #[derive(Clone, Debug)]
@@ -51,35 +49,12 @@ impl Linger {
         }
     }
 
-    /// `router` with the lingering middleware around every route.
+    /// `router` with lingering around every route.
     pub fn apply(self, router: axum::Router) -> axum::Router {
-        router.layer(axum::middleware::from_fn_with_state(self, Self::middleware))
+        router.layer(PerRequestLayer::new(false, Some(self)))
     }
 
-    async fn middleware(State(linger): State<Linger>, request: Request, next: Next) -> Response {
-        // HTTP/2 resets streams on its own; a request without a body (GETs,
-        // probes) has nothing to discard: neither pays for the wrapper.
-        if request.version() > Version::HTTP_11 || request.body().is_end_stream() {
-            return next.run(request).await;
-        }
-        let (parts, body) = request.into_parts();
-        let (back, rest) = oneshot::channel();
-        let body = Body::new(Returning {
-            body: Some(body),
-            back: Some(back),
-        });
-        let response = next.run(Request::from_parts(parts, body)).await;
-        // Not after a 408: that client is too slow to wait for.
-        if response.status().is_client_error()
-            && response.status() != StatusCode::REQUEST_TIMEOUT
-            && let Ok(rest) = rest.await
-        {
-            linger.discard(rest).await;
-        }
-        response
-    }
-
-    async fn discard(&self, mut body: Body) {
+    pub(super) async fn discard(&self, mut body: Body) {
         let Ok(_slot) = self.slots.try_acquire() else {
             return;
         };
@@ -102,10 +77,19 @@ impl Linger {
 }
 
 /// A request body that, when the handler drops it unfinished, hands the
-/// rest back to the middleware.
-struct Returning {
+/// rest back to the wrapper.
+pub(super) struct Returning {
     body: Option<Body>,
     back: Option<oneshot::Sender<Body>>,
+}
+
+impl Returning {
+    pub(super) fn new(body: Body, back: oneshot::Sender<Body>) -> Self {
+        Returning {
+            body: Some(body),
+            back: Some(back),
+        }
+    }
 }
 
 impl HttpBody for Returning {

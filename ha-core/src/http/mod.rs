@@ -5,6 +5,7 @@ mod conn;
 mod error;
 mod linger;
 mod metrics;
+mod per_request;
 pub mod request_id;
 mod serve;
 

@@ -15,14 +15,9 @@
 use std::hash::{BuildHasher, Hasher};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
 
-use axum::extract::Request;
-use axum::http::header::HeaderName;
-use axum::http::{HeaderValue, StatusCode};
-use axum::middleware::Next;
-use axum::response::Response;
-use tracing::Instrument;
+use super::Linger;
+use super::per_request::PerRequestLayer;
 
 /// The request and response header carrying the id.
 pub const HEADER: &str = "x-request-id";
@@ -31,8 +26,13 @@ pub const HEADER: &str = "x-request-id";
 pub const MAX_LEN: usize = 64;
 
 /// A request's id, also put in the request's extensions for handlers.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RequestId(String);
+///
+/// Held inline (no heap allocation per request): ids are short ASCII.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RequestId {
+    len: u8,
+    bytes: [u8; MAX_LEN],
+}
 
 impl RequestId {
     /// `candidate` if it is an acceptable incoming id (see the module docs).
@@ -42,10 +42,17 @@ impl RequestId {
             && candidate
                 .iter()
                 .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
-        // Only ASCII got through, so this never fails.
-        ok.then(|| std::str::from_utf8(candidate).ok())
-            .flatten()
-            .map(|s| RequestId(s.to_owned()))
+        ok.then(|| RequestId::inline(candidate))
+    }
+
+    /// `text`, already checked to be 1 to [`MAX_LEN`] bytes of ASCII.
+    fn inline(text: &[u8]) -> RequestId {
+        let mut bytes = [0; MAX_LEN];
+        bytes[..text.len()].copy_from_slice(text);
+        RequestId {
+            len: text.len() as u8,
+            bytes,
+        }
     }
 
     /// A fresh id: 32 lowercase hex digits, a per-process random half and
@@ -67,88 +74,63 @@ impl RequestId {
         // The counter in the low bits keeps ids unique within the process
         // even if two scrambled values collide.
         let low = (h.finish() & 0xFFFF_FFFF_0000_0000) | (n & 0xFFFF_FFFF);
-        RequestId(format!("{process:016x}{low:016x}"))
+        let mut text = [0; 32];
+        hex16(*process, &mut text[..16]);
+        hex16(low, &mut text[16..]);
+        RequestId::inline(&text)
     }
 
     /// The id as text.
     pub fn as_str(&self) -> &str {
-        &self.0
+        // Only ASCII is ever stored (parse and generate), so this never
+        // falls back.
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or_default()
+    }
+}
+
+/// `v` as 16 lowercase hex digits into `out`.
+fn hex16(v: u64, out: &mut [u8]) {
+    for (i, digit) in out.iter_mut().enumerate() {
+        let nibble = (v >> (60 - 4 * i)) & 0xF;
+        *digit = b"0123456789abcdef"[nibble as usize];
+    }
+}
+
+impl std::fmt::Debug for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("RequestId").field(&self.as_str()).finish()
     }
 }
 
 impl std::fmt::Display for RequestId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 
 /// `router` with request ids: see the module docs.
 pub fn apply(router: axum::Router) -> axum::Router {
-    router.layer(axum::middleware::from_fn(middleware))
+    router.layer(PerRequestLayer::new(true, None))
 }
 
-async fn middleware(mut request: Request, next: Next) -> Response {
-    let id = request
-        .headers()
-        .get(HEADER)
-        .and_then(|v| RequestId::parse(v.as_bytes()))
-        .unwrap_or_else(RequestId::generate);
-    request.extensions_mut().insert(id.clone());
-    let method = request.method().clone();
-    let span = tracing::info_span!(
-        "request",
-        http.request.id = %id,
-        http.request.method = %method,
-        url.path = %request.uri().path(),
-    );
-    let started = Instant::now();
-    let mut response = next.run(request).instrument(span.clone()).await;
-    let status = response.status().as_u16();
-    let took_ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
-    span.in_scope(|| {
-        // Ingest serves thousands of requests a second: successes (and
-        // rate-limit refusals, which a misbehaving device repeats) only at
-        // debug; a client's error at info so its id can be looked up.
-        let s = response.status();
-        if s.is_server_error() {
-            tracing::warn!(
-                http.response.status_code = status,
-                event.duration = took_ns,
-                "Request failed."
-            );
-        } else if s.is_client_error() && s != StatusCode::TOO_MANY_REQUESTS {
-            tracing::info!(
-                http.response.status_code = status,
-                event.duration = took_ns,
-                "Request refused."
-            );
-        } else {
-            tracing::debug!(
-                http.response.status_code = status,
-                event.duration = took_ns,
-                "Request served."
-            );
-        }
-    });
-    if let Ok(value) = HeaderValue::from_str(id.as_str()) {
-        response
-            .headers_mut()
-            .insert(HeaderName::from_static(HEADER), value);
-    }
-    response
+/// `router` with request ids and `linger`, in one layer: the same as
+/// `apply(linger.apply(router))` at less cost per request.
+pub fn apply_with_linger(router: axum::Router, linger: Linger) -> axum::Router {
+    router.layer(PerRequestLayer::new(true, Some(linger)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use axum::body::Body;
+    use axum::extract::Request;
     use axum::routing::get;
     use tower::ServiceExt;
 
     #[test]
     fn incoming_ids_are_bounded_in_length_and_charset() {
         assert_eq!(
-            RequestId::parse(b"3f2c-ab_12.x:9").map(|r| r.0),
+            RequestId::parse(b"3f2c-ab_12.x:9").map(|r| r.as_str().to_owned()),
             Some("3f2c-ab_12.x:9".to_owned())
         );
         assert!(RequestId::parse(&[b'a'; MAX_LEN]).is_some());
@@ -168,8 +150,9 @@ mod tests {
 
     #[test]
     fn generated_ids_are_distinct_hex_and_acceptable() {
-        let ids: std::collections::HashSet<String> =
-            (0..1000).map(|_| RequestId::generate().0).collect();
+        let ids: std::collections::HashSet<String> = (0..1000)
+            .map(|_| RequestId::generate().as_str().to_owned())
+            .collect();
         assert_eq!(ids.len(), 1000);
         for id in &ids {
             assert_eq!(id.len(), 32);
@@ -182,10 +165,15 @@ mod tests {
     }
 
     async fn answer(header: Option<&str>) -> (String, String) {
-        let router = apply(axum::Router::new().route(
-            "/",
-            get(|axum::Extension(id): axum::Extension<RequestId>| async move { id.0 }),
-        ));
+        let router =
+            apply(axum::Router::new().route(
+                "/",
+                get(
+                    |axum::Extension(id): axum::Extension<RequestId>| async move {
+                        id.as_str().to_owned()
+                    },
+                ),
+            ));
         let mut request = Request::builder().uri("/");
         if let Some(h) = header {
             request = request.header(HEADER, h);

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::State as AxumState;
+use axum::extract::{Request, State as AxumState};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -37,14 +37,35 @@ fn count(state: &State, status: StatusCode, code: &str) {
 }
 
 /// `POST /v1/readings`.
-pub(super) async fn post_readings(AxumState(state): S, headers: HeaderMap, body: Body) -> Response {
-    match accept(&state, &headers, body).await {
+///
+/// Takes the whole request (not a `HeaderMap` extractor, which would clone
+/// every header) and answers the common one-reading success from a static
+/// body.
+pub(super) async fn post_readings(AxumState(state): S, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    match accept(&state, &parts.headers, body).await {
         Ok(n) => {
-            count(&state, StatusCode::ACCEPTED, "accepted");
+            state
+                .accepted
+                .get_or_init(|| {
+                    state
+                        .metrics
+                        .requests
+                        .get_or_create(&Outcome {
+                            status: StatusCode::ACCEPTED.as_u16(),
+                            code: "accepted".to_owned(),
+                        })
+                        .clone()
+                })
+                .inc();
+            let body = match n {
+                1 => Body::from(Bytes::from_static(b"{\"accepted\":1}")),
+                n => Body::from(format!("{{\"accepted\":{n}}}")),
+            };
             (
                 StatusCode::ACCEPTED,
                 [(header::CONTENT_TYPE, "application/json")],
-                format!("{{\"accepted\":{n}}}"),
+                body,
             )
                 .into_response()
         }
@@ -165,12 +186,17 @@ async fn publish(state: &State, readings: Vec<Reading>) -> Result<(), IngestErro
     else {
         return Ok(());
     };
-    let parts: Vec<(u32, EncodedReadings)> = if readings
+    let _waiting = Waiting::new(&state.metrics.in_flight);
+    let started = tokio::time::Instant::now();
+    if readings
         .iter()
+        .skip(1)
         .all(|r| partition_for(&r.device_id, partitions) == first)
     {
-        // The common case: an authenticated device's readings.
-        vec![(first, EncodedReadings::encode(&readings))]
+        // The common case (an authenticated device's readings): one
+        // submission, awaited without collecting anything.
+        let outcome = submit(state, first, EncodedReadings::encode(&readings)).await?;
+        confirmed(state, outcome).await?;
     } else {
         let mut by_partition: BTreeMap<u32, Vec<Reading>> = BTreeMap::new();
         for r in readings {
@@ -179,34 +205,13 @@ async fn publish(state: &State, readings: Vec<Reading>) -> Result<(), IngestErro
                 .or_default()
                 .push(r);
         }
-        by_partition
-            .into_iter()
-            .map(|(p, rs)| (p, EncodedReadings::encode(&rs)))
-            .collect()
-    };
-    let _waiting = Waiting::new(&state.metrics.in_flight);
-    let started = tokio::time::Instant::now();
-    let mut outcomes = Vec::with_capacity(parts.len());
-    for (partition, encoded) in parts {
-        let outcome = state
-            .batchers
-            .submit(partition, encoded)
-            .await
-            .map_err(|batcher::Closed| IngestError::Draining)?;
-        outcomes.push(outcome);
-    }
-    for outcome in outcomes {
-        let failure = match outcome.await {
-            Ok(Ok(())) => continue,
-            // The batcher logged the error once for the whole message.
-            Ok(Err(e)) => Some(e),
-            Err(_) => {
-                tracing::warn!("A batcher ended without answering; answering 503.");
-                None
-            }
-        };
-        state.broker_failed();
-        return Err(IngestError::Broker(failure));
+        let mut outcomes = Vec::with_capacity(by_partition.len());
+        for (partition, rs) in by_partition {
+            outcomes.push(submit(state, partition, EncodedReadings::encode(&rs)).await?);
+        }
+        for outcome in outcomes {
+            confirmed(state, outcome).await?;
+        }
     }
     state
         .metrics
@@ -214,6 +219,35 @@ async fn publish(state: &State, readings: Vec<Reading>) -> Result<(), IngestErro
         .observe(started.elapsed().as_secs_f64());
     state.broker_ok();
     Ok(())
+}
+
+type Pending = tokio::sync::oneshot::Receiver<batcher::Outcome>;
+
+async fn submit(
+    state: &State,
+    partition: u32,
+    encoded: EncodedReadings,
+) -> Result<Pending, IngestError> {
+    state
+        .batchers
+        .submit(partition, encoded)
+        .await
+        .map_err(|batcher::Closed| IngestError::Draining)
+}
+
+/// Waits for a submission's message to be confirmed; a failure is recorded.
+async fn confirmed(state: &State, outcome: Pending) -> Result<(), IngestError> {
+    let failure = match outcome.await {
+        Ok(Ok(())) => return Ok(()),
+        // The batcher logged the error once for the whole message.
+        Ok(Err(e)) => Some(e),
+        Err(_) => {
+            tracing::warn!("A batcher ended without answering; answering 503.");
+            None
+        }
+    };
+    state.broker_failed();
+    Err(IngestError::Broker(failure))
 }
 
 /// Counts a request as waiting for as long as it lives (also when the

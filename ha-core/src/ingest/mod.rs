@@ -236,6 +236,9 @@ struct State {
     batchers: batcher::Batchers,
     limiter: Option<ratelimit::Limiter>,
     metrics: IngestMetrics,
+    /// `metrics.requests{202, accepted}`, looked up once (on the first
+    /// success, so the series appears only then, as the others do).
+    accepted: std::sync::OnceLock<prometheus_client::metrics::counter::Counter>,
     connections: ConnectionMetrics,
     #[cfg(feature = "mqtt")]
     mqtt_metrics: mqtt::MqttMetrics,
@@ -287,6 +290,7 @@ impl IngestService {
                 config,
                 draining: AtomicBool::new(false),
                 metrics,
+                accepted: std::sync::OnceLock::new(),
                 connections,
                 #[cfg(feature = "mqtt")]
                 mqtt_metrics,
@@ -310,7 +314,10 @@ impl IngestService {
         if self.state.config.kill.is_some() {
             r = r.route("/kill", post(handler::kill));
         }
-        crate::http::request_id::apply(Linger::default().apply(r.with_state(self.state.clone())))
+        crate::http::request_id::apply_with_linger(
+            r.with_state(self.state.clone()),
+            Linger::default(),
+        )
     }
 
     /// The connection metrics to pass to [`crate::http::serve_with`], so
