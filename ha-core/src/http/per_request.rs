@@ -122,12 +122,7 @@ impl Ids {
                 (id, header)
             }
         };
-        let span = tracing::info_span!(
-            "request",
-            http.request.id = %id,
-            http.request.method = %request.method(),
-            url.path = %request.uri().path(),
-        );
+        let span = super::request_id::span(&id, request.method(), request.uri().path());
         request.extensions_mut().insert(id);
         Ids {
             header,
@@ -138,33 +133,9 @@ impl Ids {
 
     /// The request's last log line and the `x-request-id` header.
     fn finish(self, response: &mut Response) {
-        let s = response.status();
-        let status = s.as_u16();
         let took_ns = u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        self.span.in_scope(|| {
-            // Ingest serves thousands of requests a second: successes (and
-            // rate-limit refusals, which a misbehaving device repeats) only
-            // at debug; a client's error at info so its id can be looked up.
-            if s.is_server_error() {
-                tracing::warn!(
-                    http.response.status_code = status,
-                    event.duration = took_ns,
-                    "Request failed."
-                );
-            } else if s.is_client_error() && s != StatusCode::TOO_MANY_REQUESTS {
-                tracing::info!(
-                    http.response.status_code = status,
-                    event.duration = took_ns,
-                    "Request refused."
-                );
-            } else {
-                tracing::debug!(
-                    http.response.status_code = status,
-                    event.duration = took_ns,
-                    "Request served."
-                );
-            }
-        });
+        self.span
+            .in_scope(|| super::request_id::log_outcome(response.status(), took_ns));
         if let Some(value) = self.header {
             response
                 .headers_mut()

@@ -108,6 +108,46 @@ impl std::fmt::Display for RequestId {
     }
 }
 
+/// The span of a request. Created here (and its last line logged by
+/// [`log_outcome`]) so that both carry this module's target, which operators
+/// filter on (`HA_LOG=info,ha_core::http::request_id=debug`, docs/logging.md).
+pub(super) fn span(id: &RequestId, method: &axum::http::Method, path: &str) -> tracing::Span {
+    tracing::info_span!(
+        "request",
+        http.request.id = %id,
+        http.request.method = %method,
+        url.path = %path,
+    )
+}
+
+/// A request's last line, in its span: status and duration, at `warn` for
+/// 5xx, `info` for 4xx other than 429, `debug` otherwise.
+pub(super) fn log_outcome(s: axum::http::StatusCode, took_ns: u64) {
+    let status = s.as_u16();
+    // Ingest serves thousands of requests a second: successes (and
+    // rate-limit refusals, which a misbehaving device repeats) only at
+    // debug; a client's error at info so its id can be looked up.
+    if s.is_server_error() {
+        tracing::warn!(
+            http.response.status_code = status,
+            event.duration = took_ns,
+            "Request failed."
+        );
+    } else if s.is_client_error() && s != axum::http::StatusCode::TOO_MANY_REQUESTS {
+        tracing::info!(
+            http.response.status_code = status,
+            event.duration = took_ns,
+            "Request refused."
+        );
+    } else {
+        tracing::debug!(
+            http.response.status_code = status,
+            event.duration = took_ns,
+            "Request served."
+        );
+    }
+}
+
 /// `router` with request ids: see the module docs.
 pub fn apply(router: axum::Router) -> axum::Router {
     router.layer(PerRequestLayer::new(true, None))
