@@ -106,6 +106,7 @@ impl<IO: AsyncRead + Unpin> AsyncRead for ParkIo<IO> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         if !self.carried.is_empty() {
+            self.probe.read_waiting.store(false, Ordering::Relaxed);
             let n = self.carried.len().min(buf.remaining());
             buf.put_slice(&self.carried[..n]);
             self.carried.advance(n);
