@@ -46,6 +46,11 @@ pub(super) struct Activity {
     start: Instant,
     /// Requests in flight, counted until their response body ends.
     active: AtomicUsize,
+    /// Requests begun on this connection so far.
+    begun: AtomicU64,
+    /// The last request's body was read to its end (HTTP/1.1 reads one
+    /// request body at a time); until then hyper may still be reading it.
+    body_done: AtomicBool,
     /// When the connection last became idle (no request in flight).
     idle_since_ms: AtomicU64,
     /// When a byte first arrived while idle; [`NONE`] if none did. A new
@@ -63,6 +68,8 @@ impl Activity {
         Arc::new(Activity {
             start: Instant::now(),
             active: AtomicUsize::new(0),
+            begun: AtomicU64::new(0),
+            body_done: AtomicBool::new(true),
             idle_since_ms: AtomicU64::new(0),
             first_byte_ms: AtomicU64::new(0),
             h2: AtomicBool::new(false),
@@ -87,13 +94,31 @@ impl Activity {
         }
     }
 
-    fn begin(self: &Arc<Self>, version: Version) -> ActiveGuard {
+    fn begin(self: &Arc<Self>, version: Version, body_done: bool) -> ActiveGuard {
         if version == Version::HTTP_2 {
             self.h2.store(true, Ordering::Relaxed);
         }
+        self.body_done.store(body_done, Ordering::Relaxed);
         self.active.fetch_add(1, Ordering::SeqCst);
+        self.begun.fetch_add(1, Ordering::Relaxed);
         self.first_byte_ms.store(NONE, Ordering::Relaxed);
         ActiveGuard(self.clone())
+    }
+
+    /// Requests in flight (until their response body ends).
+    pub(super) fn in_flight(&self) -> usize {
+        self.active.load(Ordering::SeqCst)
+    }
+
+    /// Requests begun on this connection so far.
+    pub(super) fn requests_begun(&self) -> u64 {
+        self.begun.load(Ordering::Relaxed)
+    }
+
+    /// Whether the last request's body was read to its end (a body dropped
+    /// unread leaves hyper draining or closing the connection).
+    pub(super) fn body_done(&self) -> bool {
+        self.body_done.load(Ordering::Relaxed)
     }
 
     /// Whether the connection should be closed now, and else when to look
@@ -232,7 +257,12 @@ impl hyper::service::Service<Request<Incoming>> for TrackedService {
     fn call(&self, mut req: Request<Incoming>) -> Self::Future {
         req.extensions_mut()
             .insert(axum::extract::ConnectInfo(self.peer));
-        let guard = self.activity.begin(req.version());
+        let guard = self
+            .activity
+            .begin(req.version(), req.body().is_end_stream());
+        let activity = self.activity.clone();
+        // axum boxes the body either way; boxing it here costs nothing more.
+        let req = req.map(|body| Body::new(WatchedBody { body, activity }));
         let response = self.router.call(req);
         Box::pin(async move {
             let response = response.await?;
@@ -243,6 +273,36 @@ impl hyper::service::Service<Request<Incoming>> for TrackedService {
                 })
             }))
         })
+    }
+}
+
+/// A request body noting when it has been read to its end.
+struct WatchedBody {
+    body: Incoming,
+    activity: Arc<Activity>,
+}
+
+impl HttpBody for WatchedBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let frame = Pin::new(&mut self.body).poll_frame(cx);
+        if matches!(frame, Poll::Ready(None)) || self.body.is_end_stream() {
+            self.activity.body_done.store(true, Ordering::Relaxed);
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -289,7 +349,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn idle_keep_alive_lasts_the_idle_timeout_and_a_slow_header_does_not() {
         let a = Activity::new();
-        drop(a.begin(Version::HTTP_11));
+        drop(a.begin(Version::HTTP_11, true));
         // Idle after a request: only the idle clock runs.
         tokio::time::advance(Duration::from_secs(170)).await;
         assert!(
@@ -300,7 +360,7 @@ mod tests {
         assert_eq!(a.check(HEADER, IDLE), Err(Expiry::Idle));
 
         let b = Activity::new();
-        drop(b.begin(Version::HTTP_11));
+        drop(b.begin(Version::HTTP_11, true));
         tokio::time::advance(Duration::from_secs(5)).await;
         b.bytes_read(); // "POST /v1/readings HTTP/1.1\r\nX-Slow: " and nothing more
         tokio::time::advance(Duration::from_secs(29)).await;
@@ -312,7 +372,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_request_in_flight_is_never_expired() {
         let a = Activity::new();
-        let guard = a.begin(Version::HTTP_11);
+        let guard = a.begin(Version::HTTP_11, true);
         tokio::time::advance(Duration::from_secs(1_000)).await;
         assert!(a.check(HEADER, IDLE).is_ok());
         drop(guard);
@@ -325,7 +385,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn http2_frames_between_requests_do_not_count_as_a_header() {
         let a = Activity::new();
-        drop(a.begin(Version::HTTP_2));
+        drop(a.begin(Version::HTTP_2, true));
         a.bytes_read(); // a PING or WINDOW_UPDATE
         tokio::time::advance(Duration::from_secs(60)).await;
         assert!(a.check(HEADER, IDLE).is_ok());

@@ -2,9 +2,11 @@
 //! over TLS or plain TCP with graceful drain, and the JSON error body.
 
 mod conn;
+mod drain;
 mod error;
 mod linger;
 mod metrics;
+mod park;
 mod per_request;
 pub mod request_id;
 mod serve;

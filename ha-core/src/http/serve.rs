@@ -6,11 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
-use hyper::server::conn::{http1, http2};
+use hyper::server::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto::Builder;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -27,6 +26,8 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
 use super::conn::{Activity, Expiry, Tracked, TrackedService};
+use super::drain::{Drain, DrainWatch, graceful};
+use super::park::{BoxError, ParkIo, Parking, serve_http1};
 
 /// Why serving could not start.
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +95,14 @@ pub struct ServeConfig {
     /// Open connections at most (`HA_MAX_CONNECTIONS`, 20,000); past it new
     /// ones get `503 too_many_connections` with `Connection: close`.
     pub max_connections: usize,
+    /// HTTP/1.1: let go of hyper's per-connection state (its 8 KiB read
+    /// and write buffers) while a keep-alive connection waits for its next
+    /// request, and build it again when bytes arrive (`HA_PARK_IDLE`,
+    /// true). Devices sending every few seconds keep tens of thousands of
+    /// mostly idle connections; this halves their memory for a few
+    /// percent of throughput on back-to-back requests
+    /// (docs/connection-memory.md).
+    pub park_idle: bool,
 }
 
 impl Default for ServeConfig {
@@ -105,6 +114,7 @@ impl Default for ServeConfig {
             header_read_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(180),
             max_connections: 20_000,
+            park_idle: true,
         }
     }
 }
@@ -132,12 +142,16 @@ impl ServeConfig {
 /// Connection metrics of a server: `ha_<service>_connections_open`,
 /// `ha_<service>_connections_refused_total` (over the cap) and
 /// `ha_<service>_connections_closed_total{reason}` (closed by the server:
-/// `header_timeout`, `idle`, `handshake`).
+/// `header_timeout`, `idle`, `handshake`); with [`ServeConfig::park_idle`],
+/// `ha_<service>_connections_parked` (HTTP/1.1 connections waiting for a
+/// request without the HTTP state, now) and
+/// `ha_<service>_connection_parks_total`.
 #[derive(Clone, Debug, Default)]
 pub struct ConnectionMetrics {
     open: Gauge,
     refused: Counter,
     closed: Family<CloseReason, Counter>,
+    parking: Parking,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -163,6 +177,16 @@ impl ConnectionMetrics {
             format!("ha_{service}_connections_closed"),
             "Connections closed by the server: header_timeout, idle, handshake",
             m.closed.clone(),
+        );
+        registry.register(
+            format!("ha_{service}_connections_parked"),
+            "HTTP/1.1 connections waiting for a request with their HTTP state released",
+            m.parking.parked.clone(),
+        );
+        registry.register(
+            format!("ha_{service}_connection_parks"),
+            "Times an idle HTTP/1.1 connection released its HTTP state",
+            m.parking.parks.clone(),
         );
         m
     }
@@ -217,7 +241,7 @@ pub async fn serve_with(
 ) -> Result<(), ServeError> {
     config.validate()?;
     let acceptor = tls.map(TlsAcceptor::from);
-    let graceful = GracefulShutdown::new();
+    let drain = Drain::new();
     let open = Arc::new(AtomicUsize::new(0));
     let refusing = Arc::new(Semaphore::new(REFUSING_AT_ONCE));
     let mut shutdown = std::pin::pin!(shutdown);
@@ -248,7 +272,7 @@ pub async fn serve_with(
             continue;
         }
         let slot = OpenSlot::new(&open, &metrics);
-        let watcher = graceful.watcher();
+        let watcher = drain.watcher();
         let acceptor = acceptor.clone();
         let app = app.clone();
         let config = config.clone();
@@ -257,6 +281,7 @@ pub async fn serve_with(
             let _slot = slot;
             let activity = Activity::new();
             let service = TrackedService::new(app, activity.clone(), peer);
+            let parking = config.park_idle.then(|| metrics.parking.clone());
             let conn = match acceptor {
                 Some(acceptor) => {
                     // Boxed: the handshake's state (a whole rustls
@@ -276,14 +301,16 @@ pub async fn serve_with(
                             return;
                         }
                     };
-                    serve_tls(tls, service, watcher)
+                    serve_tls(tls, service, activity.clone(), watcher, parking)
                 }
-                None => {
-                    let io = TokioIo::new(Tracked::new(stream, activity.clone()));
-                    let builder = Builder::new(TokioExecutor::new());
-                    let conn = builder.serve_connection_with_upgrades(io, service);
-                    watcher.watch(conn.into_owned()).boxed()
-                }
+                None => serve_plain(
+                    Tracked::new(stream, activity.clone()),
+                    service,
+                    activity.clone(),
+                    watcher,
+                    parking,
+                )
+                .boxed(),
             };
             match watch(conn, &activity, &config).await {
                 Ok(Ok(())) => {}
@@ -305,7 +332,7 @@ pub async fn serve_with(
     // graceful shutdown: give those requests a moment to be read, so they
     // are served instead of dropped.
     tokio::time::sleep(ACCEPTED_GRACE.min(config.drain)).await;
-    if tokio::time::timeout(config.drain, graceful.shutdown())
+    if tokio::time::timeout(config.drain, drain.shutdown())
         .await
         .is_err()
     {
@@ -345,31 +372,89 @@ pub async fn serve_handing_over(
 /// hands HTTP/1.1 its first bytes separately, which doubles the connection's
 /// read buffer to 16 KiB for its whole life, and its connection type is
 /// sized for HTTP/2 even when it serves HTTP/1.1 (docs/connection-memory.md).
-/// HTTP/1.1 upgrades are not offered over TLS: nothing served here uses them.
+/// HTTP/1.1 upgrades are not offered: nothing served here uses them.
 fn serve_tls(
     tls: TlsStream<Tracked<TcpStream>>,
     service: TrackedService,
-    watcher: Watcher,
+    activity: Arc<Activity>,
+    drain: DrainWatch,
+    parking: Option<Parking>,
 ) -> ConnFuture {
-    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-    let io = TokioIo::new(tls);
-    if h2 {
-        let conn = http2::Builder::new(TokioExecutor::new()).serve_connection(io, service);
-        watcher
-            .watch(conn)
-            .map(|r| r.map_err(BoxError::from))
-            .boxed()
+    if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+        serve_http2(ParkIo::new(tls, Bytes::new()), service, drain).boxed()
     } else {
-        let conn = http1::Builder::new().serve_connection(io, service);
-        watcher
-            .watch(conn)
-            .map(|r| r.map_err(BoxError::from))
-            .boxed()
+        serve_http1(
+            ParkIo::new(tls, Bytes::new()),
+            service,
+            activity,
+            drain,
+            parking,
+        )
+        .boxed()
     }
 }
 
+/// What an HTTP/2 client sends first ("prior knowledge", RFC 9113 §3.3).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Serves a plain-TCP connection (TLS terminated in front): HTTP/2 if it
+/// opens with the HTTP/2 preface, else HTTP/1.1. The sniffed bytes are
+/// handed to hyper as the start of the stream, in its own read buffer
+/// (hyper-util's auto builder hands them over separately, which doubles
+/// hyper's read buffer for the connection's life).
+async fn serve_plain(
+    io: Tracked<TcpStream>,
+    service: TrackedService,
+    activity: Arc<Activity>,
+    mut drain: DrainWatch,
+    parking: Option<Parking>,
+) -> Result<(), BoxError> {
+    let mut io = ParkIo::new(io, Bytes::new());
+    let mut seen = BytesMut::new();
+    let parked = parking.as_ref().map(|p| p.parked_now());
+    let h2 = loop {
+        let next = tokio::select! {
+            biased;
+            next = io.next_bytes() => next?,
+            () = drain.started() => Bytes::new(),
+        };
+        if next.is_empty() {
+            return Ok(());
+        }
+        seen.extend_from_slice(&next);
+        let n = seen.len().min(H2_PREFACE.len());
+        if seen[..n] != H2_PREFACE[..n] {
+            break false;
+        }
+        if n == H2_PREFACE.len() {
+            break true;
+        }
+    };
+    drop(parked);
+    io.unread(seen.freeze());
+    if h2 {
+        serve_http2(io, service, drain).await
+    } else {
+        serve_http1(io, service, activity, drain, parking).await
+    }
+}
+
+async fn serve_http2<IO>(
+    io: ParkIo<IO>,
+    service: TrackedService,
+    drain: DrainWatch,
+) -> Result<(), BoxError>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let conn =
+        http2::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(io), service);
+    graceful(conn, drain, |c| c.graceful_shutdown())
+        .await
+        .map_err(BoxError::from)
+}
+
 type ConnFuture = futures_util::future::BoxFuture<'static, Result<(), BoxError>>;
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Runs the connection until it ends, or until its clocks say the peer
 /// stalled: then drops it, which closes the socket (no request is in

@@ -64,6 +64,11 @@ pub struct HttpArgs {
     /// `ha_<service>_connections_refused_total`).
     #[arg(long, env = "HA_MAX_CONNECTIONS", default_value_t = 20_000)]
     pub max_connections: usize,
+    /// HTTP/1.1: release the per-connection buffers while a keep-alive
+    /// connection waits for its next request (about half an idle
+    /// connection's memory; docs/connection-memory.md).
+    #[arg(long, env = "HA_PARK_IDLE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub park_idle: bool,
 }
 
 impl CommonArgs {
@@ -76,6 +81,7 @@ impl CommonArgs {
             header_read_timeout: self.http.header_read_timeout,
             idle_timeout: self.http.idle_timeout,
             max_connections: self.http.max_connections,
+            park_idle: self.http.park_idle,
         }
     }
 }
