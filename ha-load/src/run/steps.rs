@@ -196,8 +196,8 @@ pub(super) async fn stepped(
 /// One rate, tried up to [`TRIES`] times: a stall of the shared machine
 /// (its disk's write-back stalls every fsync, the broker's included, for a
 /// few hundred ms now and then) can fail a step; a knee is TRIES failures
-/// in a row. Afterwards the analyzer gets a step's time to catch up, so the
-/// next step starts from an empty queue.
+/// in a row. Before each try and afterwards the analyzer gets time to
+/// catch up ([`catch_up`]), so a step starts from an empty queue.
 async fn judged_step(
     label: &str,
     driver: &mut Driver,
@@ -231,7 +231,7 @@ async fn judged_step(
             TRIES
         ));
         if let Some(s) = probes.store {
-            s.wait_for(prefix, acked, config.step).await;
+            s.wait_for(prefix, acked, catch_up(config)).await;
         }
         let (again, a) =
             measured_step(label, driver, offer, &config.bound, probes, prefix, acked).await;
@@ -246,7 +246,15 @@ async fn judged_step(
         );
     }
     if let Some(s) = probes.store {
-        s.wait_for(prefix, acked, config.step).await;
+        s.wait_for(prefix, acked, catch_up(config)).await;
     }
     (r, acked)
+}
+
+/// How long the analyzer may take to store what a step left behind before
+/// the next step starts: an overloaded step leaves a backlog whose drain
+/// would otherwise take the cores from the next one (a first run's
+/// bisection steps failed on the knee's backlog, not on their own rate).
+fn catch_up(config: &LoadConfig) -> std::time::Duration {
+    config.step * 6
 }
