@@ -373,3 +373,29 @@ fn an_extra_placement_is_shown_but_not_judged_and_ingest_accounts_for_its_part()
     assert!(md.contains("| 3.00 / 4.50 | 7.5 |"), "{md}");
     assert!(md.contains("| 1.00 / 1.50 | 7.5 |"), "{md}");
 }
+
+#[test]
+fn what_a_step_over_the_latency_bound_stored_is_shown_as_context() {
+    let mut r = results();
+    r.ours = vec![
+        step(11000.0, 11000.0, 20.0, "sustained"),
+        step(14000.0, 14000.0, 180.0, "p99 180 ms > 50 ms"),
+        step(17000.0, 16990.0, 64.5, "p99 64.5 ms > 50 ms"),
+        // Errors: not a throughput figure, however much it stored.
+        StepRow {
+            errors: 10,
+            ..step(25000.0, 24000.0, 900.0, "p99 900 ms > 50 ms")
+        },
+    ];
+    let md = markdown(&r);
+    let row = md
+        .lines()
+        .find(|l| l.starts_with("| (context) … stored in a step over the latency bound"))
+        .unwrap_or_else(|| panic!("no context row:\n{md}"));
+    assert!(
+        row.contains("16,990 readings/s stored at 17,000 offered, p99 64.5 ms"),
+        "{row}"
+    );
+    // The target itself is still judged on sustained steps only.
+    assert!(md.contains("| 11,000 readings/s, "), "{md}");
+}
