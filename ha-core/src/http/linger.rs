@@ -18,8 +18,6 @@ use axum::body::{Body, Bytes, HttpBody};
 use hyper::body::{Frame, SizeHint};
 use tokio::sync::{Semaphore, oneshot};
 
-use super::per_request::PerRequestLayer;
-
 /// How much a server reads to let an early error reach the client.
 #[derive(Clone, Debug)]
 pub struct Linger {
@@ -47,11 +45,6 @@ impl Linger {
             max_time,
             slots: Arc::new(Semaphore::new(concurrent.max(1))),
         }
-    }
-
-    /// `router` with lingering around every route.
-    pub fn apply(self, router: axum::Router) -> axum::Router {
-        router.layer(PerRequestLayer::new(false, Some(self)))
     }
 
     pub(super) async fn discard(&self, mut body: Body) {

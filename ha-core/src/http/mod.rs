@@ -7,7 +7,6 @@ mod error;
 mod linger;
 mod metrics;
 mod park;
-mod per_request;
 pub mod request_id;
 mod serve;
 
