@@ -28,6 +28,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
+mod tls;
+use tls::test_tls;
+
 /// Serves `app` on a free port; the server stops when the sender drops.
 async fn start(app: Router, config: ServeConfig) -> (SocketAddr, Registry, oneshot::Sender<()>) {
     start_with(app, config, None).await
@@ -276,22 +279,6 @@ async fn a_trickled_body_gets_408() {
     let text = String::from_utf8_lossy(&answer);
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
     assert!(text.contains("body_timeout"), "{text}");
-}
-
-/// A server configuration for `localhost` from a fresh CA, and the CA (PEM).
-fn test_tls() -> (Arc<rustls::ServerConfig>, String) {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
-        .unwrap()
-        .signed_by(&key, &ca, &ca_key)
-        .unwrap();
-    let config =
-        ha_core::http::load_tls(cert.pem().as_bytes(), key.serialize_pem().as_bytes()).unwrap();
-    (config, ca.pem())
 }
 
 async fn connect_tls(

@@ -27,6 +27,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
+mod tls;
+use tls::test_tls;
+
 const BOUND: Duration = Duration::from_secs(30);
 
 struct Server {
@@ -404,21 +407,6 @@ async fn plain_http2_by_prior_knowledge_is_still_served() {
         .unwrap()
         .unwrap();
     assert_eq!(head[3], 4, "the first frame is SETTINGS: {head:?}");
-}
-
-fn test_tls() -> (Arc<rustls::ServerConfig>, String) {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
-        .unwrap()
-        .signed_by(&key, &ca, &ca_key)
-        .unwrap();
-    let config =
-        ha_core::http::load_tls(cert.pem().as_bytes(), key.serialize_pem().as_bytes()).unwrap();
-    (config, ca.pem())
 }
 
 #[tokio::test]
