@@ -28,8 +28,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
-mod tls;
-use tls::test_tls;
+mod net;
+use net::{connect_tls, read_to_close, test_tls};
 
 /// Serves `app` on a free port; the server stops when the sender drops.
 async fn start(app: Router, config: ServeConfig) -> (SocketAddr, Registry, oneshot::Sender<()>) {
@@ -69,22 +69,6 @@ fn metric(registry: &Registry, name: &str) -> String {
         .filter(|l| l.starts_with(name))
         .collect::<Vec<_>>()
         .join("\n")
-}
-
-/// Reads until the peer closes (`Ok(bytes)`), or gives up after `bound`.
-async fn read_to_close(stream: &mut TcpStream, bound: Duration) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    let read = async {
-        let mut buf = [0u8; 4096];
-        loop {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => out.extend_from_slice(&buf[..n]),
-            }
-        }
-    };
-    tokio::time::timeout(bound, read).await.ok()?;
-    Some(out)
 }
 
 #[tokio::test]
@@ -279,31 +263,6 @@ async fn a_trickled_body_gets_408() {
     let text = String::from_utf8_lossy(&answer);
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
     assert!(text.contains("body_timeout"), "{text}");
-}
-
-async fn connect_tls(
-    addr: SocketAddr,
-    ca_pem: &str,
-    alpn: Option<&[u8]>,
-) -> tokio_rustls::client::TlsStream<TcpStream> {
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(rustls::pki_types::CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap())
-        .unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = alpn.map(|p| vec![p.to_vec()]).unwrap_or_default();
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(name, tcp)
-        .await
-        .unwrap()
 }
 
 /// Over TLS nothing is sniffed: `h2` by ALPN is served as HTTP/2,

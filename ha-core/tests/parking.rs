@@ -27,8 +27,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
-mod tls;
-use tls::test_tls;
+mod net;
+use net::{connect_tls, read_to_close, test_tls};
 
 const BOUND: Duration = Duration::from_secs(30);
 
@@ -151,23 +151,6 @@ async fn response<S: AsyncRead + Unpin>(s: &mut S, pending: &mut Vec<u8>) -> (St
     tokio::time::timeout(BOUND, read).await.expect("a response")
 }
 
-/// What the peer sends until it closes the connection, if it does within
-/// the bound.
-async fn until_closed<S: AsyncRead + Unpin>(s: &mut S) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    let read = async {
-        let mut buf = [0u8; 4096];
-        loop {
-            match s.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => out.extend_from_slice(&buf[..n]),
-            }
-        }
-    };
-    tokio::time::timeout(BOUND, read).await.ok()?;
-    Some(out)
-}
-
 fn post_echo(body: &str) -> String {
     format!(
         "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
@@ -287,7 +270,9 @@ async fn a_body_left_unread_never_becomes_a_request() {
     let (head, _) = response(&mut s, &mut pending).await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     let _ = s.write_all(inner.as_bytes()).await;
-    let rest = until_closed(&mut s).await.expect("closed after the answer");
+    let rest = read_to_close(&mut s, BOUND)
+        .await
+        .expect("closed after the answer");
     pending.extend_from_slice(&rest);
     assert!(
         pending.is_empty(),
@@ -353,7 +338,7 @@ async fn the_drain_closes_parked_connections_at_once_and_finishes_requests() {
         .unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     drop(server.stop.take());
-    let rest = until_closed(&mut idle).await;
+    let rest = read_to_close(&mut idle, BOUND).await;
     assert_eq!(rest, Some(Vec::new()), "the parked connection is closed");
     let mut busy_pending = Vec::new();
     let (head, body) = response(&mut busy, &mut busy_pending).await;
@@ -411,25 +396,8 @@ async fn plain_http2_by_prior_knowledge_is_still_served() {
 
 #[tokio::test]
 async fn over_tls_connections_park_between_requests() {
-    use rustls::pki_types::pem::PemObject;
     let (tls, ca_pem) = test_tls();
     let server = start(app(), ServeConfig::default(), Some(tls)).await;
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(rustls::pki_types::CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap())
-        .unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let tcp = TcpStream::connect(server.addr).await.unwrap();
-    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let mut s = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(name, tcp)
-        .await
-        .unwrap();
+    let mut s = connect_tls(server.addr, &ca_pem, Some(b"http/1.1")).await;
     many_requests(&server, &mut s).await;
 }
