@@ -41,6 +41,18 @@ fn ratio(two: f64, one: f64) -> String {
     }
 }
 
+/// One "one replica | two replicas | two / one" row of rates.
+fn rates_row(md: &mut String, what: &str, one: Option<f64>, two: Option<f64>) {
+    let fmt = |v: Option<f64>| v.map_or("—".to_owned(), rate);
+    let _ = writeln!(
+        md,
+        "| {what} | {} | {} | {} |",
+        fmt(one),
+        fmt(two),
+        ratio(two.unwrap_or(0.0), one.unwrap_or(0.0))
+    );
+}
+
 /// The "1 → 2 replicas" part of the capacity model.
 pub(super) fn scaling_section(md: &mut String, r: &RunResults) {
     let Some(two) = &r.replicas else {
@@ -58,15 +70,11 @@ pub(super) fn scaling_section(md: &mut String, r: &RunResults) {
         md,
         "| | one replica | two replicas | two / one |\n|---|---|---|---|"
     );
-    let one_max = RunResults::max_sustained(&r.ingest_only);
-    let two_max = RunResults::max_sustained(&two.ingest_two);
-    let fmt = |v: Option<f64>| v.map_or("—".to_owned(), rate);
-    let _ = writeln!(
+    rates_row(
         md,
-        "| ingest alone, max sustained (readings/s) | {} | {} | {} |",
-        fmt(one_max),
-        fmt(two_max),
-        ratio(two_max.unwrap_or(0.0), one_max.unwrap_or(0.0))
+        "ingest alone, max sustained (readings/s)",
+        RunResults::max_sustained(&r.ingest_only),
+        RunResults::max_sustained(&two.ingest_two),
     );
     if let Some((a, b)) = common_step(&r.ingest_only, &two.ingest_two)
         && let (Some(ca), Some(cb)) = (ingest_cost(a), ingest_cost(b))
@@ -80,14 +88,11 @@ pub(super) fn scaling_section(md: &mut String, r: &RunResults) {
             ratio(cb, ca)
         );
     }
-    let d1 = r.drain.map(|d| d.per_second());
-    let d2 = two.drain_two.map(|d| d.per_second());
-    let _ = writeln!(
+    rates_row(
         md,
-        "| analyzer backlog drain (readings/s) | {} | {} | {} |",
-        fmt(d1),
-        fmt(d2),
-        ratio(d2.unwrap_or(0.0), d1.unwrap_or(0.0))
+        "analyzer backlog drain (readings/s)",
+        r.drain.map(|d| d.per_second()),
+        two.drain_two.map(|d| d.per_second()),
     );
     if !two.drain_two_cpu.is_empty() {
         let each: Vec<String> = two
