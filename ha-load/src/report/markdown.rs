@@ -211,7 +211,7 @@ pub fn markdown(r: &RunResults) -> String {
     let _ = writeln!(md, "\n## Steps\n");
     let _ = writeln!(
         md,
-        "Open-loop load: each step offers a fixed request rate for {:.0} s over {} keep-alive connections, whatever the answers; latency runs from when a request was due (no coordinated omission). Before the first step, a warm-up (not reported) sends one reading from every device, so the analyzer has warm-started every window and the steps measure the steady state. The knee: p99 over {} ms, any error, or less than 95 % of the offered rate acknowledged; once a step is over it, two more steps halve the gap between it and the last sustained rate (the rows are listed by offered rate).\n",
+        "Open-loop load: each step offers a fixed request rate for {:.0} s over {} keep-alive connections, whatever the answers; latency runs from when a request was due (no coordinated omission). Before the first step, a warm-up (not reported) sends one reading from every device, so the analyzer has warm-started every window and the steps measure the steady state; each series starts once the measured processes have gone quiet (under a quarter of a core for 3 s in a row), so it does not inherit the last one's aftermath. The knee: p99 over {} ms, any error, or less than 95 % of the offered rate acknowledged; once a step is over it, two more steps halve the gap between it and the last sustained rate (the rows are listed by offered rate).\n",
         r.step_seconds, r.connections, r.p99_bound_ms
     );
     steps_table(

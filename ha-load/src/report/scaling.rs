@@ -64,7 +64,7 @@ pub(super) fn scaling_section(md: &mut String, r: &RunResults) {
     };
     let _ = writeln!(
         md,
-        "\n### 1 → 2 replicas\n\nThe ingest-only steps again with a second `ingest-api` beside the first (the driver's connections split between the two, analyzer stopped), then two analyzers draining the backlog those steps built — beside the one-replica figures of this run. Both replicas share the same 2 cores as everything else, so a second replica brings no cores here: the ratios show what running two costs, not the scale-out a second node would give.\n"
+        "\n### 1 → 2 replicas\n\nThe ingest-only steps again with a second `ingest-api` beside the first (the driver's connections split between the two, analyzer stopped), then two analyzers draining the backlog those steps built (the rate counted from when each analyzer held a share of the partitions: before that one drains alone) — beside the one-replica figures of this run. Both replicas share the same 2 cores as everything else, so a second replica brings no cores here: the ratios show what running two costs, not the scale-out a second node would give.\n"
     );
     let _ = writeln!(
         md,

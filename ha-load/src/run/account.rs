@@ -20,11 +20,7 @@ pub(super) struct Counters {
 impl Counters {
     /// Reads them from Prometheus text; `None` when a series is missing.
     pub(super) fn parse(text: &str) -> Option<Counters> {
-        let value = |name: &str| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-                .and_then(|v| v.trim().parse::<f64>().ok())
-        };
+        let value = |name: &str| value(text, name);
         Some(Counters {
             messages: value("ha_ingest_readings_per_message_count")?,
             readings: value("ha_ingest_readings_per_message_sum")?,
@@ -59,18 +55,27 @@ impl Counters {
     }
 }
 
-/// `GET /metrics` from ingest over a connection of its own.
-pub(super) async fn read(ingest: &Endpoint) -> Option<Counters> {
-    let mut conn = ingest.connect(None).await.ok()?;
+/// The value of the unlabelled series `name` in Prometheus text.
+pub(super) fn value(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+}
+
+/// `GET /metrics` from one of our services over a connection of its own.
+pub(super) async fn scrape(service: &Endpoint) -> Option<String> {
+    let mut conn = service.connect(None).await.ok()?;
     let head = format!(
         "GET /metrics HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
-        ingest.addr
+        service.addr
     );
     let (status, body) = conn.exchange(head.as_bytes(), b"").await.ok()?;
-    if status != 200 {
-        return None;
-    }
-    Counters::parse(&String::from_utf8_lossy(&body))
+    (status == 200).then(|| String::from_utf8_lossy(&body).into_owned())
+}
+
+/// Ingest's counters, from its `/metrics`.
+pub(super) async fn read(ingest: &Endpoint) -> Option<Counters> {
+    Counters::parse(&scrape(ingest).await?)
 }
 
 #[cfg(test)]
@@ -112,5 +117,18 @@ mod tests {
             None
         );
         assert_eq!(Counters::parse(""), None);
+    }
+
+    #[test]
+    fn a_value_is_the_unlabelled_series_of_that_exact_name() {
+        let text = "ha_analyzer_owned_partitions_total 9\n\
+                    ha_analyzer_owned_partitions{x=\"y\"} 7\n\
+                    ha_analyzer_owned_partitions 4\n";
+        assert_eq!(value(text, "ha_analyzer_owned_partitions"), Some(4.0));
+        assert_eq!(value(text, "ha_analyzer_members"), None);
+        assert_eq!(
+            value("ha_analyzer_members two\n", "ha_analyzer_members"),
+            None
+        );
     }
 }

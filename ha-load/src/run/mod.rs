@@ -319,7 +319,7 @@ pub async fn run(config: LoadConfig) -> Result<RunResults, String> {
             "Drain: {backlog} readings queued; restarting the analyzer."
         ));
         p.start_analyzer(&config).await?;
-        results.drain = Some(scaling::drain(s, &dprefix, backlog, &mut results.notes).await);
+        results.drain = Some(scaling::drain(s, &dprefix, backlog, &[], &mut results.notes).await);
         // 4a. The same with two replicas of ingest, then of the analyzer.
         if let Err(e) = scaling::two_replicas(&config, &mut p, s, &mut results).await {
             results

@@ -127,3 +127,36 @@ pub(super) struct Probes<'a> {
     /// Ingest's address, for its own account of each step (`/metrics`).
     pub(super) ingest: Option<&'a Endpoint>,
 }
+
+/// Waits (at most `limit`) until `components` together use under a
+/// quarter of a core for three seconds in a row: the start of a series
+/// must not inherit the work the last one left behind (a quorum queue
+/// that has just been drained of millions of messages compacts its log
+/// for a while, and each step would measure that). Returns how long it
+/// waited, or `None` when they were still busy at `limit`.
+pub(super) async fn quiet(components: &[Component], limit: Duration) -> Option<Duration> {
+    const WINDOW: Duration = Duration::from_secs(1);
+    const BUSY_CORES: f64 = 0.25;
+    let start = tokio::time::Instant::now();
+    let mut calm = 0;
+    let mut before = crate::procfs::sample(components);
+    while start.elapsed() < limit {
+        tokio::time::sleep(WINDOW).await;
+        let after = crate::procfs::sample(components);
+        let used: f64 = before
+            .iter()
+            .zip(&after)
+            .map(|(b, a)| a.cpu.saturating_sub(b.cpu).as_secs_f64())
+            .sum();
+        before = after;
+        calm = if used < BUSY_CORES * WINDOW.as_secs_f64() {
+            calm + 1
+        } else {
+            0
+        };
+        if calm >= 3 {
+            return Some(start.elapsed());
+        }
+    }
+    None
+}

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use super::account;
 use super::pipeline::{Pipeline, components, free_port, ingest_args, run_prefix};
 use super::probes::{Probes, StoreCounter};
 use super::steps::stepped;
@@ -18,31 +19,53 @@ use crate::results::{Replicas, RunResults};
 
 /// Waits (at most 120 s) until `backlog` readings of `prefix` are stored;
 /// the rate runs from the first stored reading to the last, so the
-/// analyzers' start-up is not counted as drain throughput.
+/// analyzers' start-up is not counted as drain throughput. With
+/// `analyzers` given, it runs from when each of them holds a share of the
+/// partitions instead: before that one replica drains alone.
 pub(super) async fn drain(
     s: &StoreCounter,
     prefix: &str,
     backlog: u64,
+    analyzers: &[Endpoint],
     notes: &mut Vec<String>,
 ) -> Rate {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    // (when, stored then): the first stored reading; the first poll with
+    // every analyzer holding partitions.
     let mut first: Option<(tokio::time::Instant, u64)> = None;
+    let mut balanced: Option<(tokio::time::Instant, u64)> = None;
     let mut stored = 0;
     while tokio::time::Instant::now() < deadline {
         stored = s.count(prefix).await;
         if first.is_none() && stored > 0 {
             first = Some((tokio::time::Instant::now(), stored));
         }
+        if first.is_some() && balanced.is_none() && all_own_partitions(analyzers).await {
+            balanced = Some((tokio::time::Instant::now(), stored));
+        }
         if stored >= backlog {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let (t_first, n_first) = first.unwrap_or((tokio::time::Instant::now(), 0));
+    if balanced.is_none() && first.is_some() {
+        notes.push(format!(
+            "Drain ({prefix}): the {} analyzers had not all taken a share of the partitions before the backlog was stored; the rate is from the first stored reading.",
+            analyzers.len()
+        ));
+    }
+    let (t_first, n_first) = balanced
+        .or(first)
+        .unwrap_or((tokio::time::Instant::now(), 0));
     let secs = t_first.elapsed().as_secs_f64();
     let drained = stored.saturating_sub(n_first);
     log(format!(
-        "Drain: {stored} of {backlog} stored; {drained} in {secs:.2} s after the first = {:.0} readings/s.",
+        "Drain: {stored} of {backlog} stored; {drained} in {secs:.2} s after the first{} = {:.0} readings/s.",
+        if analyzers.is_empty() {
+            ""
+        } else {
+            " with every analyzer holding partitions"
+        },
         drained as f64 / secs.max(1e-9)
     ));
     if stored < backlog {
@@ -54,6 +77,20 @@ pub(super) async fn drain(
         items: drained,
         seconds: secs,
     }
+}
+
+/// Whether every analyzer says (`ha_analyzer_owned_partitions` on its
+/// `/metrics`) that it holds at least one partition; true for none.
+async fn all_own_partitions(analyzers: &[Endpoint]) -> bool {
+    for a in analyzers {
+        let owned = account::scrape(a)
+            .await
+            .and_then(|text| account::value(&text, "ha_analyzer_owned_partitions"));
+        if owned.is_none_or(|n| n < 1.0) {
+            return false;
+        }
+    }
+    true
 }
 
 /// Two ingest replicas (analyzer stopped), the ingest-only steps again;
@@ -110,8 +147,16 @@ pub(super) async fn two_replicas(
     ));
     let mut first = p.spawn_analyzer(config)?;
     let mut other = p.spawn_analyzer(config)?;
-    first.listening(Duration::from_secs(30)).await?;
-    other.listening(Duration::from_secs(30)).await?;
+    let analyzers = [
+        Endpoint::parse(
+            &format!("http://{}", first.listening(Duration::from_secs(30)).await?),
+            None,
+        )?,
+        Endpoint::parse(
+            &format!("http://{}", other.listening(Duration::from_secs(30)).await?),
+            None,
+        )?,
+    ];
     let both: Vec<Component> = [&first, &other]
         .iter()
         .map(|a| Component {
@@ -121,7 +166,7 @@ pub(super) async fn two_replicas(
         })
         .collect();
     let before = procfs::sample(&both);
-    let rate = drain(s, &prefix, backlog, &mut results.notes).await;
+    let rate = drain(s, &prefix, backlog, &analyzers, &mut results.notes).await;
     let after = procfs::sample(&both);
     other.stop(Duration::from_secs(20)).await;
     p.analyzer = Some(first);

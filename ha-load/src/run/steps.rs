@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::account;
-use super::probes::{Probes, queue_depth};
+use super::probes::{Probes, queue_depth, quiet};
 use super::{LoadConfig, log};
 use crate::driver::{Driver, StepStats};
 use crate::plan::{Bisection, KneeBound, StepOutcome, Verdict, ms};
@@ -160,6 +160,17 @@ pub(super) async fn stepped(
     prefix: &str,
     acked_before: u64,
 ) -> (Vec<StepRow>, u64) {
+    let settle = catch_up(config);
+    match quiet(&probes.components, settle).await {
+        Some(t) => log(format!(
+            "{label}: the measured processes were quiet after {:.0} s.",
+            t.as_secs_f64()
+        )),
+        None => log(format!(
+            "{label}: the measured processes still used over a quarter of a core after {} s; starting anyway.",
+            settle.as_secs()
+        )),
+    }
     let mut rows: Vec<StepRow> = Vec::new();
     let mut acked = acked_before;
     let mut knee = None;
