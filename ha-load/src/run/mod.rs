@@ -304,6 +304,7 @@ pub async fn run(config: LoadConfig) -> Result<RunResults, String> {
         // it runs): the like-for-like comparison. Its readings are the
         // backlog the restarted analyzer then drains.
         log("Analyzer stopped: ingest-only steps (they build the backlog for the drain)…");
+        probes::checkpoint(s, &mut results.notes).await;
         let iprobes = Probes {
             store: None,
             queue: None,

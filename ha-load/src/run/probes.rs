@@ -38,6 +38,16 @@ impl StoreCounter {
             .and_then(|row| row.try_get::<_, i64>(0).ok())
     }
 
+    /// Runs `CHECKPOINT` (a superuser's command): the dirty pages of what
+    /// was just stored are written now, not during the next series' steps.
+    pub(super) async fn checkpoint(&self) -> Result<(), String> {
+        self.own.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.client
+            .batch_execute("CHECKPOINT")
+            .await
+            .map_err(|e| format!("CHECKPOINT: {e}"))
+    }
+
     /// (transactions committed in this database, not counting this
     /// counter's own; WAL syncs) so far. PostgreSQL flushes these
     /// statistics about once a second, so short windows are approximate.
@@ -128,28 +138,47 @@ pub(super) struct Probes<'a> {
     pub(super) ingest: Option<&'a Endpoint>,
 }
 
+/// `CHECKPOINT` before a series that follows a large write to the store
+/// (the drain, the storing steps): its write-back would otherwise stall
+/// the next steps' fsyncs, the broker's included.
+pub(super) async fn checkpoint(s: &StoreCounter, notes: &mut Vec<String>) {
+    let started = std::time::Instant::now();
+    match s.checkpoint().await {
+        Ok(()) => super::log(format!(
+            "PostgreSQL checkpoint before the next series: {:.1} s.",
+            started.elapsed().as_secs_f64()
+        )),
+        Err(e) => notes.push(format!("Checkpoint before a series failed: {e}")),
+    }
+}
+
 /// Waits (at most `limit`) until `components` together use under a
-/// quarter of a core for three seconds in a row: the start of a series
-/// must not inherit the work the last one left behind (a quorum queue
-/// that has just been drained of millions of messages compacts its log
-/// for a while, and each step would measure that). Returns how long it
-/// waited, or `None` when they were still busy at `limit`.
+/// quarter of a core, and tasks waited on I/O under 5 % of the time
+/// (`/proc/pressure/io`), for three seconds in a row: the start of a
+/// series must not inherit the work the last one left behind (a drain's
+/// millions of rows still being checkpointed stall every fsync, the
+/// broker's included). Returns how long it waited, or `None` when the
+/// machine was still busy at `limit`.
 pub(super) async fn quiet(components: &[Component], limit: Duration) -> Option<Duration> {
     const WINDOW: Duration = Duration::from_secs(1);
     const BUSY_CORES: f64 = 0.25;
+    const IO_STALLED: f64 = 0.05;
     let start = tokio::time::Instant::now();
     let mut calm = 0;
-    let mut before = crate::procfs::sample(components);
+    let mut before = (crate::procfs::sample(components), io_stall());
     while start.elapsed() < limit {
         tokio::time::sleep(WINDOW).await;
-        let after = crate::procfs::sample(components);
+        let after = (crate::procfs::sample(components), io_stall());
         let used: f64 = before
+            .0
             .iter()
-            .zip(&after)
+            .zip(&after.0)
             .map(|(b, a)| a.cpu.saturating_sub(b.cpu).as_secs_f64())
             .sum();
+        let stalled = after.1.saturating_sub(before.1).as_secs_f64();
         before = after;
-        calm = if used < BUSY_CORES * WINDOW.as_secs_f64() {
+        let window = WINDOW.as_secs_f64();
+        calm = if used < BUSY_CORES * window && stalled < IO_STALLED * window {
             calm + 1
         } else {
             0
@@ -159,4 +188,39 @@ pub(super) async fn quiet(components: &[Component], limit: Duration) -> Option<D
         }
     }
     None
+}
+
+/// Time some task waited on I/O since boot (`/proc/pressure/io`); zero
+/// where the kernel has no pressure stall information.
+fn io_stall() -> Duration {
+    std::fs::read_to_string("/proc/pressure/io")
+        .ok()
+        .and_then(|text| some_total(&text))
+        .unwrap_or_default()
+}
+
+/// The `some` line's `total=` (microseconds) of a pressure file.
+fn some_total(text: &str) -> Option<Duration> {
+    let line = text.lines().find(|l| l.starts_with("some "))?;
+    let micros = line
+        .split_whitespace()
+        .find_map(|f| f.strip_prefix("total="))?
+        .parse::<u64>()
+        .ok()?;
+    Some(Duration::from_micros(micros))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_io_stall_is_the_some_lines_total() {
+        let text = "some avg10=0.70 avg60=2.91 avg300=4.06 total=4133103938\n\
+                    full avg10=0.57 avg60=1.41 avg300=1.35 total=1802752089\n";
+        assert_eq!(some_total(text), Some(Duration::from_micros(4_133_103_938)));
+        assert_eq!(some_total("full avg10=0 total=5\n"), None);
+        assert_eq!(some_total("some avg10=0 total=x\n"), None);
+        assert_eq!(some_total(""), None);
+    }
 }

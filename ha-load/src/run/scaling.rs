@@ -137,6 +137,7 @@ pub(super) async fn two_replicas(
         ingest: None,
     };
     log("Two ingest replicas (analyzer stopped): the ingest-only steps again…");
+    super::probes::checkpoint(s, &mut results.notes).await;
     let (ingest_two, backlog) =
         stepped("ingest-only ×2", &mut driver, config, &probes, &prefix, 0).await;
     drop(driver);
