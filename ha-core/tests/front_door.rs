@@ -279,17 +279,9 @@ async fn over_tls_the_protocol_is_the_one_alpn_chose() {
             .write_all(b"GET /healthz HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
             .await
             .unwrap();
-        let mut out = Vec::new();
-        let read = async {
-            let mut buf = [0u8; 4096];
-            loop {
-                match stream.read(&mut buf).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => out.extend_from_slice(&buf[..n]),
-                }
-            }
-        };
-        tokio::time::timeout(bound, read).await.unwrap();
+        let out = read_to_close(&mut stream, bound)
+            .await
+            .expect("answered and closed");
         let text = String::from_utf8_lossy(&out);
         assert!(text.starts_with("HTTP/1.1 200"), "{alpn:?}: {text}");
         assert!(text.ends_with("ok\n"), "{alpn:?}: {text}");
