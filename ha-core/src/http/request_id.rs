@@ -425,6 +425,11 @@ mod tests {
             .oneshot(request.body(Body::empty()).expect("request"))
             .await
             .expect("response");
+        echoed_and_body(response).await
+    }
+
+    /// The response's `x-request-id` and its body.
+    pub(super) async fn echoed_and_body(response: Response) -> (String, String) {
         let echoed = response.headers()[HEADER]
             .to_str()
             .expect("ascii")
@@ -502,15 +507,9 @@ mod layer_tests {
         let (response, read) = post_to(router, Version::HTTP_11).await;
         assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
         assert_eq!(read, 4, "the rest of the body was discarded");
-        let echoed = response.headers()[request_id::HEADER]
-            .to_str()
-            .expect("ascii")
-            .to_owned();
-        let body = axum::body::to_bytes(response.into_body(), 1024)
-            .await
-            .expect("body");
+        let (echoed, body) = super::tests::echoed_and_body(response).await;
         assert_eq!(echoed.len(), 32);
-        assert_eq!(body, echoed.as_bytes(), "the handler saw the echoed id");
+        assert_eq!(body, echoed, "the handler saw the echoed id");
     }
 
     #[tokio::test]
