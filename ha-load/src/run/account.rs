@@ -62,15 +62,24 @@ pub(super) fn value(text: &str, name: &str) -> Option<f64> {
         .and_then(|v| v.trim().parse::<f64>().ok())
 }
 
-/// `GET /metrics` from one of our services over a connection of its own.
+/// How long a scrape may take: a service that accepts and never answers
+/// must not hold up a step or a drain (which poll it).
+const SCRAPE_BOUND: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// `GET /metrics` from one of our services over a connection of its own;
+/// `None` when it fails, answers other than 200, or takes over
+/// [`SCRAPE_BOUND`].
 pub(super) async fn scrape(service: &Endpoint) -> Option<String> {
-    let mut conn = service.connect(None).await.ok()?;
-    let head = format!(
-        "GET /metrics HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
-        service.addr
-    );
-    let (status, body) = conn.exchange(head.as_bytes(), b"").await.ok()?;
-    (status == 200).then(|| String::from_utf8_lossy(&body).into_owned())
+    let get = async {
+        let mut conn = service.connect(None).await.ok()?;
+        let head = format!(
+            "GET /metrics HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            service.addr
+        );
+        let (status, body) = conn.exchange(head.as_bytes(), b"").await.ok()?;
+        (status == 200).then(|| String::from_utf8_lossy(&body).into_owned())
+    };
+    tokio::time::timeout(SCRAPE_BOUND, get).await.ok()?
 }
 
 /// Ingest's counters, from its `/metrics`.
@@ -117,6 +126,23 @@ mod tests {
             None
         );
         assert_eq!(Counters::parse(""), None);
+    }
+
+    #[tokio::test]
+    async fn a_service_that_never_answers_gives_no_scrape_within_the_bound() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        // Accepts, reads nothing, answers nothing, keeps the connection.
+        let held = tokio::spawn(async move {
+            let (conn, _) = listener.accept().await.unwrap();
+            tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+            drop(conn);
+        });
+        let service = Endpoint::parse(&format!("http://{addr}"), None).unwrap();
+        let started = std::time::Instant::now();
+        assert_eq!(scrape(&service).await, None);
+        assert!(started.elapsed() < std::time::Duration::from_secs(30));
+        held.abort();
     }
 
     #[test]
